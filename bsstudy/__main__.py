@@ -1,0 +1,17 @@
+"""`python -m bsstudy [overrides]` trains one run; `-m` sweeps (Hydra multirun)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from bsstudy.run import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Train one run; the final test accuracy is returned for Hydra sweepers that optimize."""
+    summary = train(cfg)
+    return summary["final"]["test_acc"] if summary.get("final") else float("nan")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Loss and accuracy on the *full* training and test sets, before training and after every epoch.
+
+The generalization gap is train accuracy - test accuracy, both measured with the same weights
+in one full pass. The running mean of the training loss is logged too, but it mixes the weights
+of every step of the epoch (early steps are worse), so it overstates the training loss and
+would make the gap look smaller than it is, most of all for small batches that move far per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_size: int,
+             num_classes: int) -> dict[str, float]:
+    """Mean NLL loss and accuracy of `net` on (x, y), in eval mode, `chunk_size` samples per forward pass."""
+    was_training = net.training
+    net.eval()
+    loss = MeanMetric().to(x.device)
+    accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False).to(x.device)
+    for start in range(0, len(y), chunk_size):
+        log_probs = net(x[start : start + chunk_size])
+        target = y[start : start + chunk_size]
+        loss.update(F.nll_loss(log_probs, target), weight=len(target))
+        accuracy.update(log_probs, target)
+    net.train(was_training)
+    return {"loss": loss.compute().item(), "acc": accuracy.compute().item()}
+
+
+class EpochEvaluation(L.Callback):
+    """Writes one row per epoch to every logger: full-pass train/test loss and accuracy, the gap,
+    the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
+
+    Extra columns that other callbacks put into `pl_module.epoch_extras` during the epoch join the row.
+    """
+
+    def __init__(self, eval_chunk_size: int):
+        self.eval_chunk_size = eval_chunk_size
+        self.train_time_s = 0.0  # cumulative training time, evaluation excluded; survives resume
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:  # a resumed run already has its epoch-0 row
+            self.log_row(trainer, pl_module, epoch=0, extra={"train_loss_running": float("nan")})
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        pl_module.epoch_extras = {}
+        self.epoch_start = self.now(pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch_time = self.now(pl_module) - self.epoch_start
+        self.train_time_s += epoch_time
+        extra = {"train_loss_running": pl_module.running_train_loss(), "epoch_time_s": epoch_time,
+                 **pl_module.epoch_extras}
+        self.log_row(trainer, pl_module, epoch=trainer.current_epoch + 1, extra=extra)
+
+    def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
+        start = time.perf_counter()
+        data = pl_module.data
+        train = evaluate(pl_module.net, data.x_train, data.y_train, self.eval_chunk_size, data.num_classes)
+        test = evaluate(pl_module.net, data.x_test, data.y_test, self.eval_chunk_size, data.num_classes)
+        row = {
+            "epoch": epoch,
+            "optimizer_steps": pl_module.optimizer_steps,
+            "samples_seen": pl_module.samples_seen,
+            "lr": pl_module.current_lr(),
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "gap": train["acc"] - test["acc"],
+            "train_time_s": self.train_time_s,
+            "eval_time_s": time.perf_counter() - start,
+            **extra,
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step=epoch)
+        pl_module.last_row = row
+        log.info(
+            "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
+            epoch, trainer.max_epochs, row["train_loss"], 100 * row["train_acc"], row["test_loss"],
+            100 * row["test_acc"], 100 * row["gap"], self.train_time_s,
+        )
+
+    @staticmethod
+    def now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def state_dict(self) -> dict:
+        return {"train_time_s": self.train_time_s}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_time_s = state_dict["train_time_s"]

@@ -1,0 +1,159 @@
+"""The study's MLP and the LightningModule that trains it with minibatch SGD.
+
+One Lightning batch is a *chunk* of many optimizer steps run in a tight inner loop with manual
+optimization: Lightning's per-batch machinery (hooks, progress bar, loop bookkeeping) then costs
+once per chunk instead of once per tiny step, while every step still sees its own slice of the
+epoch's seeded permutation. Chunks end on step boundaries, so epochs (and checkpoints) do too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bsstudy import ConfigError
+from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class MLP(nn.Module):
+    """input -> [Linear -> ReLU] x len(hidden_sizes) -> Linear -> log-softmax.
+
+    >>> MLP(784, [1024, 1024], 10)(torch.zeros(2, 784)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: list[int], num_classes: int):
+        super().__init__()
+        sizes = [input_size, *hidden_sizes, num_classes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return F.log_softmax(self.layers[-1](x), dim=1)
+
+
+def effective_lr(lr: float, scaling: str, batch_size: int, base_batch_size: int) -> float:
+    """eta_eff = eta (none), eta * B/B0 (linear, Goyal et al. 2017) or eta * sqrt(B/B0) (sqrt, Krizhevsky 2014)."""
+    ratio = batch_size / base_batch_size
+    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[scaling]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up: the lr of optimizer step t (0-based) is eta_eff * min(1, (t + 1) / warmup_steps)."""
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
+
+
+def check_optim_config(cfg) -> None:
+    """Validate the `optim` group before anything is built."""
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name must be one of {list(OPTIMIZERS)}; got {cfg.name!r}")
+    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
+        raise ConfigError(f"optim.lr must be a number > 0; got {cfg.lr!r}")
+    if cfg.lr_scaling not in LR_SCALINGS:
+        raise ConfigError(f"optim.lr_scaling must be one of {list(LR_SCALINGS)}; got {cfg.lr_scaling!r}")
+    for key in ("base_batch_size", "accumulate"):
+        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+            raise ConfigError(f"optim.{key} must be a positive integer; got {cfg[key]!r}")
+    if not (isinstance(cfg.warmup_epochs, (int, float)) and cfg.warmup_epochs >= 0):
+        raise ConfigError(f"optim.warmup_epochs must be a number >= 0; got {cfg.warmup_epochs!r}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0; got {cfg.weight_decay!r}")
+    if cfg.name == "adam" and cfg.momentum:
+        raise ConfigError("optim.momentum is an SGD setting; Adam uses optim.betas. Leave optim.momentum at 0.")
+    if cfg.name == "sgd" and not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1); got {cfg.momentum!r}")
+
+
+def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
+    """SGD (optionally with momentum / weight decay) or Adam, from the `optim` config group."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class StudyModule(L.LightningModule):
+    """Trains `net` on `data` with batch size B, k-fold gradient accumulation and the lr schedule
+    of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
+
+    def __init__(self, net: MLP, data: TensorData, optim_cfg, batch_size: int, drop_last: bool,
+                 chunk_samples: int, seed: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
+        self.batch_size = batch_size
+        self.samples_per_step = batch_size * optim_cfg.accumulate  # the effective batch B_eff
+        self.steps_per_epoch = steps_per_epoch(data.n_train, self.samples_per_step, drop_last)
+        self.steps_per_chunk = max(1, chunk_samples // self.samples_per_step)
+        self.lr = effective_lr(optim_cfg.lr, optim_cfg.lr_scaling, self.samples_per_step, optim_cfg.base_batch_size)
+        self.warmup_steps = round(optim_cfg.warmup_epochs * self.steps_per_epoch)
+        self.optimizer_steps = 0
+        self.samples_seen = 0
+        self.diverged = False
+
+    def configure_optimizers(self):
+        return build_optimizer(self.net.parameters(), self.optim_cfg, self.lr)
+
+    def setup(self, stage: str) -> None:
+        self.data = self.data.to(self.device)
+
+    def train_dataloader(self):
+        return range(math.ceil(self.steps_per_epoch / self.steps_per_chunk))
+
+    def on_train_epoch_start(self) -> None:
+        self.order = epoch_permutation(self.data.n_train, self.seed, self.current_epoch).to(self.device)
+        self.epoch_loss_sum = torch.zeros((), device=self.device)
+        self.epoch_samples = 0
+
+    def training_step(self, chunk: int, batch_idx: int) -> None:
+        optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
+        first = chunk * self.steps_per_chunk
+        for step in range(first, min(first + self.steps_per_chunk, self.steps_per_epoch)):
+            if self.optimizer_steps <= self.warmup_steps:
+                self.set_lr(optimizer, self.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
+            indices = self.order[step * self.samples_per_step : (step + 1) * self.samples_per_step]
+            self.autograd_step(optimizer, indices)
+        if not torch.isfinite(self.epoch_loss_sum):  # one check (one device sync) per chunk
+            self.diverged = True
+            self.trainer.should_stop = True
+
+    def autograd_step(self, optimizer: torch.optim.Optimizer, indices: torch.Tensor) -> None:
+        """One optimizer step on the samples `indices`, as micro-batches of `batch_size` whose
+        summed losses are divided by the step's sample count: the mean loss of the whole step."""
+        n = len(indices)
+        for start in range(0, n, self.batch_size):
+            micro = indices[start : start + self.batch_size]
+            loss_sum = F.nll_loss(self.net(self.data.x_train[micro]), self.data.y_train[micro], reduction="sum")
+            (loss_sum / n).backward()
+            self.epoch_loss_sum += loss_sum.detach()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+        self.samples_seen += n
+        self.epoch_samples += n
+
+    @staticmethod
+    def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def current_lr(self) -> float:
+        return self.optimizers().optimizer.param_groups[0]["lr"]
+
+    def running_train_loss(self) -> float:
+        """Mean training loss over the samples of the epoch so far, at the weights of their step."""
+        return (self.epoch_loss_sum / max(self.epoch_samples, 1)).item()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bsstudy"] = {"optimizer_steps": self.optimizer_steps, "samples_seen": self.samples_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.optimizer_steps = checkpoint["bsstudy"]["optimizer_steps"]
+        self.samples_seen = checkpoint["bsstudy"]["samples_seen"]

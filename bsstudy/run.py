@@ -1,0 +1,187 @@
+"""One run: validate the config, build data, model, callbacks, loggers and trainer, fit, write the run files."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from bsstudy import ConfigError
+from bsstudy.data import DATASETS, load_data
+from bsstudy.evaluate import EpochEvaluation
+from bsstudy.model import MLP, StudyModule, check_optim_config
+from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
+
+log = logging.getLogger(__name__)
+
+
+def is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
+    if not is_positive_int(cfg.data.batch_size):
+        raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(f"data.name must be one of {DATASETS}; got {cfg.data.name!r}")
+    if not isinstance(cfg.data.drop_last, bool):
+        raise ConfigError(f"data.drop_last must be true or false; got {cfg.data.drop_last!r}")
+    check_optim_config(cfg.optim)
+    for key in ("max_epochs", "chunk_samples", "eval_chunk_size"):
+        if not is_positive_int(cfg.trainer[key]):
+            raise ConfigError(f"trainer.{key} must be a positive integer; got {cfg.trainer[key]!r}")
+    if cfg.trainer.threads is not None and not is_positive_int(cfg.trainer.threads):
+        raise ConfigError(f"trainer.threads must be null or a positive integer; got {cfg.trainer.threads!r}")
+    if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
+        raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+
+
+def check_batch_size(cfg: DictConfig, n_train: int) -> None:
+    """The effective batch (accumulate x batch_size) must fit in the training set."""
+    if cfg.data.batch_size * cfg.optim.accumulate > n_train:
+        raise ConfigError(
+            f"data.batch_size ({cfg.data.batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
+            f"the training set size, {n_train} for data={cfg.data.name}"
+        )
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group."""
+    loggers = []
+    for name, logger_cfg in cfg.logger.items():
+        if name == "wandb":
+            hydra_cfg = HydraConfig.get()
+            sweep = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else str(run_dir)
+            logger = instantiate(logger_cfg, group=logger_cfg.group or sweep, name=run_dir.name)
+        else:
+            logger = instantiate(logger_cfg)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(logger)
+    return loggers
+
+
+def completed_summary(path: Path) -> dict | None:
+    """The summary of a run that already completed, if there is one (resume then has nothing to do)."""
+    if path.exists():
+        summary = read_json(path)
+        if summary.get("status") == "completed":
+            return summary
+    return None
+
+
+def read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one run as configured and return its summary (also written to <run>/summary.json)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary_path = run_dir / "summary.json"
+    if cfg.resume and (done := completed_summary(summary_path)):
+        log.info("resume=true: %s already completed; nothing to do", run_dir)
+        return done
+    started = time.perf_counter()
+    module = trainer = None
+    try:
+        check_config(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        data = load_data(cfg.data, cfg.seed)
+        check_batch_size(cfg, data.n_train)
+        net = MLP(data.input_size, list(cfg.model.hidden_sizes), data.num_classes)
+        module = StudyModule(net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last,
+                             cfg.trainer.chunk_samples, cfg.seed)
+        callbacks = [
+            EpochEvaluation(cfg.trainer.eval_chunk_size),
+            RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
+        ]
+        loggers = build_loggers(cfg, run_dir)
+        trainer = L.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            max_epochs=cfg.trainer.max_epochs,
+            logger=loggers,
+            callbacks=callbacks,
+            enable_progress_bar=cfg.trainer.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,  # nothing is logged per batch; this only silences Lightning's warning
+            limit_val_batches=0,
+            default_root_dir=run_dir,
+        )
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = last if cfg.resume and last.exists() else None
+        if cfg.resume:
+            log.info("resume=true: %s", f"continuing from {last}" if ckpt_path else "no checkpoint yet, starting fresh")
+        trainer.fit(module, ckpt_path=ckpt_path)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
+        status = "diverged" if module.diverged else "completed"
+        summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+    except Exception as err:
+        summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
+        summary["error"] = f"{type(err).__name__}: {err}"
+        summary["traceback"] = traceback.format_exc()
+        write_json(summary_path, summary)
+        raise
+    finally:
+        for logger in trainer.loggers if trainer else []:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in summary.items() if k != "traceback"})
+                logger.experiment.finish()
+    write_json(summary_path, summary)
+    log.info("%s: %s; summary in %s", status, run_dir, summary_path)
+    return summary
+
+
+def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, status: str, wall_time_s: float) -> dict:
+    """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
+    metrics_path = run_dir / "metrics.csv"
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    best = max(rows, key=lambda r: r["test_acc"] if r["test_acc"] == r["test_acc"] else -1.0, default=None)
+    summary = {
+        "status": status,
+        "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
+        "final": rows[-1] if rows else None,
+        "best": {"test_acc": best["test_acc"], "epoch": int(best["epoch"])} if best else None,
+        "wall_time_s": wall_time_s,
+        "train_time_s": rows[-1]["train_time_s"] if rows else None,
+        "dataset": cfg.data.name,
+        "batch_size": cfg.data.batch_size,
+        "accumulate": cfg.optim.accumulate,
+        "drop_last": cfg.data.drop_last,
+        "seed": cfg.seed,
+        "optimizer": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "lr_scaling": cfg.optim.lr_scaling,
+        "versions": library_versions(),
+        "run_dir": str(run_dir),
+    }
+    if module is not None:
+        summary |= {
+            "effective_batch_size": module.samples_per_step,
+            "effective_lr": module.lr,
+            "optimizer_steps": module.optimizer_steps,
+            "steps_per_epoch": module.steps_per_epoch,
+            "samples_seen": module.samples_seen,
+            "n_train": module.data.n_train,
+            "n_test": len(module.data.y_test),
+            "device": str(module.device),
+            "peak_memory_bytes": peak_memory_bytes(module.device),
+        }
+    return summary

@@ -1,0 +1,129 @@
+"""What a run leaves in its folder: metrics.csv, summary.json, checkpoints/.
+
+metrics.csv is rewritten whole (atomically) after every epoch, so it is never half-written and
+survives a resume; summary.json is written once, atomically, when the run has ended.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import resource
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+STATUSES = ("completed", "diverged", "failed")
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Write `path` through a temporary file and rename it into place (readers never see half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+class EpochCSVLogger(Logger):
+    """A Lightning logger that keeps `<run_dir>/metrics.csv` as one row per logged step (here: epoch).
+
+    Unlike Lightning's CSVLogger it keeps the rows of an interrupted run when the run resumes
+    (rows at or after a re-logged step are replaced), keeps columns in logging order, and
+    rewrites the file atomically at every call.
+    """
+
+    def __init__(self, run_dir: str):
+        super().__init__()
+        self.path = Path(run_dir) / "metrics.csv"
+        self.rows = read_metrics(self.path) if self.path.exists() else []
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the full resolved config is in <run>/.hydra/config.yaml
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.rows = [r for r in self.rows if int(r["epoch"]) < int(row["epoch"])] + [row]
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        replace_atomically(self.path, write)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv as a list of dicts with numbers parsed (empty cells -> None)."""
+    with path.open(newline="") as f:
+        return [{k: parse_number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def parse_number(text: str | None) -> int | float | None:
+    if text in ("", None):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class RunCheckpoints(Checkpoint):
+    """After every epoch, `checkpoints/last.ckpt` (for resume); after the epochs in `at_epochs`,
+    also `checkpoints/epoch=<e>.ckpt` (e counts completed epochs). Written atomically.
+
+    A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the epoch end:
+    the epoch's metrics row is logged before the checkpoint that includes the epoch is written.
+    """
+
+    def __init__(self, dirpath: str | Path, at_epochs: list[int], save_last: bool):
+        self.dirpath = Path(dirpath)
+        self.at_epochs = set(at_epochs)
+        self.save_last = save_last
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        names = (["last.ckpt"] if self.save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in self.at_epochs else [])
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated by torch on a CUDA device, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def library_versions() -> dict[str, str]:
+    names = ["bsstudy", "torch", "lightning", "torchmetrics", "hydra-core", "omegaconf", "numpy", "wandb"]
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
