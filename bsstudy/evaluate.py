@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_size: int,
-             num_classes: int) -> dict[str, float]:
+def evaluate(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_size: int, num_classes: int
+) -> dict[str, float]:
     """Mean NLL loss and accuracy of `net` on (x, y), in eval mode, `chunk_size` samples per forward pass."""
     was_training = net.training
     net.eval()
@@ -50,7 +51,7 @@ class EpochEvaluation(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.current_epoch == 0:  # a resumed run already has its epoch-0 row
-            self.log_row(trainer, pl_module, epoch=0, extra={"train_loss_running": float("nan")})
+            self.log_row(trainer, pl_module, epoch=0, extra={})
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
         pl_module.epoch_extras = {}
@@ -59,8 +60,11 @@ class EpochEvaluation(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         epoch_time = self.now(pl_module) - self.epoch_start
         self.train_time_s += epoch_time
-        extra = {"train_loss_running": pl_module.running_train_loss(), "epoch_time_s": epoch_time,
-                 **pl_module.epoch_extras}
+        extra = {
+            "train_loss_running": pl_module.running_train_loss(),
+            "epoch_time_s": epoch_time,
+            **pl_module.epoch_extras,
+        }
         self.log_row(trainer, pl_module, epoch=trainer.current_epoch + 1, extra=extra)
 
     def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
@@ -87,8 +91,14 @@ class EpochEvaluation(L.Callback):
         pl_module.last_row = row
         log.info(
             "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
-            epoch, trainer.max_epochs, row["train_loss"], 100 * row["train_acc"], row["test_loss"],
-            100 * row["test_acc"], 100 * row["gap"], self.train_time_s,
+            epoch,
+            trainer.max_epochs,
+            row["train_loss"],
+            100 * row["train_acc"],
+            row["test_loss"],
+            100 * row["test_acc"],
+            100 * row["gap"],
+            self.train_time_s,
         )
 
     @staticmethod

@@ -83,8 +83,9 @@ class StudyModule(L.LightningModule):
     """Trains `net` on `data` with batch size B, k-fold gradient accumulation and the lr schedule
     of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
 
-    def __init__(self, net: MLP, data: TensorData, optim_cfg, batch_size: int, drop_last: bool,
-                 chunk_samples: int, seed: int):
+    def __init__(
+        self, net: MLP, data: TensorData, optim_cfg, batch_size: int, drop_last: bool, chunk_samples: int, seed: int
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed

@@ -90,6 +90,7 @@ def read_json(path: Path) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Train one run as configured and return its summary (also written to <run>/summary.json)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "summary.json"
     if cfg.resume and (done := completed_summary(summary_path)):
         log.info("resume=true: %s already completed; nothing to do", run_dir)
@@ -104,8 +105,9 @@ def train(cfg: DictConfig) -> dict:
         data = load_data(cfg.data, cfg.seed)
         check_batch_size(cfg, data.n_train)
         net = MLP(data.input_size, list(cfg.model.hidden_sizes), data.num_classes)
-        module = StudyModule(net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last,
-                             cfg.trainer.chunk_samples, cfg.seed)
+        module = StudyModule(
+            net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last, cfg.trainer.chunk_samples, cfg.seed
+        )
         callbacks = [
             EpochEvaluation(cfg.trainer.eval_chunk_size),
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),

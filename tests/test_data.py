@@ -1,0 +1,115 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bsstudy import ConfigError
+from bsstudy.data import epoch_permutation, load_data, read_idx, steps_per_epoch
+
+
+def data_cfg(**kw):
+    base = {
+        "name": "synthetic",
+        "root": "unused",
+        "download": False,
+        "train_size": None,
+        "test_size": None,
+        "n_train": 200,
+        "n_test": 50,
+        "input_size": 8,
+        "num_classes": 3,
+        "class_sep": 1.0,
+        "test_fraction": 0.2,
+    }
+    return OmegaConf.create(base | kw)
+
+
+def write_idx(path, array, magic):
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def fake_mnist(root, n_train=20, n_test=10, gz=True):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    ext = ".gz" if gz else ""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(raw / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28)), 2051)
+        write_idx(raw / f"{split}-labels-idx1-ubyte{ext}", rng.integers(0, 10, n), 2049)
+    return raw
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_load_gzipped_or_unpacked_in_torchvision_layout(tmp_path, gz):
+    fake_mnist(tmp_path, gz=gz)
+    data = load_data(data_cfg(name="mnist", root=str(tmp_path)), seed=0)
+    assert data.x_train.shape == (20, 784) and data.x_test.shape == (10, 784)
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+    # standardized with the training set's statistics: mean 0, std 1 over all training pixels
+    assert abs(data.x_train.mean().item()) < 1e-4 and abs(data.x_train.std().item() - 1) < 1e-4
+
+
+def test_idx_with_wrong_magic_number_is_rejected_with_the_file_name(tmp_path):
+    raw = fake_mnist(tmp_path, gz=False)
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(20), 1234)
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*magic number 1234"):
+        load_data(data_cfg(name="mnist", root=str(tmp_path)), seed=0)
+
+
+def test_truncated_idx_file_is_rejected(tmp_path):
+    raw = fake_mnist(tmp_path, gz=False)
+    path = raw / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_idx(path)
+
+
+def test_missing_files_without_download_list_places_and_ways_out(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_data(data_cfg(name="mnist", root=str(tmp_path)), seed=0)
+    message = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "data.download=false" in message
+    assert "go online" in message and "<data.root>/MNIST/raw/" in message and "data=digits" in message
+
+
+def test_unknown_dataset_name_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"data.name must be one of .*fashion_mnist.*got 'cifar'"):
+        load_data(data_cfg(name="cifar"), seed=0)
+
+
+def test_digits_needs_no_files_and_splits_by_test_fraction():
+    data = load_data(data_cfg(name="digits"), seed=0)
+    assert data.input_size == 64 and data.num_classes == 10
+    assert len(data.y_test) == round(1797 * 0.2) and data.n_train + len(data.y_test) == 1797
+
+
+def test_subsets_are_seeded_and_sized():
+    a = load_data(data_cfg(train_size=50, test_size=20), seed=3)
+    b = load_data(data_cfg(train_size=50, test_size=20), seed=3)
+    assert a.n_train == 50 and len(a.y_test) == 20
+    assert torch.equal(a.x_train, b.x_train)
+    with pytest.raises(ConfigError, match=r"data.train_size must be null or an integer in \[1, 200\]"):
+        load_data(data_cfg(train_size=500), seed=0)
+
+
+def test_fashion_mnist_loads_from_the_offline_folder(shared_data):
+    data = load_data(data_cfg(name="fashion_mnist", root=str(shared_data), train_size=1000, test_size=500), seed=0)
+    assert data.input_size == 784 and data.num_classes == 10 and data.n_train == 1000
+
+
+def test_epoch_permutation_depends_only_on_seed_and_epoch():
+    assert torch.equal(epoch_permutation(100, 0, 3), epoch_permutation(100, 0, 3))
+    assert not torch.equal(epoch_permutation(100, 0, 3), epoch_permutation(100, 0, 4))
+    assert sorted(epoch_permutation(100, 1, 0).tolist()) == list(range(100))
+
+
+def test_steps_per_epoch_with_and_without_drop_last():
+    assert steps_per_epoch(60000, 1024, drop_last=False) == 59  # 58 full steps + one of 608 samples
+    assert steps_per_epoch(60000, 1024, drop_last=True) == 58
+    assert steps_per_epoch(60000, 64, drop_last=True) == steps_per_epoch(60000, 64, drop_last=False) - 1
