@@ -17,6 +17,7 @@ from torch import nn
 
 from bsstudy import ConfigError
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
+from bsstudy.fast_step import fast_sgd_step
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 OPTIMIZERS = ("sgd", "adam")
@@ -84,11 +85,20 @@ class StudyModule(L.LightningModule):
     of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
 
     def __init__(
-        self, net: MLP, data: TensorData, optim_cfg, batch_size: int, drop_last: bool, chunk_samples: int, seed: int
+        self,
+        net: MLP,
+        data: TensorData,
+        optim_cfg,
+        batch_size: int,
+        drop_last: bool,
+        chunk_samples: int,
+        seed: int,
+        fast_step: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
+        self.take_step = self.fast_step if fast_step else self.autograd_step
         self.batch_size = batch_size
         self.samples_per_step = batch_size * optim_cfg.accumulate  # the effective batch B_eff
         self.steps_per_epoch = steps_per_epoch(data.n_train, self.samples_per_step, drop_last)
@@ -120,7 +130,7 @@ class StudyModule(L.LightningModule):
             if self.optimizer_steps <= self.warmup_steps:
                 self.set_lr(optimizer, self.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * self.samples_per_step : (step + 1) * self.samples_per_step]
-            self.autograd_step(optimizer, indices)
+            self.take_step(optimizer, indices)
         if not torch.isfinite(self.epoch_loss_sum):  # one check (one device sync) per chunk
             self.diverged = True
             self.trainer.should_stop = True
@@ -136,6 +146,16 @@ class StudyModule(L.LightningModule):
             self.epoch_loss_sum += loss_sum.detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        self.count_step(n)
+
+    def fast_step(self, optimizer: torch.optim.Optimizer, indices: torch.Tensor) -> None:
+        """The same step as `autograd_step` (accumulate = 1, SGD) by the hand-written `fast_sgd_step`."""
+        self.epoch_loss_sum += fast_sgd_step(
+            self.net.layers, optimizer, self.data.x_train[indices], self.data.y_train[indices]
+        )
+        self.count_step(len(indices))
+
+    def count_step(self, n: int) -> None:
         self.optimizer_steps += 1
         self.samples_seen += n
         self.epoch_samples += n

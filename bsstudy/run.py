@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from bsstudy import ConfigError
 from bsstudy.data import DATASETS, load_data
 from bsstudy.evaluate import EpochEvaluation
+from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
 
@@ -42,6 +43,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key} must be a positive integer; got {cfg.trainer[key]!r}")
     if cfg.trainer.threads is not None and not is_positive_int(cfg.trainer.threads):
         raise ConfigError(f"trainer.threads must be null or a positive integer; got {cfg.trainer.threads!r}")
+    if cfg.trainer.fast_step not in FAST_STEP_MODES:
+        raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
+    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim)):
+        raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
         raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
     if not isinstance(cfg.seed, int):
@@ -106,7 +111,14 @@ def train(cfg: DictConfig) -> dict:
         check_batch_size(cfg, data.n_train)
         net = MLP(data.input_size, list(cfg.model.hidden_sizes), data.num_classes)
         module = StudyModule(
-            net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last, cfg.trainer.chunk_samples, cfg.seed
+            net,
+            data,
+            cfg.optim,
+            cfg.data.batch_size,
+            cfg.data.drop_last,
+            cfg.trainer.chunk_samples,
+            cfg.seed,
+            fast_step=cfg.trainer.fast_step != "off" and fast_step_blocker(cfg.optim) is None,
         )
         callbacks = [
             EpochEvaluation(cfg.trainer.eval_chunk_size),
@@ -178,6 +190,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         summary |= {
             "effective_batch_size": module.samples_per_step,
             "effective_lr": module.lr,
+            "fast_step": module.take_step == module.fast_step,
             "optimizer_steps": module.optimizer_steps,
             "steps_per_epoch": module.steps_per_epoch,
             "samples_seen": module.samples_seen,

@@ -3,11 +3,12 @@
 import json
 
 import pytest
-from conftest import compose_run, run_cli
 
 from bsstudy import ConfigError
 from bsstudy.run import train
 from bsstudy.runfiles import RunCheckpoints, read_metrics
+
+from conftest import compose_run, run_cli
 
 SYNTH = ["data=synthetic", "trainer.max_epochs=3", "data.batch_size=16"]
 

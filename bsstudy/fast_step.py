@@ -1,0 +1,80 @@
+"""An exact, hand-written SGD step for the MLP: forward, backward and update in one pass, no autograd.
+
+For an MLP with ReLU hidden layers, log-softmax output and mean NLL loss over the n samples of
+the step, backpropagation is (z_i = h_{i-1} W_i^T + b_i, h_i = relu(z_i), h_0 = x):
+
+    dz_L = (softmax(z_L) - onehot(y)) / n
+    dW_i = dz_i^T h_{i-1},   db_i = sum_rows(dz_i),   dz_{i-1} = (dz_i W_i) * [z_{i-1} > 0]
+
+and SGD (PyTorch's convention, dampening 0, no Nesterov) is
+
+    g_i = dW_i + wd W_i,   buf_i = mu buf_i + g_i (buf_i = g_i at the first step),   W_i -= lr buf_i
+
+Without momentum the update is applied in place with one `addmm_` per layer, so no gradient
+tensor is ever written and re-read, and autograd's bookkeeping and the optimizer's separate pass
+disappear. dz_{i-1} is computed before W_i changes. The result is the same as the autograd path
+up to float32 rounding (summation order differs); tests/test_fast_step.py checks it.
+Momentum buffers live in the torch optimizer's own state, so checkpoints and resume are shared
+with the autograd path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FAST_STEP_MODES = ("auto", "on", "off")
+
+
+def fast_step_blocker(optim_cfg) -> str | None:
+    """Why the exact fast step cannot run with these settings, or None if it can."""
+    if optim_cfg.name != "sgd":
+        return f"optim.name={optim_cfg.name} (the fast step implements SGD only)"
+    if optim_cfg.accumulate != 1:
+        return f"optim.accumulate={optim_cfg.accumulate} (the fast step updates after every micro-batch)"
+    return None
+
+
+@torch.no_grad()
+def fast_sgd_step(layers: nn.ModuleList, optimizer: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One SGD step of the MLP `layers` on the batch (x, y) with the optimizer's lr, momentum and
+    weight decay; returns the summed NLL loss of the batch (before the step) as a 0-d tensor."""
+    group = optimizer.param_groups[0]
+    lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+    activations = [x]
+    for layer in layers[:-1]:
+        activations.append(torch.relu_(torch.addmm(layer.bias, activations[-1], layer.weight.t())))
+    log_probs = torch.log_softmax(torch.addmm(layers[-1].bias, activations[-1], layers[-1].weight.t()), dim=1)
+    target = y.unsqueeze(1)
+    loss_sum = -log_probs.gather(1, target).sum()
+    dz = log_probs.exp_()
+    dz.scatter_add_(1, target, torch.full_like(target, -1, dtype=dz.dtype)).div_(len(y))
+    for i in range(len(layers) - 1, -1, -1):
+        layer, h = layers[i], activations[i]
+        dh = dz.mm(layer.weight) if i > 0 else None  # with the weights before this step's update
+        if momentum == 0 and weight_decay == 0:
+            layer.weight.addmm_(dz.t(), h, alpha=-lr)
+            layer.bias.add_(dz.sum(0), alpha=-lr)
+        else:
+            sgd_update(optimizer, layer.weight, torch.mm(dz.t(), h), lr, momentum, weight_decay)
+            sgd_update(optimizer, layer.bias, dz.sum(0), lr, momentum, weight_decay)
+        if dh is not None:
+            dz = dh.mul_(h > 0)
+    return loss_sum
+
+
+def sgd_update(
+    optimizer: torch.optim.SGD, param: torch.Tensor, grad: torch.Tensor, lr: float, momentum: float, weight_decay: float
+) -> None:
+    """torch.optim.SGD's update of one parameter, momentum buffer kept in the optimizer's state."""
+    if weight_decay:
+        grad = grad.add_(param, alpha=weight_decay)
+    if momentum:
+        state = optimizer.state[param]
+        buffer = state.get("momentum_buffer")
+        if buffer is None:
+            state["momentum_buffer"] = buffer = grad.clone()
+        else:
+            buffer.mul_(momentum).add_(grad)
+        grad = buffer
+    param.add_(grad, alpha=-lr)
