@@ -53,7 +53,7 @@ def fast_sgd_step(layers: nn.ModuleList, optimizer: torch.optim.SGD, x: torch.Te
         layer, h = layers[i], activations[i]
         dh = dz.mm(layer.weight) if i > 0 else None  # with the weights before this step's update
         if momentum == 0 and weight_decay == 0:
-            layer.weight.addmm_(dz.t(), h, alpha=-lr)
+            subtract_outer(layer.weight, dz, h, lr)
             layer.bias.add_(dz.sum(0), alpha=-lr)
         else:
             sgd_update(optimizer, layer.weight, torch.mm(dz.t(), h), lr, momentum, weight_decay)
@@ -61,6 +61,19 @@ def fast_sgd_step(layers: nn.ModuleList, optimizer: torch.optim.SGD, x: torch.Te
         if dh is not None:
             dz = dh.mul_(h > 0)
     return loss_sum
+
+
+RANK1_MAX_ROWS = 4  # measured on a 2-core AMD EPYC with MKL: B rank-1 updates beat one addmm_ up to B = 4
+
+
+def subtract_outer(weight: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, lr: float) -> None:
+    """weight -= lr * dz^T h, in place. On the CPU, MKL's addmm_ with an inner dimension of 2-4 is
+    about 3x slower than that many rank-1 `addr_` updates, so tiny batches take the loop."""
+    if weight.device.type == "cpu" and len(h) <= RANK1_MAX_ROWS:
+        for dz_row, h_row in zip(dz, h, strict=True):
+            weight.addr_(dz_row, h_row, alpha=-lr)
+    else:
+        weight.addmm_(dz.t(), h, alpha=-lr)
 
 
 def sgd_update(
