@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install test study lr-scaling bench lint clean
 
@@ -10,6 +12,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
