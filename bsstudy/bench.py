@@ -9,6 +9,7 @@ repeats (min in the JSON). Step cases, in seconds per optimizer step at batch si
     bsstudy           bsstudy's real training loop end to end: a Lightning Trainer fitting StudyModule
                       (chunked manual optimization, fast step as selected by trainer.fast_step=auto)
     bsstudy_autograd  the same loop with trainer.fast_step=off: what the loop itself costs over `raw`
+    bsstudy_update_norms  `bsstudy` with the update_norms probe: the probe's overhead
     tutorial          torchvision dataset + per-item transforms + DataLoader + autograd (the usual tutorial)
 
 Eval cases, in seconds per full evaluation (training set + test set):
@@ -43,6 +44,7 @@ from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP, StudyModule
+from bsstudy.probes.update_norms import UpdateNorms
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STEPS_PER_REPEAT = {2: 1000, 64: 150, 256: 40, 1024: 12}  # about 1-2 s of work per case and repeat
@@ -115,8 +117,11 @@ class EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Callable[[], float]:
-    """bsstudy's real loop: a Trainer fits StudyModule for one epoch of exactly `steps` steps."""
+def lightning_loop(
+    data: TensorData, batch_size: int, steps: int, fast: bool, probe_dir: Path | None = None
+) -> Callable[[], float]:
+    """bsstudy's real loop: a Trainer fits StudyModule for one epoch of exactly `steps` steps
+    (with the update_norms probe writing to `probe_dir`, if given)."""
     subset = TensorData(data.name, data.x_train[: steps * batch_size], data.y_train[: steps * batch_size],
                         data.x_test, data.y_test)  # fmt: skip
     chunk_samples = OmegaConf.load(CONF / "trainer" / "cpu.yaml").chunk_samples
@@ -124,7 +129,8 @@ def lightning_loop(data: TensorData, batch_size: int, steps: int, fast: bool) ->
     def run() -> float:
         module = StudyModule(new_net(data), subset, sgd_config(), batch_size, False, chunk_samples, 0, fast_step=fast)
         timer = EpochTimer()
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, callbacks=[timer],
+        probes = [UpdateNorms(probe_dir)] if probe_dir else []
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, callbacks=[*probes, timer],
                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                             num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)  # fmt: skip
         trainer.fit(module)
@@ -191,7 +197,8 @@ def eval_cases(data: TensorData) -> list[Case]:
     return [Case("eval", "bsstudy", None, 1, bsstudy_eval), Case("eval", "bare", None, 1, bare_forward)]
 
 
-def step_cases(data: TensorData, tutorial_root: Path, batch_sizes: list[int], scale: float) -> list[Case]:
+def step_cases(data: TensorData, tmp: Path, batch_sizes: list[int], scale: float) -> list[Case]:
+    tutorial_root = unpacked_fashion_mnist(tmp / "torchvision")
     cases = []
     for b in batch_sizes:
         n = max(2, round(STEPS_PER_REPEAT.get(b, 20) * scale))
@@ -200,6 +207,7 @@ def step_cases(data: TensorData, tutorial_root: Path, batch_sizes: list[int], sc
             Case("step", "fast", b, n, raw_loop(data, b, n, fast=True)),
             Case("step", "bsstudy", b, n, lightning_loop(data, b, n, fast=True)),
             Case("step", "bsstudy_autograd", b, n, lightning_loop(data, b, n, fast=False)),
+            Case("step", "bsstudy_update_norms", b, n, lightning_loop(data, b, n, True, tmp / "update_norms")),
         ]
         if b in TUTORIAL_BATCH_SIZES:
             cases.append(Case("step", "tutorial", b, n, tutorial_loop(tutorial_root, b, n)))
@@ -240,17 +248,23 @@ def print_table(rows: list[dict], data: TensorData) -> None:
 
     print(f"bsstudy bench | device cpu | torch {torch.__version__} | {torch.get_num_threads()} threads | "
           f"data {data.name} ({data.n_train} train) | median of {rows[0]['repeats']} interleaved repeats")  # fmt: skip
-    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial"]
-    print("\ntraining step, microseconds per optimizer step")
-    print(f"{'B':>6} " + " ".join(f"{i:>16}" for i in impls) + "  bsstudy/raw  bsstudy_autograd/raw  tutorial/bsstudy")
+    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms"]
+    ratios = [
+        ("bsstudy", "raw"),
+        ("bsstudy_autograd", "raw"),
+        ("tutorial", "bsstudy"),
+        ("bsstudy_update_norms", "bsstudy"),
+    ]
+    print("\ntraining step, microseconds per optimizer step (impl), then ratios (impl / reference)")
+    print(f"{'B':>5} " + " ".join(f"{i:>20}" for i in impls) + "".join(f"  {a}/{b}" for a, b in ratios))
     for b in sorted({r["batch_size"] for r in rows if r["what"] == "step"}):
         us = {r["impl"]: r["median_s"] * 1e6 for r in rows if r["what"] == "step" and r["batch_size"] == b}
-        print(f"{b:>6} " + " ".join(f"{fmt(us.get(i), '16.1f'):>16}" for i in impls)
-              + f"  {fmt(ratio(rows, 'step', b, 'bsstudy', 'raw'), '11.2f')}"
-              + f"  {fmt(ratio(rows, 'step', b, 'bsstudy_autograd', 'raw'), '20.2f')}"
-              + f"  {fmt(ratio(rows, 'step', b, 'tutorial', 'bsstudy'), '16.2f')}")  # fmt: skip
+        cells = [f"{fmt(us.get(i), '20.1f'):>20}" for i in impls]
+        cells += [f"{fmt(ratio(rows, 'step', b, a, r), '.2f'):>{len(a) + len(r) + 3}}" for a, r in ratios]
+        print(f"{b:>5} " + " ".join(cells))
     print("targets: bsstudy/raw <= 0.5 at B=2, <= 0.8 at B=64, <= 1.0 at B=1024 (end to end, fast step);")
-    print("         bsstudy_autograd/raw <= 1.10 at B=2 and B=64 (the loop's own overhead, same autograd step)")
+    print("         bsstudy_autograd/raw <= 1.10 at B=2 and B=64 (the loop's own overhead, same autograd step);")
+    print("         bsstudy_update_norms/bsstudy <= 1.15 at B=2 (the update_norms probe's overhead)")
     ev = {r["impl"]: r["median_s"] for r in rows if r["what"] == "eval"}
     if ev:
         print(f"\nper-epoch evaluation ({data.n_train + len(data.y_test)} samples): bsstudy {ev['bsstudy']:.3f} s, "
@@ -268,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats, scale = (2, 0.05) if args.quick else (args.repeats, 1.0)
     data = load_bench_data()
     with tempfile.TemporaryDirectory() as tmp:
-        cases = step_cases(data, unpacked_fashion_mnist(Path(tmp)), args.batch_sizes, scale) + eval_cases(data)
+        cases = step_cases(data, Path(tmp), args.batch_sizes, scale) + eval_cases(data)
         rows = measure(cases, repeats)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -54,7 +54,6 @@ class EpochEvaluation(L.Callback):
             self.log_row(trainer, pl_module, epoch=0, extra={})
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
-        pl_module.epoch_extras = {}
         self.epoch_start = self.now(pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -74,6 +73,7 @@ class EpochEvaluation(L.Callback):
         test = evaluate(pl_module.net, data.x_test, data.y_test, self.eval_chunk_size, data.num_classes)
         row = {
             "epoch": epoch,
+            "batch_size": pl_module.epoch_plan(max(epoch - 1, 0)).batch_size,  # of the epoch that led here
             "optimizer_steps": pl_module.optimizer_steps,
             "samples_seen": pl_module.samples_seen,
             "lr": pl_module.current_lr(),

@@ -36,11 +36,22 @@ def fast_step_blocker(optim_cfg) -> str | None:
 
 
 @torch.no_grad()
-def fast_sgd_step(layers: nn.ModuleList, optimizer: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def fast_sgd_step(
+    layers: nn.ModuleList,
+    optimizer: torch.optim.SGD,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    update_sq_norms: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One SGD step of the MLP `layers` on the batch (x, y) with the optimizer's lr, momentum and
-    weight decay; returns the summed NLL loss of the batch (before the step) as a 0-d tensor."""
+    weight decay; returns the summed NLL loss of the batch (before the step) as a 0-d tensor.
+
+    If `update_sq_norms` is given (one entry per parameter, in `parameters()` order), it receives
+    ||theta_{t+1} - theta_t||^2 of every parameter, computed from the update itself.
+    """
     group = optimizer.param_groups[0]
     lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+    track = update_sq_norms is not None
     activations = [x]
     for layer in layers[:-1]:
         activations.append(torch.relu_(torch.addmm(layer.bias, activations[-1], layer.weight.t())))
@@ -49,37 +60,64 @@ def fast_sgd_step(layers: nn.ModuleList, optimizer: torch.optim.SGD, x: torch.Te
     loss_sum = -log_probs.gather(1, target).sum()
     dz = log_probs.exp_()
     dz.scatter_add_(1, target, torch.full_like(target, -1, dtype=dz.dtype)).div_(len(y))
+    sq_norms = [None] * (2 * len(layers))
     for i in range(len(layers) - 1, -1, -1):
         layer, h = layers[i], activations[i]
         dh = dz.mm(layer.weight) if i > 0 else None  # with the weights before this step's update
+        bias_grad = dz.sum(0)
         if momentum == 0 and weight_decay == 0:
-            subtract_outer(layer.weight, dz, h, lr)
-            layer.bias.add_(dz.sum(0), alpha=-lr)
+            sq_norms[2 * i] = subtract_outer(layer.weight, dz, h, lr, track)
+            layer.bias.add_(bias_grad, alpha=-lr)
+            sq_norms[2 * i + 1] = lr**2 * bias_grad.square().sum() if track else None
         else:
-            sgd_update(optimizer, layer.weight, torch.mm(dz.t(), h), lr, momentum, weight_decay)
-            sgd_update(optimizer, layer.bias, dz.sum(0), lr, momentum, weight_decay)
+            sq_norms[2 * i] = sgd_update(
+                optimizer, layer.weight, torch.mm(dz.t(), h), lr, momentum, weight_decay, track
+            )
+            sq_norms[2 * i + 1] = sgd_update(optimizer, layer.bias, bias_grad, lr, momentum, weight_decay, track)
         if dh is not None:
             dz = dh.mul_(h > 0)
+    if track:
+        torch.stack(sq_norms, out=update_sq_norms)
     return loss_sum
 
 
 RANK1_MAX_ROWS = 4  # measured on a 2-core AMD EPYC with MKL: B rank-1 updates beat one addmm_ up to B = 4
+GRAM_MAX_ROWS = 64  # above this, materializing dz^T h (it replaces addmm_, so costs only memory) is cheaper
 
 
-def subtract_outer(weight: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, lr: float) -> None:
-    """weight -= lr * dz^T h, in place. On the CPU, MKL's addmm_ with an inner dimension of 2-4 is
-    about 3x slower than that many rank-1 `addr_` updates, so tiny batches take the loop."""
-    if weight.device.type == "cpu" and len(h) <= RANK1_MAX_ROWS:
+def subtract_outer(
+    weight: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, lr: float, track: bool
+) -> torch.Tensor | None:
+    """weight -= lr * dz^T h, in place; with `track`, return ||lr dz^T h||_F^2.
+
+    On the CPU, MKL's addmm_ with an inner dimension of 2-4 is about 3x slower than that many
+    rank-1 `addr_` updates, so tiny batches take the loop. The norm of a product of n rows comes
+    from two n x n Gram matrices, ||dz^T h||_F^2 = sum((dz dz^T) * (h h^T)), for small n.
+    """
+    n = len(h)
+    if track and n > GRAM_MAX_ROWS:
+        update = torch.mm(dz.t(), h)
+        weight.add_(update, alpha=-lr)
+        return lr**2 * update.square().sum()
+    if weight.device.type == "cpu" and n <= RANK1_MAX_ROWS:
         for dz_row, h_row in zip(dz, h, strict=True):
             weight.addr_(dz_row, h_row, alpha=-lr)
     else:
         weight.addmm_(dz.t(), h, alpha=-lr)
+    return lr**2 * (dz.mm(dz.t()) * h.mm(h.t())).sum() if track else None
 
 
 def sgd_update(
-    optimizer: torch.optim.SGD, param: torch.Tensor, grad: torch.Tensor, lr: float, momentum: float, weight_decay: float
-) -> None:
-    """torch.optim.SGD's update of one parameter, momentum buffer kept in the optimizer's state."""
+    optimizer: torch.optim.SGD,
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    track: bool = False,
+) -> torch.Tensor | None:
+    """torch.optim.SGD's update of one parameter, momentum buffer kept in the optimizer's state;
+    with `track`, return the squared norm of the change, ||lr * step||^2."""
     if weight_decay:
         grad = grad.add_(param, alpha=weight_decay)
     if momentum:
@@ -91,3 +129,4 @@ def sgd_update(
             buffer.mul_(momentum).add_(grad)
         grad = buffer
     param.add_(grad, alpha=-lr)
+    return lr**2 * grad.square().sum() if track else None

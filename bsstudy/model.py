@@ -9,6 +9,7 @@ epoch's seeded permutation. Chunks end on step boundaries, so epochs (and checkp
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -52,6 +53,25 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
+def value_at(schedule, epoch: int, default):
+    """The value of a step schedule {from_epoch: value} during `epoch` (0-based): the value of the
+    largest key <= epoch, or `default` before the first key. None is an empty schedule."""
+    keys = [k for k in (schedule or {}) if k <= epoch]
+    return schedule[max(keys)] if keys else default
+
+
+def check_schedule(name: str, schedule, is_value_ok, allowed: str) -> None:
+    """A schedule is null or a mapping {epoch >= 0: value}; the error names the key and what is allowed."""
+    if schedule is None:
+        return
+    if not hasattr(schedule, "items") or not all(
+        isinstance(k, int) and k >= 0 and is_value_ok(v) for k, v in schedule.items()
+    ):
+        raise ConfigError(
+            f"{name} must be null or a mapping {{epoch >= 0: {allowed}}}, e.g. {{0: 1024, 10: 64}}; got {schedule}"
+        )
+
+
 def check_optim_config(cfg) -> None:
     """Validate the `optim` group before anything is built."""
     if cfg.name not in OPTIMIZERS:
@@ -71,6 +91,7 @@ def check_optim_config(cfg) -> None:
         raise ConfigError("optim.momentum is an SGD setting; Adam uses optim.betas. Leave optim.momentum at 0.")
     if cfg.name == "sgd" and not 0 <= cfg.momentum < 1:
         raise ConfigError(f"optim.momentum must be in [0, 1); got {cfg.momentum!r}")
+    check_schedule("optim.lr_schedule", cfg.lr_schedule, lambda v: isinstance(v, (int, float)) and v > 0, "factor > 0")
 
 
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -80,9 +101,20 @@ def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch does: batch size B, effective batch k*B per optimizer step, steps, steps per chunk, lr."""
+
+    batch_size: int
+    samples_per_step: int
+    steps: int
+    steps_per_chunk: int
+    lr: float
+
+
 class StudyModule(L.LightningModule):
-    """Trains `net` on `data` with batch size B, k-fold gradient accumulation and the lr schedule
-    of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
+    """Trains `net` on `data` with batch size B (or a schedule of them), k-fold gradient accumulation
+    and the lr of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
 
     def __init__(
         self,
@@ -94,69 +126,94 @@ class StudyModule(L.LightningModule):
         chunk_samples: int,
         seed: int,
         fast_step: bool = False,
+        batch_size_schedule: dict[int, int] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
         self.take_step = self.fast_step if fast_step else self.autograd_step
-        self.batch_size = batch_size
-        self.samples_per_step = batch_size * optim_cfg.accumulate  # the effective batch B_eff
-        self.steps_per_epoch = steps_per_epoch(data.n_train, self.samples_per_step, drop_last)
-        self.steps_per_chunk = max(1, chunk_samples // self.samples_per_step)
-        self.lr = effective_lr(optim_cfg.lr, optim_cfg.lr_scaling, self.samples_per_step, optim_cfg.base_batch_size)
-        self.warmup_steps = round(optim_cfg.warmup_epochs * self.steps_per_epoch)
+        self.batch_size, self.batch_size_schedule = batch_size, batch_size_schedule
+        self.drop_last, self.chunk_samples = drop_last, chunk_samples
+        self.warmup_steps = round(optim_cfg.warmup_epochs * self.epoch_plan(0).steps)
         self.optimizer_steps = 0
         self.samples_seen = 0
         self.diverged = False
+        self.update_sq_norms: torch.Tensor | None = None  # [steps of the epoch, parameters], set by a probe
+
+    def epoch_plan(self, epoch: int) -> EpochPlan:
+        """Batch size, steps and lr of `epoch` (0-based), from data.batch_size(_schedule) and the optim config.
+        The lr is eta scaled for the epoch's effective batch (optim.lr_scaling) times optim.lr_schedule's factor."""
+        batch_size = value_at(self.batch_size_schedule, epoch, self.batch_size)
+        samples = batch_size * self.optim_cfg.accumulate
+        cfg = self.optim_cfg
+        lr = effective_lr(cfg.lr, cfg.lr_scaling, samples, cfg.base_batch_size) * value_at(cfg.lr_schedule, epoch, 1.0)
+        steps = steps_per_epoch(self.data.n_train, samples, self.drop_last)
+        return EpochPlan(batch_size, samples, steps, max(1, self.chunk_samples // samples), lr)
 
     def configure_optimizers(self):
-        return build_optimizer(self.net.parameters(), self.optim_cfg, self.lr)
+        return build_optimizer(self.net.parameters(), self.optim_cfg, self.epoch_plan(0).lr)
 
     def setup(self, stage: str) -> None:
         self.data = self.data.to(self.device)
 
     def train_dataloader(self):
-        return range(math.ceil(self.steps_per_epoch / self.steps_per_chunk))
+        """One item per chunk of the epoch; reloaded every epoch (the Trainer is told), as B may change."""
+        plan = self.epoch_plan(self.current_epoch)
+        return range(math.ceil(plan.steps / plan.steps_per_chunk))
 
     def on_train_epoch_start(self) -> None:
+        self.plan = self.epoch_plan(self.current_epoch)
         self.order = epoch_permutation(self.data.n_train, self.seed, self.current_epoch).to(self.device)
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         self.epoch_samples = 0
+        self.epoch_steps = 0
+        self.epoch_extras = {}  # columns that probes add to this epoch's metrics.csv row
 
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
-        first = chunk * self.steps_per_chunk
-        for step in range(first, min(first + self.steps_per_chunk, self.steps_per_epoch)):
-            if self.optimizer_steps <= self.warmup_steps:
-                self.set_lr(optimizer, self.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
-            indices = self.order[step * self.samples_per_step : (step + 1) * self.samples_per_step]
-            self.take_step(optimizer, indices)
+        plan = self.plan
+        first = chunk * plan.steps_per_chunk
+        for step in range(first, min(first + plan.steps_per_chunk, plan.steps)):
+            if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
+                self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
+            indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
+            self.take_step(optimizer, indices, None if self.update_sq_norms is None else self.update_sq_norms[step])
         if not torch.isfinite(self.epoch_loss_sum):  # one check (one device sync) per chunk
             self.diverged = True
             self.trainer.should_stop = True
 
-    def autograd_step(self, optimizer: torch.optim.Optimizer, indices: torch.Tensor) -> None:
+    def autograd_step(
+        self, optimizer: torch.optim.Optimizer, indices: torch.Tensor, update_sq_norms: torch.Tensor | None = None
+    ) -> None:
         """One optimizer step on the samples `indices`, as micro-batches of `batch_size` whose
-        summed losses are divided by the step's sample count: the mean loss of the whole step."""
-        n = len(indices)
-        for start in range(0, n, self.batch_size):
-            micro = indices[start : start + self.batch_size]
+        summed losses are divided by the step's sample count: the mean loss of the whole step.
+        `update_sq_norms` (if given) receives ||theta_{t+1} - theta_t||^2 per parameter."""
+        before = [p.detach().clone() for p in self.net.parameters()] if update_sq_norms is not None else None
+        n, batch_size = len(indices), self.plan.batch_size
+        for start in range(0, n, batch_size):
+            micro = indices[start : start + batch_size]
             loss_sum = F.nll_loss(self.net(self.data.x_train[micro]), self.data.y_train[micro], reduction="sum")
             (loss_sum / n).backward()
             self.epoch_loss_sum += loss_sum.detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if before is not None:
+            with torch.no_grad():
+                change = torch._foreach_sub(list(self.net.parameters()), before)
+                update_sq_norms.copy_(torch.stack(torch._foreach_norm(change)).square_())
         self.count_step(n)
 
-    def fast_step(self, optimizer: torch.optim.Optimizer, indices: torch.Tensor) -> None:
+    def fast_step(
+        self, optimizer: torch.optim.Optimizer, indices: torch.Tensor, update_sq_norms: torch.Tensor | None = None
+    ) -> None:
         """The same step as `autograd_step` (accumulate = 1, SGD) by the hand-written `fast_sgd_step`."""
-        self.epoch_loss_sum += fast_sgd_step(
-            self.net.layers, optimizer, self.data.x_train[indices], self.data.y_train[indices]
-        )
+        x, y = self.data.x_train[indices], self.data.y_train[indices]
+        self.epoch_loss_sum += fast_sgd_step(self.net.layers, optimizer, x, y, update_sq_norms)
         self.count_step(len(indices))
 
     def count_step(self, n: int) -> None:
         self.optimizer_steps += 1
+        self.epoch_steps += 1
         self.samples_seen += n
         self.epoch_samples += n
 

@@ -19,7 +19,7 @@ from bsstudy import ConfigError
 from bsstudy.data import DATASETS, load_data
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
-from bsstudy.model import MLP, StudyModule, check_optim_config
+from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"data.name must be one of {DATASETS}; got {cfg.data.name!r}")
+    check_schedule("data.batch_size_schedule", cfg.data.batch_size_schedule, is_positive_int, "batch size")
     if not isinstance(cfg.data.drop_last, bool):
         raise ConfigError(f"data.drop_last must be true or false; got {cfg.data.drop_last!r}")
     check_optim_config(cfg.optim)
@@ -54,12 +55,13 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:
-    """The effective batch (accumulate x batch_size) must fit in the training set."""
-    if cfg.data.batch_size * cfg.optim.accumulate > n_train:
-        raise ConfigError(
-            f"data.batch_size ({cfg.data.batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
-            f"the training set size, {n_train} for data={cfg.data.name}"
-        )
+    """Every effective batch (accumulate x batch size, scheduled ones too) must fit in the training set."""
+    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
+        if batch_size * cfg.optim.accumulate > n_train:
+            raise ConfigError(
+                f"data.batch_size ({batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
+                f"the training set size, {n_train} for data={cfg.data.name}"
+            )
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -119,8 +121,11 @@ def train(cfg: DictConfig) -> dict:
             cfg.trainer.chunk_samples,
             cfg.seed,
             fast_step=cfg.trainer.fast_step != "off" and fast_step_blocker(cfg.optim) is None,
+            batch_size_schedule=cfg.data.batch_size_schedule,
         )
+        probes = [instantiate(probe, out_dir=run_dir / "probes" / name) for name, probe in cfg.probes.items()]
         callbacks = [
+            *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
         ]
@@ -135,6 +140,7 @@ def train(cfg: DictConfig) -> dict:
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=1,  # nothing is logged per batch; this only silences Lightning's warning
+            reload_dataloaders_every_n_epochs=1,  # the number of chunks changes with a batch-size schedule
             limit_val_batches=0,
             default_root_dir=run_dir,
         )
@@ -177,6 +183,9 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         "train_time_s": rows[-1]["train_time_s"] if rows else None,
         "dataset": cfg.data.name,
         "batch_size": cfg.data.batch_size,
+        "batch_size_schedule": OmegaConf.to_container(cfg.data.batch_size_schedule)
+        if cfg.data.batch_size_schedule
+        else None,
         "accumulate": cfg.optim.accumulate,
         "drop_last": cfg.data.drop_last,
         "seed": cfg.seed,
@@ -188,11 +197,11 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
     }
     if module is not None:
         summary |= {
-            "effective_batch_size": module.samples_per_step,
-            "effective_lr": module.lr,
+            "effective_batch_size": module.epoch_plan(0).samples_per_step,
+            "effective_lr": module.epoch_plan(0).lr,
             "fast_step": module.take_step == module.fast_step,
             "optimizer_steps": module.optimizer_steps,
-            "steps_per_epoch": module.steps_per_epoch,
+            "steps_per_epoch": module.epoch_plan(0).steps,
             "samples_seen": module.samples_seen,
             "n_train": module.data.n_train,
             "n_test": len(module.data.y_test),

@@ -36,16 +36,16 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 class EpochCSVLogger(Logger):
-    """A Lightning logger that keeps `<run_dir>/metrics.csv` as one row per logged step (here: epoch).
+    """A Lightning logger that keeps `<run_dir>/metrics.csv` (or another file) as one row per epoch.
 
     Unlike Lightning's CSVLogger it keeps the rows of an interrupted run when the run resumes
     (rows at or after a re-logged step are replaced), keeps columns in logging order, and
     rewrites the file atomically at every call.
     """
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str | Path, filename: str = "metrics.csv"):
         super().__init__()
-        self.path = Path(run_dir) / "metrics.csv"
+        self.path = Path(run_dir) / filename
         self.rows = read_metrics(self.path) if self.path.exists() else []
 
     @property
@@ -63,7 +63,7 @@ class EpochCSVLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
-        self.rows = [r for r in self.rows if int(r["epoch"]) < int(row["epoch"])] + [row]
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
 
         def write(tmp: Path) -> None:

@@ -13,7 +13,7 @@ from bsstudy.runfiles import read_metrics
 from conftest import compose_run
 
 OPTIM = {"name": "sgd", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "lr_scaling": "none",
-         "base_batch_size": 64, "warmup_epochs": 0, "accumulate": 1}  # fmt: skip
+         "base_batch_size": 64, "warmup_epochs": 0, "accumulate": 1, "lr_schedule": None}  # fmt: skip
 
 
 def trained(fast: bool, batch_size: int, steps: int, **optim) -> StudyModule:

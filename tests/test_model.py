@@ -17,6 +17,7 @@ OPTIM = {
     "base_batch_size": 64,
     "warmup_epochs": 0,
     "accumulate": 1,
+    "lr_schedule": None,
     "betas": [0.9, 0.999],
 }
 
@@ -69,7 +70,7 @@ def test_accumulation_equals_one_big_batch(momentum):
     for p, q in zip(accumulated.net.parameters(), big.net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)  # float32: only summation order differs
     assert accumulated.optimizer_steps == big.optimizer_steps == 3
-    assert accumulated.samples_per_step == 32
+    assert accumulated.epoch_plan(0).samples_per_step == 32
 
 
 def test_one_step_is_sgd_on_the_batch_mean_loss():
@@ -86,7 +87,7 @@ def test_one_step_is_sgd_on_the_batch_mean_loss():
 
 def test_last_partial_step_keeps_the_remaining_samples():
     module = tiny_module(batch_size=24)  # 64 samples: steps of 24, 24, 16
-    assert module.steps_per_epoch == math.ceil(64 / 24) == 3
+    assert module.epoch_plan(0).steps == math.ceil(64 / 24) == 3
 
 
 @pytest.mark.parametrize(

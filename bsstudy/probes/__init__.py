@@ -1,0 +1,20 @@
+"""Probes: Lightning callbacks that measure the training and never change it.
+
+A probe is one module here plus one config file, `conf/probes/<name>.yaml`, holding its
+`_target_` and its settings (`probes.<name>.*`). Select probes with `probes=[update_norms,...]`.
+run.py builds each one with `out_dir=<run>/probes/<name>`, where it writes its files, and puts
+it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_extras` in
+`on_train_epoch_end` join that epoch's row of metrics.csv.
+"""
+
+from pathlib import Path
+
+import lightning as L
+
+
+class Probe(L.Callback):
+    """Base of every probe: owns its output folder."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
