@@ -1,12 +1,17 @@
 """`python -m bsstudy [overrides]` trains one run; `-m` sweeps (Hydra multirun)."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from bsstudy.run import train
 
+# An absolute path: Hydra reads a relative one as a Python package when `bsstudy` is the console script.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train one run; the final test accuracy is returned for Hydra sweepers that optimize."""
     summary = train(cfg)

@@ -16,3 +16,21 @@ def test_bench_json_rows_cover_every_case_in_the_documented_format(capsys):
     assert steps == {(impl, b) for impl in impls for b in (2, 64)}
     assert {r["impl"] for r in rows if r["what"] == "eval"} == {"bsstudy", "bare"}
     assert all(0 < r["min_s"] <= r["median_s"] and r["repeats"] == 2 for r in rows)
+
+
+def test_bench_table_prints_times_and_both_kinds_of_ratio(capsys):
+    import torch
+
+    from bsstudy.bench import print_table
+    from bsstudy.data import TensorData
+
+    rows = [{"what": "step", "impl": impl, "batch_size": 2, "median_s": s, "min_s": s / 2, "repeats": 3}
+            for impl, s in (("raw", 4e-3), ("bsstudy", 1e-3))]  # fmt: skip
+    rows += [{"what": "eval", "impl": impl, "batch_size": None, "median_s": s, "min_s": s, "repeats": 3}
+             for impl, s in (("bsstudy", 2.2), ("bare", 2.0))]  # fmt: skip
+    x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)
+    print_table(rows, TensorData("t", x, y, x, y))
+    out = capsys.readouterr().out
+    assert "4000.0" in out and "1000.0" in out  # microseconds per step
+    assert "0.25 | 0.25" in out  # bsstudy/raw of medians | of fastest repeats
+    assert "ratio 1.10 | 1.10" in out

@@ -163,3 +163,14 @@ def test_fashion_mnist_sweep_from_the_offline_folder(tmp_path, shared_data):
         rows = read_metrics(tmp_path / "sweep" / job / "metrics.csv")
         assert len(rows) == 3 and rows[-1]["test_acc"] > 0.3  # 10 classes: chance is 0.1; 16 steps at B=256
         assert {"train_acc", "test_acc", "gap"} <= set(rows[-1])
+
+
+def test_the_bsstudy_console_script_composes_the_same_config(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "bsstudy"  # installed beside the interpreter by `pip install -e .`
+    proc = subprocess.run([str(script), "data=digits", "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: digits" in proc.stdout and "hidden_sizes:" in proc.stdout
