@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, is_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def take_subsets(data: TensorData, train_size: int | None, test_size: int | None
     for split, size in (("train", train_size), ("test", test_size)):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         if size is not None:
-            if not (isinstance(size, int) and 1 <= size <= len(y)):
+            if not (is_positive_int(size) and size <= len(y)):
                 raise ConfigError(f"data.{split}_size must be null or an integer in [1, {len(y)}]; got {size!r}")
             keep = torch.randperm(len(y), generator=g)[:size]
             x, y = x[keep], y[keep]
@@ -195,7 +195,7 @@ def load_digits(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
 def make_synthetic(cfg, seed: int) -> dict[str, np.ndarray]:
     """Gaussian clusters: class c has centre mu_c ~ N(0, class_sep^2 I), its samples are mu_c + N(0, I)."""
     for key in ("n_train", "n_test", "input_size", "num_classes"):
-        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+        if not is_positive_int(cfg[key]):
             raise ConfigError(f"data.{key} must be a positive integer; got {cfg[key]!r}")
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, cfg.class_sep, size=(cfg.num_classes, cfg.input_size))

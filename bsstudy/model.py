@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, is_positive_int
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
 from bsstudy.fast_step import fast_sgd_step
 
@@ -81,7 +81,7 @@ def check_optim_config(cfg) -> None:
     if cfg.lr_scaling not in LR_SCALINGS:
         raise ConfigError(f"optim.lr_scaling must be one of {list(LR_SCALINGS)}; got {cfg.lr_scaling!r}")
     for key in ("base_batch_size", "accumulate"):
-        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+        if not is_positive_int(cfg[key]):
             raise ConfigError(f"optim.{key} must be a positive integer; got {cfg[key]!r}")
     if not (isinstance(cfg.warmup_epochs, (int, float)) and cfg.warmup_epochs >= 0):
         raise ConfigError(f"optim.warmup_epochs must be a number >= 0; got {cfg.warmup_epochs!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -15,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, is_positive_int
 from bsstudy.data import DATASETS, load_data
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
@@ -23,10 +24,6 @@ from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
 
 log = logging.getLogger(__name__)
-
-
-def is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -82,16 +79,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 def completed_summary(path: Path) -> dict | None:
     """The summary of a run that already completed, if there is one (resume then has nothing to do)."""
     if path.exists():
-        summary = read_json(path)
+        summary = json.loads(path.read_text())
         if summary.get("status") == "completed":
             return summary
     return None
-
-
-def read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 def train(cfg: DictConfig) -> dict:
