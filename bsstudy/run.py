@@ -144,6 +144,7 @@ def train(cfg: DictConfig) -> dict:
             raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+        summary["probes"] = {name: probe.summary for name, probe in zip(cfg.probes, probes) if probe.summary}
     except Exception as err:
         summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
         summary["error"] = f"{type(err).__name__}: {err}"

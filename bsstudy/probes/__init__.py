@@ -4,7 +4,9 @@ A probe is one module here plus one config file, `conf/probes/<name>.yaml`, hold
 `_target_` and its settings (`probes.<name>.*`). Select probes with `probes=[update_norms,...]`.
 run.py builds each one with `out_dir=<run>/probes/<name>`, where it writes its files, and puts
 it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_extras` in
-`on_train_epoch_end` join that epoch's row of metrics.csv.
+`on_train_epoch_end` join that epoch's row of metrics.csv. Its headline numbers go into
+`self.summary` (a dict of JSON-able values), which run.py writes into `summary.json` under
+`probes.<name>` when the run ends.
 """
 
 from pathlib import Path
@@ -18,3 +20,4 @@ class Probe(L.Callback):
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.summary: dict = {}
