@@ -57,11 +57,12 @@ class EpochEvaluation(L.Callback):
         self.epoch_start = self.now(pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        epoch_time = self.now(pl_module) - self.epoch_start
+        epoch_time = self.now(pl_module) - self.epoch_start - pl_module.epoch_probe_time_s
         self.train_time_s += epoch_time
         extra = {
             "train_loss_running": pl_module.running_train_loss(),
             "epoch_time_s": epoch_time,
+            "probe_time_s": pl_module.epoch_probe_time_s,
             **pl_module.epoch_extras,
         }
         self.log_row(trainer, pl_module, epoch=trainer.current_epoch + 1, extra=extra)

@@ -168,6 +168,7 @@ class StudyModule(L.LightningModule):
         self.epoch_samples = 0
         self.epoch_steps = 0
         self.epoch_extras = {}  # columns that probes add to this epoch's metrics.csv row
+        self.epoch_probe_time_s = 0.0  # time spent in probes' measurements, kept out of the training time
 
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper

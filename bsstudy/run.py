@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
@@ -76,6 +77,16 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def build_probe(probe_cfg: DictConfig, out_dir: Path):
+    """Instantiate one probe; a ConfigError from its settings reaches the user as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(probe_cfg, out_dir=out_dir)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
 def completed_summary(path: Path) -> dict | None:
     """The summary of a run that already completed, if there is one (resume then has nothing to do)."""
     if path.exists():
@@ -114,7 +125,7 @@ def train(cfg: DictConfig) -> dict:
             fast_step=cfg.trainer.fast_step != "off" and fast_step_blocker(cfg.optim) is None,
             batch_size_schedule=cfg.data.batch_size_schedule,
         )
-        probes = [instantiate(probe, out_dir=run_dir / "probes" / name) for name, probe in cfg.probes.items()]
+        probes = [build_probe(probe, run_dir / "probes" / name) for name, probe in cfg.probes.items()]
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
@@ -144,7 +155,9 @@ def train(cfg: DictConfig) -> dict:
             raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
-        summary["probes"] = {name: probe.summary for name, probe in zip(cfg.probes, probes) if probe.summary}
+        summary["probes"] = {
+            name: probe.summary for name, probe in zip(cfg.probes, probes, strict=True) if probe.summary
+        }
     except Exception as err:
         summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
         summary["error"] = f"{type(err).__name__}: {err}"

@@ -6,12 +6,16 @@ run.py builds each one with `out_dir=<run>/probes/<name>`, where it writes its f
 it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_extras` in
 `on_train_epoch_end` join that epoch's row of metrics.csv. Its headline numbers go into
 `self.summary` (a dict of JSON-able values), which run.py writes into `summary.json` under
-`probes.<name>` when the run ends.
+`probes.<name>` when the run ends. Wrap costly measurements in `with self.timed(pl_module):` so
+their time goes to metrics.csv's `probe_time_s`, not to the training time.
 """
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class Probe(L.Callback):
@@ -21,3 +25,14 @@ class Probe(L.Callback):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.summary: dict = {}
+
+    @contextmanager
+    def timed(self, pl_module):
+        """Count the time of a measurement as probe time, so the epoch's training time stays honest."""
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        start = time.perf_counter()
+        yield
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        pl_module.epoch_probe_time_s += time.perf_counter() - start

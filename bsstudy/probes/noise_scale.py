@@ -89,7 +89,8 @@ class NoiseScale(Probe):
         n_chunks, m = trainer.num_training_batches, self.measurements_per_epoch
         for k in range(m):
             if math.ceil((k + 1) * n_chunks / m) - 1 == batch_idx:
-                self.measure(trainer, pl_module, k)
+                with self.timed(pl_module):
+                    self.measure(trainer, pl_module, k)
 
     def measure(self, trainer, pl_module, index: int) -> None:
         g = torch.Generator().manual_seed(pl_module.seed * 1_000_003 + trainer.current_epoch * 1_009 + index)

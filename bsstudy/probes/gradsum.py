@@ -1,0 +1,329 @@
+"""The gradient-sum-norm experiment: for a fixed budget of samples, does one large batch take a
+larger or smaller total gradient step than many small ones? (Shen 2018, section 4.)
+
+At each regime epoch (`at_epochs`), on a copy of the weights and SGD state, for each batch size B
+and trial i: draw `samples` = m training samples, split them into n_B = floor(m / B) batches of B,
+and record the norm of the sum of the n_B batch gradients of the measured parameters,
+
+    S_B = sum_{s < n_B} grad L_s,   L_s = c_B sum_{j in batch s} l_j,   c_B = 1/B (mean) or 1 (sum),
+
+either all at the frozen regime weights (`update: false`) or along the n_B SGD steps they drive
+(`update: true`, the run's lr, momentum and weight decay). Trial i draws its samples with a seed
+made of (seed, regime, B, i), or (seed, regime, 0, i) with `common_samples: true`, so that every
+B sees the same samples (common random numbers).
+
+Frozen weights make S_B = c_B sum_{j < n} g_j with n = n_B B and g_j the per-sample gradients, so
+one forward pass per trial serves every B: prefix sums of per-sample gradients at the few distinct
+n. With the full-batch mean gradient G and the per-sample covariance Sigma over the N training
+samples (measured here with torch.func), drawing n samples without replacement gives exactly
+
+    E|S_B|^2 = c_B^2 (n^2 |G|^2 + n f_n tr(Sigma)),   f_n = (N - n) / (N - 1),
+
+so mean reduction predicts a norm falling like 1/B, sum reduction one independent of B, and only a
+single sum-reduced batch of B, with E = B^2 |G|^2 + B f_B tr(Sigma), grows like sqrt(B) while noise
+dominates. summary.csv puts these predictions next to the measured mean and root mean square.
+
+Files in <run>/probes/gradsum/: `trials.csv` (regime, batch_size, trial, norm), `summary.csv` (one
+row per regime and B), `fit.json` (per regime, the exponent k of mean norm ~ B^k by log-log least
+squares with its 95% t-interval, the measured |G|^2 and tr(Sigma), settings and seconds).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch.func import functional_call, grad, vmap
+
+from bsstudy import ConfigError, is_positive_int
+from bsstudy.probes import Probe
+from bsstudy.runfiles import replace_atomically, write_json
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("mean", "sum")
+MOMENT_CHUNK_FLOATS = 2**25  # per-sample gradients held at once when measuring G and tr(Sigma)
+
+
+def trial_indices(n_train: int, samples: int, seed: int, regime: int, batch_size: int, trial: int) -> np.ndarray:
+    """The training samples of one trial, drawn without replacement, seeded by (seed, regime, B, trial);
+    B = 0 stands for "common to every batch size"."""
+    return np.random.default_rng([seed, regime, batch_size, trial]).choice(n_train, samples, replace=False)
+
+
+def loss_scale(batch_size: int, reduction: str) -> float:
+    """c_B: the factor of the summed per-sample losses in one batch's loss."""
+    return 1.0 / batch_size if reduction == "mean" else 1.0
+
+
+def measured_names(net: torch.nn.Module, params) -> list[str]:
+    """Parameter names for `params`: "last" (the last layer's weight matrix), "all", or a list of names."""
+    names = [name for name, _ in net.named_parameters()]
+    if params == "last":
+        return [[n for n in names if n.endswith("weight")][-1]]
+    if params == "all":
+        return names
+    if isinstance(params, str) or not params or any(p not in names for p in params):
+        raise ConfigError(f"probes.gradsum.params must be 'last', 'all' or a list of names from {names}; got {params}")
+    return list(params)
+
+
+def frozen_gradient_sums(
+    net: torch.nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, cuts: list[int]
+) -> torch.Tensor:
+    """P_n = sum_{j < n} g_j for each n of the increasing `cuts`, g_j the flattened per-sample NLL gradient
+    of the parameters `names` at the current weights; T trials at once: x [T, m, d], y [T, m] -> [T, len(cuts), P].
+    The samples between two cuts go through one forward and backward pass, vmapped over the trials."""
+    fixed = {k: v.detach() for k, v in net.named_parameters()}
+    measured = {k: fixed.pop(k) for k in names}
+
+    def summed_loss(measured, xb, yb):
+        return F.nll_loss(functional_call(net, {**fixed, **measured}, (xb,)), yb, reduction="sum")
+
+    block_gradients = vmap(grad(summed_loss), in_dims=(None, 0, 0))
+    total, sums, start = 0, [], 0
+    for end in cuts:
+        grads = block_gradients(measured, x[:, start:end], y[:, start:end])
+        total = total + torch.cat([grads[k].flatten(1) for k in names], dim=1)
+        sums.append(total)
+        start = end
+    return torch.stack(sums, dim=1)
+
+
+def sgd_gradient_sums(
+    net: torch.nn.Module,
+    names: list[str],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    reduction: str,
+    sgd: dict,
+) -> torch.Tensor:
+    """S_B along n_B = m // B SGD steps from the current weights, one copy of the weights per trial:
+    x [T, m, d], y [T, m] -> [T, P]. `sgd` holds lr, momentum, weight_decay and the momentum buffers
+    (by parameter name, None before the first step); the step is PyTorch's SGD (no dampening, no Nesterov):
+    d = g + wd theta, buf = mu buf + d, theta -= lr buf."""
+    trials = len(x)
+    params = {k: v.detach().expand(trials, *v.shape).clone() for k, v in net.named_parameters()}
+    buffers = {k: None if b is None else b.expand(trials, *b.shape).clone() for k, b in sgd["buffers"].items()}
+    scale = loss_scale(batch_size, reduction)
+
+    def batch_loss(params, xb, yb):
+        return scale * F.nll_loss(functional_call(net, params, (xb,)), yb, reduction="sum")
+
+    batch_gradients = vmap(grad(batch_loss))
+    total = 0
+    for start in range(0, batch_size * (x.shape[1] // batch_size), batch_size):
+        grads = batch_gradients(params, x[:, start : start + batch_size], y[:, start : start + batch_size])
+        total = total + torch.cat([grads[k].flatten(1) for k in names], dim=1)
+        for k, theta in params.items():
+            step = grads[k] + sgd["weight_decay"] * theta if sgd["weight_decay"] else grads[k]
+            if sgd["momentum"]:
+                buffers[k] = step if buffers[k] is None else buffers[k].mul_(sgd["momentum"]).add_(step)
+                step = buffers[k]
+            theta.sub_(step, alpha=sgd["lr"])
+    return total
+
+
+def gradient_moments(net: torch.nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(|G|^2, tr(Sigma)) of the per-sample gradients g_j over (x, y) at the current weights:
+    G = mean_j g_j, tr(Sigma) = mean_j |g_j|^2 - |G|^2 (population covariance), via torch.func vmap(grad)."""
+    fixed = {k: v.detach() for k, v in net.named_parameters()}
+    measured = {k: fixed.pop(k) for k in names}
+
+    def sample_loss(measured, xj, yj):
+        return F.nll_loss(functional_call(net, {**fixed, **measured}, (xj[None],)), yj[None])
+
+    per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    chunk = max(1, MOMENT_CHUNK_FLOATS // sum(p.numel() for p in measured.values()))
+    g_sum, sq_sum = 0, 0
+    for start in range(0, len(y), chunk):
+        grads = per_sample(measured, x[start : start + chunk], y[start : start + chunk])
+        flat = torch.cat([grads[k].flatten(1) for k in names], dim=1).double()
+        g_sum, sq_sum = g_sum + flat.sum(0), sq_sum + flat.square().sum()
+    mean = g_sum / len(y)
+    g_sq = mean.square().sum().item()
+    return g_sq, sq_sum.item() / len(y) - g_sq
+
+
+def predicted_sq_norm(n: int, scale: float, g_sq: float, trace: float, n_train: int) -> float:
+    """E|c sum_{j<n} g_j|^2 for n samples drawn without replacement from N:
+    c^2 (n^2 |G|^2 + n (N-n)/(N-1) tr(Sigma))."""
+    return scale**2 * (n**2 * g_sq + n * (n_train - n) / (n_train - 1) * trace)
+
+
+def power_law_fit(batch_sizes: np.ndarray, means: np.ndarray) -> dict:
+    """k of mean ~ a B^k by least squares on log-log axes, with its 95% t-interval (needs 3+ batch sizes)."""
+    fit = stats.linregress(np.log(batch_sizes), np.log(means))
+    half = stats.t.ppf(0.975, len(batch_sizes) - 2) * fit.stderr if len(batch_sizes) > 2 else math.nan
+    return {"k": float(fit.slope), "ci95": [float(fit.slope - half), float(fit.slope + half)],
+            "intercept": float(fit.intercept)}  # fmt: skip
+
+
+def summarize(trials: pd.DataFrame, samples: int, reduction: str, g_sq: float, trace: float, n_train: int):
+    """One row per batch size: mean, std and rms of the norms, relative to the reference batch (B = samples,
+    or the largest B), and the norms the independent-draw model predicts (see the module docstring)."""
+    table = trials.groupby("batch_size")["norm"].agg(
+        mean="mean", std="std", rms=lambda v: float(np.sqrt(np.mean(np.square(v))))
+    )
+    table = table.reset_index()
+    reference = table["mean"][table["batch_size"] == min(samples, table["batch_size"].max())].item()
+    table.insert(1, "steps", samples // table["batch_size"])
+    table["mean_rel"], table["std_rel"] = table["mean"] / reference, table["std"] / reference
+    table["predicted"] = [
+        math.sqrt(predicted_sq_norm(b * (samples // b), loss_scale(b, reduction), g_sq, trace, n_train))
+        for b in table["batch_size"]
+    ]
+    table["predicted_single_batch"] = [
+        math.sqrt(predicted_sq_norm(b, loss_scale(b, reduction), g_sq, trace, n_train)) for b in table["batch_size"]
+    ]
+    return table
+
+
+def replace_regime(path, table: pd.DataFrame, regime: int) -> None:
+    """Write `table` as the rows of `regime` in the CSV at `path`, keeping the other regimes' rows."""
+    if path.exists():
+        kept = pd.read_csv(path)
+        table = pd.concat([kept[kept["regime"] != regime], table]).sort_values(["regime", "batch_size"], kind="stable")
+    replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+class GradSum(Probe):
+    """The gradient-sum-norm experiment at the end of each epoch of `at_epochs`, on copies of the weights."""
+
+    def __init__(
+        self,
+        out_dir,
+        at_epochs: list[int],
+        batch_sizes: list[int],
+        trials: int,
+        samples: int,
+        update: bool,
+        reduction: str,
+        common_samples: bool,
+        params,
+        trials_per_pass: int,
+    ):
+        super().__init__(out_dir)
+        for key, values in (("at_epochs", at_epochs), ("batch_sizes", batch_sizes)):
+            if not values or not all(is_positive_int(v) for v in values):
+                raise ConfigError(f"probes.gradsum.{key} must be a non-empty list of positive integers; got {values}")
+        for key, value in (("trials", trials), ("samples", samples), ("trials_per_pass", trials_per_pass)):
+            if not is_positive_int(value):
+                raise ConfigError(f"probes.gradsum.{key} must be a positive integer; got {value!r}")
+        if max(batch_sizes) > samples:
+            raise ConfigError(f"probes.gradsum.batch_sizes must be at most probes.gradsum.samples ({samples})")
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"probes.gradsum.reduction must be one of {list(REDUCTIONS)}; got {reduction!r}")
+        for key, value in (("update", update), ("common_samples", common_samples)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"probes.gradsum.{key} must be true or false; got {value!r}")
+        self.at_epochs, self.batch_sizes = sorted(set(at_epochs)), sorted(set(batch_sizes))
+        self.trials, self.samples, self.trials_per_pass = trials, samples, trials_per_pass
+        self.update, self.reduction, self.common_samples, self.params = update, reduction, common_samples, params
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if max(self.at_epochs) > trainer.max_epochs:
+            raise ConfigError(
+                f"probes.gradsum.at_epochs {self.at_epochs} go beyond trainer.max_epochs ({trainer.max_epochs})"
+            )
+        if self.samples > pl_module.data.n_train:
+            raise ConfigError(
+                f"probes.gradsum.samples ({self.samples}) exceeds the training set ({pl_module.data.n_train})"
+            )
+        if self.update and not isinstance(pl_module.optimizers().optimizer, torch.optim.SGD):
+            raise ConfigError(
+                f"probes.gradsum.update=true takes SGD steps; the run uses optim.name={pl_module.optim_cfg.name}"
+            )
+        measured_names(pl_module.net, self.params)  # fails early on a bad name
+        fit_path = self.out_dir / "fit.json"
+        self.summary = json.loads(fit_path.read_text()) if fit_path.exists() else {}  # regimes done before a resume
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        regime = trainer.current_epoch + 1
+        if regime in self.at_epochs and not pl_module.diverged:
+            with self.timed(pl_module):
+                self.run_regime(pl_module, regime)
+
+    def run_regime(self, pl_module, regime: int) -> None:
+        """Every batch size and trial at this regime's weights; writes trials.csv, summary.csv and fit.json."""
+        started = time.perf_counter()
+        net = copy.deepcopy(pl_module.net).eval()  # batch-norm layers, if any, use their running statistics
+        names = measured_names(net, self.params)
+        sgd = self.sgd_state(pl_module, names=[n for n, _ in net.named_parameters()])
+        data = pl_module.data
+        groups = [self.batch_sizes] if self.common_samples and not self.update else [[b] for b in self.batch_sizes]
+        norms = {b: [] for b in self.batch_sizes}
+        for done, group in enumerate(groups, 1):
+            for first in range(0, self.trials, self.trials_per_pass):
+                trials = range(first, min(first + self.trials_per_pass, self.trials))
+                key = 0 if self.common_samples else group[0]
+                picked = [trial_indices(data.n_train, self.samples, pl_module.seed, regime, key, i) for i in trials]
+                picked = torch.from_numpy(np.stack(picked)).to(pl_module.device)
+                for b, values in self.group_norms(net, names, group, data.x_train[picked], data.y_train[picked], sgd):
+                    norms[b].append(values.cpu())
+            batches = ",".join(map(str, group))
+            elapsed = time.perf_counter() - started
+            log.info("gradsum at epoch %d: B=%s done (%d/%d), %d trials, %.1f s", regime, batches, done, len(groups),
+                     self.trials, elapsed)  # fmt: skip
+        trials = pd.DataFrame(
+            [(regime, b, i, v) for b in self.batch_sizes for i, v in enumerate(torch.cat(norms[b]).tolist())],
+            columns=["regime", "batch_size", "trial", "norm"],
+        )
+        g_sq, trace = gradient_moments(net, names, data.x_train, data.y_train)
+        table = summarize(trials, self.samples, self.reduction, g_sq, trace, data.n_train)
+        table.insert(0, "regime", regime)
+        replace_regime(self.out_dir / "trials.csv", trials, regime)
+        replace_regime(self.out_dir / "summary.csv", table, regime)
+        self.summary[str(regime)] = power_law_fit(table["batch_size"].to_numpy(), table["mean"].to_numpy()) | {
+            "predicted_k": power_law_fit(table["batch_size"].to_numpy(), table["predicted"].to_numpy())["k"],
+            "grad_sq_norm": g_sq,
+            "grad_trace_cov": trace,
+            "lr": sgd["lr"],
+            "settings": {
+                "batch_sizes": self.batch_sizes,
+                "trials": self.trials,
+                "samples": self.samples,
+                "update": self.update,
+                "reduction": self.reduction,
+                "common_samples": self.common_samples,
+                "params": names,
+            },  # fmt: skip
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(self.out_dir / "fit.json", self.summary)
+        fit = self.summary[str(regime)]
+        log.info("gradsum at epoch %d: mean norm ~ B^k, k = %.3f (95%% CI %.3f to %.3f); noise model predicts k = %.3f",
+                 regime, fit["k"], *fit["ci95"], fit["predicted_k"])  # fmt: skip
+
+    def group_norms(self, net, names, group, x, y, sgd):
+        """(B, norms of S_B for the T trials of x [T, m, d]) for each B of the group."""
+        if self.update:
+            (b,) = group
+            yield b, sgd_gradient_sums(net, names, x, y, b, self.reduction, sgd).norm(dim=1)
+            return
+        cuts = sorted({b * (self.samples // b) for b in group})
+        prefix = frozen_gradient_sums(net, names, x, y, cuts)
+        for b in group:
+            yield b, loss_scale(b, self.reduction) * prefix[:, cuts.index(b * (self.samples // b))].norm(dim=1)
+
+    @staticmethod
+    def sgd_state(pl_module, names: list[str]) -> dict:
+        """lr, momentum, weight decay and momentum buffers (copies, by parameter name) of the run's optimizer."""
+        optimizer = pl_module.optimizers().optimizer
+        group = optimizer.param_groups[0]
+        state = [optimizer.state.get(p, {}).get("momentum_buffer") for p in pl_module.net.parameters()]
+        return {
+            "lr": group["lr"],
+            "momentum": group.get("momentum", 0.0),
+            "weight_decay": group.get("weight_decay", 0.0),
+            "buffers": {n: None if b is None else b.detach().clone() for n, b in zip(names, state, strict=True)},
+        }
