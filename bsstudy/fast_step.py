@@ -68,7 +68,7 @@ def fast_sgd_step(
         if momentum == 0 and weight_decay == 0:
             sq_norms[2 * i] = subtract_outer(layer.weight, dz, h, lr, track)
             layer.bias.add_(bias_grad, alpha=-lr)
-            sq_norms[2 * i + 1] = lr**2 * bias_grad.square().sum() if track else None
+            sq_norms[2 * i + 1] = torch.dot(bias_grad, bias_grad) if track else None
         else:
             sq_norms[2 * i] = sgd_update(
                 optimizer, layer.weight, torch.mm(dz.t(), h), lr, momentum, weight_decay, track
@@ -76,8 +76,8 @@ def fast_sgd_step(
             sq_norms[2 * i + 1] = sgd_update(optimizer, layer.bias, bias_grad, lr, momentum, weight_decay, track)
         if dh is not None:
             dz = dh.mul_(h > 0)
-    if track:
-        torch.stack(sq_norms, out=update_sq_norms)
+    if track:  # the per-parameter norms are of the steps before the lr: one multiply for all of them
+        torch.stack(sq_norms, out=update_sq_norms).mul_(lr**2)
     return loss_sum
 
 
@@ -88,7 +88,7 @@ GRAM_MAX_ROWS = 64  # above this, materializing dz^T h (it replaces addmm_, so c
 def subtract_outer(
     weight: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, lr: float, track: bool
 ) -> torch.Tensor | None:
-    """weight -= lr * dz^T h, in place; with `track`, return ||lr dz^T h||_F^2.
+    """weight -= lr * dz^T h, in place; with `track`, return ||dz^T h||_F^2 (the lr is applied by the caller).
 
     On the CPU, MKL's addmm_ with an inner dimension of 2-4 is about 3x slower than that many
     rank-1 `addr_` updates, so tiny batches take the loop. The norm of a product of n rows comes
@@ -98,13 +98,13 @@ def subtract_outer(
     if track and n > GRAM_MAX_ROWS:
         update = torch.mm(dz.t(), h)
         weight.add_(update, alpha=-lr)
-        return lr**2 * update.square().sum()
+        return torch.dot(update.view(-1), update.view(-1))
     if weight.device.type == "cpu" and n <= RANK1_MAX_ROWS:
         for dz_row, h_row in zip(dz, h, strict=True):
             weight.addr_(dz_row, h_row, alpha=-lr)
     else:
         weight.addmm_(dz.t(), h, alpha=-lr)
-    return lr**2 * (dz.mm(dz.t()) * h.mm(h.t())).sum() if track else None
+    return torch.dot(dz.mm(dz.t()).view(-1), h.mm(h.t()).view(-1)) if track else None
 
 
 def sgd_update(
@@ -117,7 +117,7 @@ def sgd_update(
     track: bool = False,
 ) -> torch.Tensor | None:
     """torch.optim.SGD's update of one parameter, momentum buffer kept in the optimizer's state;
-    with `track`, return the squared norm of the change, ||lr * step||^2."""
+    with `track`, return the squared norm of the step before the lr, ||step||^2."""
     if weight_decay:
         grad = grad.add_(param, alpha=weight_decay)
     if momentum:
@@ -129,4 +129,4 @@ def sgd_update(
             buffer.mul_(momentum).add_(grad)
         grad = buffer
     param.add_(grad, alpha=-lr)
-    return lr**2 * grad.square().sum() if track else None
+    return torch.dot(grad.view(-1), grad.view(-1)) if track else None
