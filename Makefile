@@ -6,7 +6,7 @@ ARGS ?=
 # The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test study lr-scaling bench lint clean
+.PHONY: install test study lr-scaling gradsum bench lint clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g.
 
 lr-scaling: install  ## the reference sweep with lr proportional to B
 	$(BIN)/python -m bsstudy -m experiment=lr_scaling $(ARGS)
+
+gradsum: install  ## the gradient-sum-norm experiment: B=1024 for 30 epochs, measured after epochs 2 and 30
+	$(BIN)/python -m bsstudy experiment=gradsum $(ARGS)
 
 bench: install  ## speed of the training loop and the evaluation against plain PyTorch loops
 	$(BIN)/python -m bsstudy.bench $(ARGS)
