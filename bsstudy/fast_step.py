@@ -26,8 +26,12 @@ from torch import nn
 FAST_STEP_MODES = ("auto", "on", "off")
 
 
-def fast_step_blocker(optim_cfg) -> str | None:
-    """Why the exact fast step cannot run with these settings, or None if it can."""
+def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1) -> str | None:
+    """Why the exact fast step cannot run with these settings (world_size: DDP processes), or None if it can."""
+    if world_size > 1:
+        return f"trainer=ddp with {world_size} processes (the fast step does not all-reduce gradients)"
+    if model_cfg.get("batch_norm", False):
+        return "model.batch_norm=true (the fast step implements Linear + ReLU layers only)"
     if optim_cfg.name != "sgd":
         return f"optim.name={optim_cfg.name} (the fast step implements SGD only)"
     if optim_cfg.accumulate != 1:
@@ -42,12 +46,15 @@ def fast_sgd_step(
     x: torch.Tensor,
     y: torch.Tensor,
     update_sq_norms: torch.Tensor | None = None,
+    grad_sums: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One SGD step of the MLP `layers` on the batch (x, y) with the optimizer's lr, momentum and
     weight decay; returns the summed NLL loss of the batch (before the step) as a 0-d tensor.
 
     If `update_sq_norms` is given (one entry per parameter, in `parameters()` order), it receives
     ||theta_{t+1} - theta_t||^2 of every parameter, computed from the update itself.
+    If `grad_sums` is given ({"<i>.weight" or "<i>.bias": tensor} for layer i), the loss gradient of
+    each of those parameters is added to its tensor (the gradient-sum-norm experiment).
     """
     group = optimizer.param_groups[0]
     lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
@@ -65,6 +72,11 @@ def fast_sgd_step(
         layer, h = layers[i], activations[i]
         dh = dz.mm(layer.weight) if i > 0 else None  # with the weights before this step's update
         bias_grad = dz.sum(0)
+        if grad_sums is not None:
+            if (weight_sum := grad_sums.get(f"{i}.weight")) is not None:
+                weight_sum.addmm_(dz.t(), h)
+            if (bias_sum := grad_sums.get(f"{i}.bias")) is not None:
+                bias_sum.add_(bias_grad)
         if momentum == 0 and weight_decay == 0:
             sq_norms[2 * i] = subtract_outer(layer.weight, dz, h, lr, track)
             layer.bias.add_(bias_grad, alpha=-lr)

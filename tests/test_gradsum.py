@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from bsstudy import ConfigError
 from bsstudy.model import MLP
 from bsstudy.probes.gradsum import (
+    fast_sgd_gradient_sum,
     frozen_gradient_sums,
     gradient_moments,
     loss_scale,
@@ -57,16 +58,23 @@ def test_frozen_sums_equal_the_sum_of_batch_gradients_from_autograd(reduction, n
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def fast_sums(net, names, x, y, batch_size, reduction, sgd):
+    return torch.stack(
+        [fast_sgd_gradient_sum(net, names, xi, yi, batch_size, reduction, sgd) for xi, yi in zip(x, y, strict=True)]
+    )
+
+
+@pytest.mark.parametrize("sums", [sgd_gradient_sums, fast_sums], ids=["vmap", "fast_step"])
 @pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_update_sums_match_a_plain_sgd_loop_on_copies(momentum, weight_decay, reduction):
+def test_update_sums_match_a_plain_sgd_loop_on_copies(sums, momentum, weight_decay, reduction):
     net, x, y = tiny_problem()
     names = [n for n, _ in net.named_parameters()]
     lr, batch_size = 0.1, 4
     # A momentum buffer as the run's optimizer would hold it after some steps.
     buffers = {n: 0.01 * torch.randn_like(p) for n, p in net.named_parameters()} if momentum else dict.fromkeys(names)
     sgd = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "buffers": buffers}
-    got = sgd_gradient_sums(net, LAST, x, y, batch_size, reduction, sgd)
+    got = sums(net, LAST, x, y, batch_size, reduction, sgd)
     for t in range(len(x)):
         copy_net = copy.deepcopy(net)
         optimizer = torch.optim.SGD(copy_net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
