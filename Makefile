@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+SWEEP ?=
 # The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test study lr-scaling gradsum bench lint clean
+.PHONY: install test study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
 
 install: $(VENV)/.installed
 
@@ -28,8 +29,24 @@ lr-scaling: install  ## the reference sweep with lr proportional to B
 gradsum: install  ## the gradient-sum-norm experiment: B=1024 for 30 epochs, measured after epochs 2 and 30
 	$(BIN)/python -m bsstudy experiment=gradsum $(ARGS)
 
-bench: install  ## speed of the training loop and the evaluation against plain PyTorch loops
+sharpness: install  ## the reference sweep with sharpness, landscapes, Hessian and the small-vs-large interpolation
+	$(BIN)/python -m bsstudy -m experiment=sharpness $(ARGS)
+
+speed: install  ## speed and memory per batch size (15 ... 1024), table and power-of-two answer at the end
+	$(BIN)/python -m bsstudy -m experiment=speed $(ARGS)
+
+report: install  ## the report of a sweep: make report SWEEP=multirun/<date>/<time> [ARGS="--target-acc 0.85"]
+	$(BIN)/python -m bsstudy.report $(SWEEP) $(ARGS)
+
+wandb-report: install  ## W&B report of a sweep's group (offline: <sweep>/report/wandb_report.json + sync commands)
+	$(BIN)/python -m bsstudy.report.wandb_report $(SWEEP) $(ARGS)
+
+report-check: install  ## render <sweep>/report/report.html in headless Chromium: no broken figure, screenshot
+	$(BIN)/python -m bsstudy.report.check $(SWEEP) --screenshot $(SWEEP)/report/screenshot.png
+
+bench: install  ## the training loop and evaluation against plain PyTorch loops; a parallel vs sequential sweep
 	$(BIN)/python -m bsstudy.bench $(ARGS)
+	$(BIN)/python -m bsstudy.bench_sweep
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,20 +25,32 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 class MLP(nn.Module):
-    """input -> [Linear -> ReLU] x len(hidden_sizes) -> Linear -> log-softmax.
+    """input -> [Linear -> (BatchNorm1d) -> ReLU] x len(hidden_sizes) -> Linear -> log-softmax.
+
+    With `batch_norm`, hidden layer i is followed by `norms[i]` (Keskar et al. 2017's network F1).
 
     >>> MLP(784, [1024, 1024], 10)(torch.zeros(2, 784)).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, input_size: int, hidden_sizes: list[int], num_classes: int):
+    def __init__(self, input_size: int, hidden_sizes: list[int], num_classes: int, batch_norm: bool = False):
         super().__init__()
         sizes = [input_size, *hidden_sizes, num_classes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(h) for h in hidden_sizes) if batch_norm else None
+
+    @classmethod
+    def from_config(cls, model_cfg, input_size: int, num_classes: int) -> MLP:
+        """The MLP of the `model` config group (configs written before `batch_norm` existed have none)."""
+        batch_norm = model_cfg.get("batch_norm", False)
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"model.batch_norm must be true or false; got {batch_norm!r}")
+        return cls(input_size, list(model_cfg.hidden_sizes), num_classes, batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+        for i, layer in enumerate(self.layers[:-1]):
+            x = layer(x)
+            x = torch.relu(self.norms[i](x) if self.norms is not None else x)
         return F.log_softmax(self.layers[-1](x), dim=1)
 
 
@@ -138,6 +150,7 @@ class StudyModule(L.LightningModule):
         self.optimizer_steps = 0
         self.samples_seen = 0
         self.diverged = False
+        self.world_size, self.rank = 1, 0  # DDP processes of the run and this one's rank; set in setup()
         self.update_sq_norms: torch.Tensor | None = None  # [steps of the epoch, parameters], set by a probe
 
     def epoch_plan(self, epoch: int) -> EpochPlan:
@@ -155,6 +168,7 @@ class StudyModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.data = self.data.to(self.device)
+        self.world_size, self.rank = self.trainer.world_size, self.trainer.global_rank
 
     def train_dataloader(self):
         """One item per chunk of the epoch; reloaded every epoch (the Trainer is told), as B may change."""
@@ -179,7 +193,8 @@ class StudyModule(L.LightningModule):
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             self.take_step(optimizer, indices, None if self.update_sq_norms is None else self.update_sq_norms[step])
-        if not torch.isfinite(self.epoch_loss_sum):  # one check (one device sync) per chunk
+        diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
+        if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
             self.diverged = True
             self.trainer.should_stop = True
 
@@ -188,13 +203,19 @@ class StudyModule(L.LightningModule):
     ) -> None:
         """One optimizer step on the samples `indices`, as micro-batches of `batch_size` whose
         summed losses are divided by the step's sample count: the mean loss of the whole step.
-        `update_sq_norms` (if given) receives ||theta_{t+1} - theta_t||^2 per parameter."""
+        `update_sq_norms` (if given) receives ||theta_{t+1} - theta_t||^2 per parameter.
+        Under DDP each process takes every world_size-th sample of the step and scales its loss by
+        world_size / n; DDP's gradient average then equals the step's mean (bsstudy/distributed.py)."""
         before = [p.detach().clone() for p in self.net.parameters()] if update_sq_norms is not None else None
-        n, batch_size = len(indices), self.plan.batch_size
-        for start in range(0, n, batch_size):
-            micro = indices[start : start + batch_size]
+        n, batch_size = len(indices), self.plan.batch_size // self.world_size
+        share, scale = indices[self.rank :: self.world_size], n / self.world_size
+        for start in range(0, len(share), batch_size):
+            micro = share[start : start + batch_size]
             loss_sum = F.nll_loss(self.net(self.data.x_train[micro]), self.data.y_train[micro], reduction="sum")
-            (loss_sum / n).backward()
+            if self.world_size > 1:
+                self.manual_backward(loss_sum / scale)  # Lightning lets DDP all-reduce this backward's gradients
+            else:
+                (loss_sum / scale).backward()  # the same without the per-step hook calls of manual_backward
             self.epoch_loss_sum += loss_sum.detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -228,7 +249,10 @@ class StudyModule(L.LightningModule):
 
     def running_train_loss(self) -> float:
         """Mean training loss over the samples of the epoch so far, at the weights of their step."""
-        return (self.epoch_loss_sum / max(self.epoch_samples, 1)).item()
+        loss_sum = self.epoch_loss_sum
+        if self.world_size > 1:  # each process summed its own share of the samples
+            loss_sum = self.trainer.strategy.reduce(loss_sum.clone(), reduce_op="sum")
+        return (loss_sum / max(self.epoch_samples, 1)).item()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["bsstudy"] = {"optimizer_steps": self.optimizer_steps, "samples_seen": self.samples_seen}

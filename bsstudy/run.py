@@ -15,13 +15,16 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.data import DATASETS, load_data
+from bsstudy.distributed import check_distributed_config, world_size
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
+from bsstudy.report.wandb_report import log_run_report
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.threads must be null or a positive integer; got {cfg.trainer.threads!r}")
     if cfg.trainer.fast_step not in FAST_STEP_MODES:
         raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
-    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim)):
+    check_distributed_config(cfg)
+    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
         raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
@@ -113,7 +117,7 @@ def train(cfg: DictConfig) -> dict:
             torch.set_num_threads(cfg.trainer.threads)
         data = load_data(cfg.data, cfg.seed)
         check_batch_size(cfg, data.n_train)
-        net = MLP(data.input_size, list(cfg.model.hidden_sizes), data.num_classes)
+        net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
         module = StudyModule(
             net,
             data,
@@ -122,10 +126,13 @@ def train(cfg: DictConfig) -> dict:
             cfg.data.drop_last,
             cfg.trainer.chunk_samples,
             cfg.seed,
-            fast_step=cfg.trainer.fast_step != "off" and fast_step_blocker(cfg.optim) is None,
+            fast_step=cfg.trainer.fast_step != "off"
+            and fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer)) is None,
             batch_size_schedule=cfg.data.batch_size_schedule,
         )
-        probes = [build_probe(probe, run_dir / "probes" / name) for name, probe in cfg.probes.items()]
+        # under DDP only rank 0 measures and writes files; the other processes train alongside it
+        is_rank_zero = rank_zero_only.rank == 0
+        probes = [build_probe(p, run_dir / "probes" / name) for name, p in cfg.probes.items()] if is_rank_zero else []
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
@@ -135,6 +142,9 @@ def train(cfg: DictConfig) -> dict:
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            num_nodes=cfg.trainer.num_nodes,
+            use_distributed_sampler=False,  # every DDP process walks all chunks and takes its share of each step
             max_epochs=cfg.trainer.max_epochs,
             logger=loggers,
             callbacks=callbacks,
@@ -156,20 +166,23 @@ def train(cfg: DictConfig) -> dict:
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
         summary["probes"] = {
-            name: probe.summary for name, probe in zip(cfg.probes, probes, strict=True) if probe.summary
+            name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
         }
     except Exception as err:
         summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc()
-        write_json(summary_path, summary)
+        if rank_zero_only.rank == 0:
+            write_json(summary_path, summary)
         raise
     finally:
         for logger in trainer.loggers if trainer else []:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in summary.items() if k != "traceback"})
+                log_run_report(logger.experiment, run_dir, summary)  # figures as images, tables as W&B tables
                 logger.experiment.finish()
-    write_json(summary_path, summary)
+    if rank_zero_only.rank == 0:
+        write_json(summary_path, summary)
     log.info("%s: %s; summary in %s", status, run_dir, summary_path)
     return summary
 
@@ -204,6 +217,8 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         summary |= {
             "effective_batch_size": module.epoch_plan(0).samples_per_step,
             "effective_lr": module.epoch_plan(0).lr,
+            "world_size": world_size(cfg.trainer),  # DDP processes; data.batch_size is their global batch
+            "per_device_batch_size": cfg.data.batch_size // world_size(cfg.trainer),
             "fast_step": module.take_step == module.fast_step,
             "optimizer_steps": module.optimizer_steps,
             "steps_per_epoch": module.epoch_plan(0).steps,
@@ -211,6 +226,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "n_train": module.data.n_train,
             "n_test": len(module.data.y_test),
             "device": str(module.device),
+            "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
             "peak_memory_bytes": peak_memory_bytes(module.device),
         }
     return summary

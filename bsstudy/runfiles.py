@@ -108,7 +108,10 @@ class RunCheckpoints(Checkpoint):
         names = (["last.ckpt"] if self.save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in self.at_epochs else [])
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for name in names:
-            replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+            if trainer.is_global_zero:
+                replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+            else:  # DDP: the other processes join save_checkpoint's barrier; only rank 0 writes the file
+                trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -119,7 +119,7 @@ def test_sweep_runs_one_folder_per_batch_size_and_survives_a_diverged_run(tmp_pa
         cwd=tmp_path,
     )
     jobs = sorted((tmp_path / "sweep").iterdir())
-    jobs = [j for j in jobs if j.is_dir()]
+    jobs = [j for j in jobs if j.is_dir() and j.name.isdigit()]  # not the sweep's report/
     assert len(jobs) == 4
     statuses = {}
     for job in jobs:

@@ -32,12 +32,19 @@ def epoch_distance(theta_end: torch.Tensor, theta_start: torch.Tensor) -> float:
     return torch.linalg.vector_norm(theta_end - theta_start).item()
 
 
-def step_norm_table(update_sq_norms: torch.Tensor, n_layers: int) -> dict[str, np.ndarray]:
-    """Per-step norms from per-parameter squared norms [steps, 2 * n_layers] (weight, bias per layer):
-    `total` = sqrt(sum of all), `layer_<i>` = sqrt(weight_i + bias_i)."""
-    per_layer = update_sq_norms.reshape(len(update_sq_norms), n_layers, 2).sum(-1)
+def layer_of_parameters(net: torch.nn.Module) -> list[int]:
+    """The layer i of every parameter, in `parameters()` order: `layers.<i>.*` and its batch norm `norms.<i>.*`."""
+    return [int(name.split(".")[1]) for name, _ in net.named_parameters()]
+
+
+def step_norm_table(update_sq_norms: torch.Tensor, layer_of_param: list[int]) -> dict[str, np.ndarray]:
+    """Per-step norms from per-parameter squared norms [steps, parameters]: `total` = sqrt(sum of all),
+    `layer_<i>` = sqrt(sum over layer i's parameters: weight, bias and, with batch norm, its scale and shift)."""
+    index = torch.tensor(layer_of_param, device=update_sq_norms.device)
+    per_layer = update_sq_norms.new_zeros(len(update_sq_norms), max(layer_of_param) + 1)
+    per_layer.index_add_(1, index, update_sq_norms)
     table = {"total": update_sq_norms.sum(1).sqrt()}
-    table |= {f"layer_{i}": per_layer[:, i].sqrt() for i in range(n_layers)}
+    table |= {f"layer_{i}": per_layer[:, i].sqrt() for i in range(per_layer.shape[1])}
     return {k: v.cpu().numpy() for k, v in table.items()}
 
 
@@ -59,7 +66,7 @@ class UpdateNorms(Probe):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
-        table = step_norm_table(pl_module.update_sq_norms[: pl_module.epoch_steps], len(pl_module.net.layers))
+        table = step_norm_table(pl_module.update_sq_norms[: pl_module.epoch_steps], layer_of_parameters(pl_module.net))
         pl_module.update_sq_norms = None
         np.savez(self.out_dir / f"epoch_{epoch:03d}.npz", **table)
         theta = flat_parameters(pl_module.net)

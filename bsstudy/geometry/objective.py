@@ -1,0 +1,119 @@
+"""The loss of a network as a function of one flat parameter vector, on a fixed subset of the data.
+
+theta is the concatenation of the network's parameters in `named_parameters()` order. The network
+is evaluated with torch.func.functional_call on a private copy in eval mode, so batch norm uses its
+running statistics (a fixed function of theta) and the network being trained is never touched.
+Losses are means over the subset, summed chunk by chunk: f(theta) = 1/n sum_i -log p_theta(y_i | x_i).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from bsstudy import ConfigError, is_positive_int
+
+SPLIT_SALT = {"train": 1, "test": 2}
+
+
+def seeded_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int, split: str):
+    """A random subset of `size` samples (all of them if size is None or larger than the set), drawn by a
+    CPU generator seeded with (seed, split): the same samples on every device and for every run of a sweep."""
+    if size is None or size >= len(y):
+        return x, y
+    g = torch.Generator().manual_seed(seed * 1_000_003 + SPLIT_SALT[split])
+    keep = torch.randperm(len(y), generator=g)[:size].to(x.device)
+    return x[keep], y[keep]
+
+
+def has_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+class FlatModel:
+    """`net` as a function of a flat parameter vector: log p = model(theta, x). `theta` holds its own weights."""
+
+    def __init__(self, net: nn.Module):
+        self.net = copy.deepcopy(net).eval()
+        named = list(self.net.named_parameters())
+        self.names = [name for name, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """theta split into views with the parameters' names and shapes."""
+        return {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes, strict=True)}
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, self.params(theta), (x,))
+
+
+class SubsetLoss:
+    """f(theta) = mean NLL of `model` on (x, y), with its gradient and Hessian-vector products, `chunk_size`
+    samples per forward pass."""
+
+    def __init__(self, model: FlatModel, x: torch.Tensor, y: torch.Tensor, chunk_size: int):
+        self.model, self.x, self.y, self.chunk_size = model, x, y, chunk_size
+
+    def chunks(self):
+        for start in range(0, len(self.y), self.chunk_size):
+            yield self.x[start : start + self.chunk_size], self.y[start : start + self.chunk_size]
+
+    def chunk_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """This chunk's share of f: its summed loss / n."""
+        return F.nll_loss(self.model(theta, x), y, reduction="sum") / len(self.y)
+
+    @torch.inference_mode()
+    def loss_and_accuracy(self, theta: torch.Tensor) -> tuple[float, float]:
+        loss = torch.zeros((), device=theta.device, dtype=torch.float64)
+        correct = torch.zeros((), device=theta.device, dtype=torch.int64)
+        for x, y in self.chunks():
+            log_probs = self.model(theta, x)
+            loss += F.nll_loss(log_probs, y, reduction="sum").double()
+            correct += (log_probs.argmax(1) == y).sum()
+        return loss.item() / len(self.y), correct.item() / len(self.y)
+
+    def loss(self, theta: torch.Tensor) -> float:
+        return self.loss_and_accuracy(theta)[0]
+
+    def loss_and_gradient(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """f(theta) and grad f(theta) (a detached vector like theta)."""
+        theta = theta.detach().requires_grad_(True)
+        total, gradient = 0.0, torch.zeros_like(theta)
+        for x, y in self.chunks():
+            loss = self.chunk_loss(theta, x, y)
+            gradient += torch.autograd.grad(loss, theta)[0]
+            total += loss.item()
+        return total, gradient
+
+    def hessian_vector_product(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """H(theta) v = d/dtheta (grad f(theta) . v) by double backpropagation; H is never formed.
+        (Measured here, 20% faster than forward-over-reverse torch.func.jvp(grad(f)) for the MLP.)"""
+        theta = theta.detach().requires_grad_(True)
+        product = torch.zeros_like(theta)
+        for x, y in self.chunks():
+            (gradient,) = torch.autograd.grad(self.chunk_loss(theta, x, y), theta, create_graph=True)
+            product += torch.autograd.grad(gradient, theta, v)[0]
+        return product
+
+
+def check_sample_size(key: str, value, allow_zero: bool = False) -> None:
+    """A subset size is null (all samples) or a positive integer (or 0 = none, where allowed)."""
+    if value is None or is_positive_int(value) or (allow_zero and value == 0 and not isinstance(value, bool)):
+        return
+    allowed = "null, 0 or a positive integer" if allow_zero else "null (all samples) or a positive integer"
+    raise ConfigError(f"{key} must be {allowed}; got {value!r}")
+
+
+def subset_loss(net: nn.Module, data, split: str, size: int | None, seed: int, chunk_size: int) -> SubsetLoss:
+    """The loss of `net` on the seeded subset of `size` samples of data's `split` ("train" or "test")."""
+    x, y = seeded_subset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), size, seed, split)
+    return SubsetLoss(FlatModel(net), x, y, chunk_size)

@@ -1,0 +1,275 @@
+"""The report: a real sweep through the CLI (its Hydra callback writes the report, its runs log to W&B
+offline), hand-made sweeps whose numbers are known, robustness to broken runs, determinism, the offline
+W&B report, and report.html as headless Chromium renders it."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from bsstudy.report import build_report
+from bsstudy.report.__main__ import main as report_main
+from bsstudy.report.check import check_images, screenshot
+from bsstudy.report.findings import NOT_MEASURED, NOT_SUPPORTED, SUPPORTED
+from bsstudy.report.wandb_report import log_run_report, wandb_report
+
+from conftest import run_cli
+
+BATCH_SIZES, SEEDS = (32, 128), (0, 1)
+
+
+@pytest.fixture(scope="module")
+def cli_sweep(tmp_path_factory) -> Path:
+    """2 batch sizes x 2 seeds, 2 epochs, update norms, W&B offline; the report is written by the callback."""
+    cwd = tmp_path_factory.mktemp("cli")
+    run_cli(
+        [
+            "-m",
+            "data=synthetic",
+            "model.hidden_sizes=[16]",
+            "trainer.max_epochs=2",
+            "optim.lr=0.1",
+            f"data.batch_size={','.join(map(str, BATCH_SIZES))}",
+            f"seed={','.join(map(str, SEEDS))}",
+            "probes=[update_norms]",
+            "logger=wandb",
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=cwd,
+    )
+    return cwd / "sweep"
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """mean -/+ t_{0.975, n-1} s / sqrt(n), s with n - 1 in the denominator."""
+    n, mean = len(values), sum(values) / len(values)
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def final_test_acc_by_run(sweep: Path) -> dict[tuple[int, int], float]:
+    """(batch size, seed) -> last row's test_acc, read from each run's own files."""
+    out = {}
+    for run in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        out[(cfg["data"]["batch_size"], cfg["seed"])] = float(read_rows(run / "metrics.csv")[-1]["test_acc"])
+    return out
+
+
+def test_multirun_ends_with_report_from_the_callback(cli_sweep):
+    report = cli_sweep / "report"
+    for name in ("report.html", "report.md", "epochs.csv", "runs.csv", "tables/findings.csv"):
+        assert (report / name).is_file(), name
+    figures = {p.stem for p in (report / "figures").glob("*.png")}
+    assert {"generalization_curves", "final_vs_batch_size", "update_norms", "update_norm_histograms"} <= figures
+    assert "gradsum" not in " ".join(figures) and "landscape" not in figures  # no data, no section
+    epochs = pd.read_csv(report / "epochs.csv")
+    assert len(epochs) == len(BATCH_SIZES) * len(SEEDS) * 3  # epochs 0, 1, 2 of every run
+
+
+def test_final_table_is_mean_and_t_interval_over_seeds(cli_sweep):
+    finals = final_test_acc_by_run(cli_sweep)
+    table = {int(r["batch_size"]): r for r in read_rows(cli_sweep / "report" / "tables" / "final_by_batch_size.csv")}
+    for batch_size in BATCH_SIZES:
+        mean, low, high = t_interval([finals[(batch_size, s)] for s in SEEDS])
+        row = table[batch_size]
+        assert int(row["n"]) == len(SEEDS)
+        assert float(row["final_test_acc_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert float(row["final_test_acc_ci_low"]) == pytest.approx(low, abs=1e-12)
+        assert float(row["final_test_acc_ci_high"]) == pytest.approx(high, abs=1e-12)
+
+
+def test_findings_follow_the_measured_differences(cli_sweep):
+    findings = {r["claim"]: r for r in read_rows(cli_sweep / "report" / "tables" / "findings.csv")}
+    finals = final_test_acc_by_run(cli_sweep)
+    diffs = [finals[(BATCH_SIZES[-1], s)] - finals[(BATCH_SIZES[0], s)] for s in SEEDS]
+    _, _, high = t_interval(diffs)
+    lower = findings["Larger batches reach lower test accuracy at fixed epochs and lr"]
+    assert lower["verdict"] == (SUPPORTED if high < 0 else NOT_SUPPORTED)
+    assert f"{np.mean(diffs):.4g}" in lower["evidence from this sweep"]
+    assert findings["The gradient-sum norm grows like sqrt(B)"]["verdict"] == NOT_MEASURED
+    assert findings["Large-batch minima are sharper"]["verdict"] == NOT_MEASURED
+    assert findings["Larger batches take smaller steps per update and travel less per epoch"]["verdict"] != NOT_MEASURED
+
+
+def test_each_run_logs_its_figures_and_tables_to_wandb(cli_sweep):
+    for run in ("0", "3"):
+        media = next((cli_sweep / run / "wandb").glob("offline-run-*")) / "files" / "media"
+        images = {p.name.split("_3_")[0] for p in (media / "images" / "report").glob("*.png")}
+        tables = {p.name.split("_3_")[0] for p in (media / "table" / "report_tables").glob("*.table.json")}
+        assert {"generalization_curves", "update_norms", "update_norm_histograms"} <= images
+        assert {"metrics", "runs", "findings", "final_by_batch_size"} <= tables
+
+
+def test_log_run_report_never_raises(tmp_path, caplog):
+    class Broken:
+        def log(self, media):
+            raise RuntimeError("W&B is down")
+
+    log_run_report(Broken(), tmp_path, {"status": "failed"})  # an empty folder, a failing logger
+    assert "could not log the report" in caplog.text
+
+
+def test_offline_wandb_report_is_saved_as_json_with_sync_commands(cli_sweep, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: nothing to log in with
+    result = wandb_report(cli_sweep)
+    assert not result["online"]
+    payload = json.loads(Path(result["json"]).read_text())
+    assert payload["group"] == "sweep"  # run.py's group: hydra.sweep.dir as configured
+    grids = [b for b in payload["spec"]["blocks"] if b["type"] == "panel-grid"]
+    runset = grids[0]["metadata"]["runSets"][0]
+    assert runset["grouping"] == [{"name": "data.value.batch_size", "section": "config"}]
+    assert runset["filters"]["filters"][0]["key"]["name"] == "group"
+    assert runset["filters"]["filters"][0]["value"] == "sweep"
+    metrics = [p["config"].get("metrics") for p in grids[0]["metadata"]["panelBankSectionConfig"]["panels"]]
+    assert ["test_acc"] in metrics and ["gap"] in metrics
+    assert len(grids[0]["metadata"]["customRunColors"]) == len(BATCH_SIZES)  # one colour per batch size
+    markdown = [b["content"] for b in payload["spec"]["blocks"] if b["type"] == "markdown-block"]
+    assert any("Larger batches reach lower test accuracy" in m for m in markdown)
+    assert len(payload["offline_runs"]) == len(BATCH_SIZES) * len(SEEDS)
+    assert result["sync"][0].startswith("wandb sync ") and "offline-run-" in result["sync"][0]
+
+
+def test_broken_runs_are_listed_and_the_rest_still_renders(cli_sweep, tmp_path):
+    sweep = shutil.copytree(cli_sweep, tmp_path / "sweep", ignore=shutil.ignore_patterns("report", "wandb"))
+    (sweep / "1" / "metrics.csv").write_bytes(b"\x00\x01 not a csv \xff")
+    (sweep / "2" / "summary.json").unlink()  # still running, or killed
+    summary = json.loads((sweep / "3" / "summary.json").read_text())
+    (sweep / "3" / "summary.json").write_text(json.dumps(summary | {"status": "failed", "error": "RuntimeError: x"}))
+    out = build_report(sweep)
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False).set_index("run")
+    assert runs.loc[0, "status"] == "completed" and runs.loc[2, "status"] == "running"
+    assert runs.loc[3, "status"] == "failed" and runs.loc[3, "error"] == "RuntimeError: x"
+    problems = pd.read_csv(out / "tables" / "problems.csv")
+    assert problems.run.astype(str).tolist() == ["1"] and problems.file.tolist() == ["metrics.csv"]
+    assert (out / "figures" / "generalization_curves.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "running" in html and "failed" in html and "metrics.csv" in html
+
+
+def test_same_folder_gives_the_same_tables(cli_sweep, tmp_path):
+    a, b = build_report(cli_sweep, out_dir=tmp_path / "a"), build_report(cli_sweep, out_dir=tmp_path / "b")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".csv", ".md", ".html"))
+    assert len(files) > 5
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_report_renders_in_chromium_with_every_figure(cli_sweep, tmp_path):
+    html_path = cli_sweep / "report" / "report.html"
+    images = check_images(html_path)
+    assert len(images) == len(list((cli_sweep / "report" / "figures").glob("*.png")))
+    assert all(i["ok"] and i["width"] > 100 for i in images)
+    shot = screenshot(html_path, tmp_path / "shot.png", height=1200)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the check must catch a broken image: corrupt the first embedded PNG
+    page = html_path.read_text()
+    start = page.index("base64,") + len("base64,")
+    broken = tmp_path / "broken.html"
+    broken.write_text(page[:start] + base64.b64encode(b"not a png").decode() + page[page.index('"', start) :])
+    assert [i["ok"] for i in check_images(broken)].count(False) == 1
+
+
+# Hand-made sweeps: the run files' contract (config, metrics.csv, summary.json) with known numbers.
+
+
+def write_run(path: Path, batch_size: int, seed: int, test_acc: list[float], lr_scaling: str = "none", **probes):
+    """A completed run with len(test_acc) - 1 epochs of `steps_per_epoch = 1024 / B` steps, 1 s each."""
+    (path / ".hydra").mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "data": {"batch_size": batch_size, "name": "synthetic"},
+        "optim": {"lr": 0.1, "lr_scaling": lr_scaling, "accumulate": 1, "name": "sgd"},
+    }
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    steps = 1024 // batch_size
+    rows = [
+        {
+            "epoch": e,
+            "optimizer_steps": e * steps,
+            "samples_seen": e * 1024,
+            "train_acc": a + 0.05,
+            "test_acc": a,
+            "gap": 0.05,
+            "train_loss": 1 - a,
+            "test_loss": 1 - a,
+            "train_time_s": float(e),
+        }
+        for e, a in enumerate(test_acc)
+    ]
+    pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    summary = {
+        "status": "completed",
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr_scaling": lr_scaling,
+        "accumulate": 1,
+        "final": rows[-1],
+        "epochs_completed": len(rows) - 1,
+        "probes": probes,
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+def test_findings_supported_and_not_supported_from_known_numbers(tmp_path):
+    # small batch better by 0.05-0.06 in every seed; sharpness 10x at the large batch; lr scaling closes the gap
+    final = {
+        (32, "none"): [0.90, 0.91, 0.92],
+        (256, "none"): [0.85, 0.86, 0.86],
+        (32, "linear"): [0.90, 0.91, 0.92],
+        (256, "linear"): [0.90, 0.92, 0.91],
+    }
+    job = 0
+    for (batch_size, scaling), accs in final.items():
+        for seed, acc in enumerate(accs):
+            sharp = {"sharpness": {"sharpness_eps_0.001": (10.0 if batch_size == 256 else 1.0) * (1 + seed / 10)}}
+            write_run(tmp_path / str(job), batch_size, seed, [0.1, acc], scaling, **sharp)
+            job += 1
+    findings = {r["claim"]: r["verdict"] for r in read_rows(build_report(tmp_path) / "tables" / "findings.csv")}
+    assert findings["Larger batches reach lower test accuracy at fixed epochs and lr"] == SUPPORTED
+    assert findings["Scaling the lr with B narrows the test-accuracy gap between small and large batches"] == SUPPORTED
+    assert findings["Large-batch minima are sharper"] == SUPPORTED
+    assert findings["Larger batches take smaller steps per update and travel less per epoch"] == NOT_MEASURED
+
+
+def test_no_resolved_difference_is_not_supported(tmp_path):
+    for job, (batch_size, seed, acc) in enumerate([(32, 0, 0.90), (32, 1, 0.92), (256, 0, 0.91), (256, 1, 0.90)]):
+        write_run(tmp_path / str(job), batch_size, seed, [0.1, acc])
+    findings = {r["claim"]: r["verdict"] for r in read_rows(build_report(tmp_path) / "tables" / "findings.csv")}
+    # per-seed differences +0.01 and -0.02: the interval contains 0
+    assert findings["Larger batches reach lower test accuracy at fixed epochs and lr"] == NOT_SUPPORTED
+
+
+def test_time_to_accuracy_counts_steps_to_the_first_epoch_at_target(tmp_path):
+    write_run(tmp_path / "0", 32, 0, [0.1, 0.5, 0.8, 0.9])  # reaches 0.75 after epoch 2: 2 x 32 steps
+    write_run(tmp_path / "1", 256, 0, [0.1, 0.4, 0.6, 0.7])  # never
+    out = build_report(tmp_path, target_acc=0.75)
+    table = pd.read_csv(out / "tables" / "time_to_accuracy.csv").set_index("batch_size")
+    assert table.loc[32, "reached"] == "1 of 1" and table.loc[32, "steps_mean"] == 2 * 32
+    assert table.loc[32, "time_s_mean"] == 2.0
+    assert table.loc[256, "reached"] == "0 of 1" and math.isnan(table.loc[256, "steps_mean"])
+    markdown = (out / "report.md").read_text()
+    assert "Never reached the target" in markdown and "run 1 (B=256)" in markdown
+    assert "One seed per condition" in markdown  # the one-seed caveat
+
+
+def test_cli_rejects_a_target_outside_0_1(tmp_path):
+    with pytest.raises(SystemExit):
+        report_main([str(tmp_path), "--target-acc", "85"])
