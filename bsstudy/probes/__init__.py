@@ -36,3 +36,17 @@ class Probe(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         pl_module.epoch_probe_time_s += time.perf_counter() - start
+
+
+class FinalWeightsProbe(Probe):
+    """A probe that measures the final weights once, when training ends: `measure(net, data, seed)`
+    returns its summary (and writes its files). A diverged run has no minimizer to measure."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if pl_module.diverged:
+            self.summary = {"skipped": "the run diverged"}
+            return
+        self.summary = self.measure(pl_module.net, pl_module.data, pl_module.seed)
+
+    def measure(self, net, data, seed: int) -> dict:
+        raise NotImplementedError

@@ -13,11 +13,11 @@ import torch
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.hessian import hessian_top_eigenvalues, hessian_trace_hutchinson
 from bsstudy.geometry.objective import check_sample_size, subset_loss
-from bsstudy.probes import Probe
+from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
 
 
-class Hessian(Probe):
+class Hessian(FinalWeightsProbe):
     """Top-k Hessian eigenvalues (power iteration) and trace (Hutchinson) of the training loss."""
 
     def __init__(
@@ -49,12 +49,6 @@ class Hessian(Probe):
             trace_rel_tol,
         )
         self.train_samples, self.chunk_size = train_samples, chunk_size
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if pl_module.diverged:
-            self.summary = {"skipped": "the run diverged"}
-            return
-        self.summary = self.measure(pl_module.net, pl_module.data, pl_module.seed)
 
     def measure(self, net, data, seed: int) -> dict:
         """Eigenvalues and trace of the Hessian of the training-subset loss at `net`'s weights."""

@@ -15,10 +15,10 @@ import torch
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
 from bsstudy.geometry.objective import check_sample_size, subset_loss
-from bsstudy.probes import Probe
+from bsstudy.probes import FinalWeightsProbe
 
 
-class Landscape(Probe):
+class Landscape(FinalWeightsProbe):
     """Loss and accuracy on a grid of theta + alpha d1 + beta d2, and along theta + alpha d1."""
 
     def __init__(
@@ -49,12 +49,6 @@ class Landscape(Probe):
         self.points, self.span, self.curve_points, self.include_biases = points, span, curve_points, include_biases
         self.direction_seed, self.train_samples, self.test_samples = direction_seed, train_samples, test_samples
         self.chunk_size, self.plot = chunk_size, plot
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if pl_module.diverged:
-            self.summary = {"skipped": "the run diverged"}
-            return
-        self.summary = self.measure(pl_module.net, pl_module.data, pl_module.seed)
 
     def measure(self, net, data, seed: int) -> dict:
         """The grid and the curve around `net`'s weights; writes landscape.npz (and .png)."""

@@ -15,11 +15,11 @@ import torch
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
-from bsstudy.probes import Probe
+from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
 
 
-class Sharpness(Probe):
+class Sharpness(FinalWeightsProbe):
     """Keskar et al.'s eps-box sharpness of the trained network, with the random-point baseline."""
 
     def __init__(
@@ -42,12 +42,6 @@ class Sharpness(Probe):
         check_sample_size("probes.sharpness.train_samples", train_samples)
         self.eps, self.iterations, self.subspace_dim = [float(e) for e in eps], iterations, subspace_dim or 0
         self.random_samples, self.train_samples, self.chunk_size = random_samples, train_samples, chunk_size
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if pl_module.diverged:
-            self.summary = {"skipped": "the run diverged"}
-            return
-        self.summary = self.measure(pl_module.net, pl_module.data, pl_module.seed)
 
     def measure(self, net, data, seed: int) -> dict:
         """Every sharpness of `net`; writes sharpness.json and returns the summary numbers."""

@@ -82,9 +82,8 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
             errorbar(
                 ax,
                 t.batch_size[ok],
-                t[f"{column}_mean"][ok],
-                t[f"{column}_ci_low"][ok],
-                t[f"{column}_ci_high"][ok],
+                t[ok],
+                column,
                 "black",
                 variant or "runs that reached it",
             )

@@ -93,9 +93,8 @@ def update_norms_section(sweep: Sweep) -> Section | None:
             band(
                 ax,
                 c.epoch,
-                c[f"{column}_mean"],
-                c[f"{column}_ci_low"],
-                c[f"{column}_ci_high"],
+                c,
+                column,
                 colours[batch_size],
                 label,
                 styles[variant],
@@ -245,9 +244,8 @@ def noise_scale_section(sweep: Sweep) -> Section | None:
         band(
             ax,
             c.epoch,
-            c.noise_scale_mean,
-            c.noise_scale_ci_low,
-            c.noise_scale_ci_high,
+            c,
+            "noise_scale",
             colours[batch_size],
             f"B_simple, run with {curve_label(batch_size, variant, len(styles) > 1)}",
             styles[variant],

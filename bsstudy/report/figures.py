@@ -58,10 +58,11 @@ def label_short_log_axes(ax) -> None:
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
 
 
-def band(ax, x, mean, low, high, colour, label: str, linestyle: str = "-", marker: str | None = None) -> None:
-    """A mean line and, where the interval is known, its 95% band. The axis limits follow the lines
-    (to_png), so a wide band runs off the edge rather than flattening the curves; on a log axis a band
-    reaching zero or below runs off the bottom."""
+def band(ax, x, table, column: str, colour, label: str, linestyle: str = "-", marker: str | None = None) -> None:
+    """The mean line of `column` in a `summarize` table and, where the interval is known, its 95% band
+    (`<column>_mean`, `_ci_low`, `_ci_high`). The axis limits follow the lines (to_png), so a wide band runs
+    off the edge rather than flattening the curves; on a log axis a band reaching zero or below runs off the bottom."""
+    mean, low, high = (table[f"{column}_{stat}"] for stat in ("mean", "ci_low", "ci_high"))
     ax.plot(x, mean, color=colour, label=label, linestyle=linestyle, marker=marker, markersize=3)
     low, high = np.asarray(low, float), np.asarray(high, float)
     if np.isfinite(low).any():
@@ -71,10 +72,13 @@ def band(ax, x, mean, low, high, colour, label: str, linestyle: str = "-", marke
         BANDED.add(ax)
 
 
-def errorbar(ax, x, mean, low, high, colour, label: str, marker: str = "o", linestyle: str = "-") -> None:
-    """Points with 95% error bars where known, joined by a line. Set a log y scale before: there, an
-    interval whose lower end is zero or below is drawn without its lower half."""
-    x, mean, low, high = (np.asarray(v, float) for v in (x, mean, low, high))
+def errorbar(ax, x, table, column: str, colour, label: str, marker: str = "o", linestyle: str = "-") -> None:
+    """The means of `column` in a `summarize` table as points with 95% error bars where known, joined by a
+    line. Set a log y scale before: there, an interval whose lower end is zero or below is drawn without its
+    lower half."""
+    x, mean, low, high = (
+        np.asarray(v, float) for v in (x, *(table[f"{column}_{s}"] for s in ("mean", "ci_low", "ci_high")))
+    )
     unbounded = (ax.get_yscale() == "log") & np.isfinite(low) & (low <= 0)
     yerr = np.vstack([np.where(unbounded, np.nan, mean - low), high - mean])
     yerr = np.where(np.isfinite(yerr) | unbounded, yerr, 0.0)

@@ -59,9 +59,8 @@ def sharpness_section(sweep: Sweep) -> Section | None:
                         errorbar(
                             ax,
                             t.batch_size,
-                            t[f"{c}_mean"],
-                            t[f"{c}_ci_low"],
-                            t[f"{c}_ci_high"],
+                            t,
+                            c,
                             "black" if not kind else "grey",
                             f"{label} {variant}".strip(),
                             linestyle=LINESTYLES[i % 4] if not kind else ":",
@@ -90,9 +89,8 @@ def sharpness_section(sweep: Sweep) -> Section | None:
                 errorbar(
                     ax,
                     t.batch_size,
-                    t[f"{c}_mean"],
-                    t[f"{c}_ci_low"],
-                    t[f"{c}_ci_high"],
+                    t,
+                    c,
                     "black",
                     variant or c,
                     linestyle=LINESTYLES[i % 4],
