@@ -130,3 +130,16 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run's folder holds its resolved config, its summary or its metrics (a run still going may lack some)."""
+    return any((path / name).exists() for name in (".hydra/config.yaml", "summary.json", "metrics.csv"))
+
+
+def run_folders(path: Path) -> list[Path]:
+    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order."""
+    if is_run_folder(path):
+        return [path]
+    runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
+    return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 from hydra.experimental.callback import Callback
+
+from bsstudy.runfiles import run_folders
+
+log = logging.getLogger(__name__)
 
 NEIGHBOUR_TOLERANCE = 1 / 16  # a neighbour of P is a non-power-of-two B with |B - P| <= P / 16 (15, 17 for 16)
 ROW_KEYS = [
@@ -52,12 +57,17 @@ def read_timed_chunks(run_dir: Path) -> list[dict]:
 
 
 def speed_runs(sweep_dir: Path) -> list[tuple[dict, list[dict]]]:
-    """(summary, timed chunks) of every run under `sweep_dir` that has the speed probe's results."""
+    """(summary, timed chunks) of every run under `sweep_dir` that has the speed probe's results; a run whose
+    summary.json cannot be read is left out with a warning (the report lists it among its problems)."""
     runs = []
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
-        summary = json.loads(path.read_text())
-        if "speed" in (summary.get("probes") or {}) and (path.parent / "probes" / "speed" / "chunks.csv").exists():
-            runs.append((summary, read_timed_chunks(path.parent)))
+    for run_dir in run_folders(Path(sweep_dir)):
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError) as err:
+            log.warning("speed table: %s left out: %s", run_dir, err)
+            continue
+        if "speed" in (summary.get("probes") or {}) and (run_dir / "probes" / "speed" / "chunks.csv").exists():
+            runs.append((summary, read_timed_chunks(run_dir)))
     return runs
 
 

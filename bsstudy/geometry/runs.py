@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsstudy.data import TensorData, load_data
 from bsstudy.model import MLP
-from bsstudy.runfiles import write_json
+from bsstudy.runfiles import run_folders, write_json
 
 
 @dataclass
@@ -56,28 +56,24 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt") -> LoadedRun:
     return LoadedRun(run_dir, cfg, net.eval(), data)
 
 
-def sweep_runs(sweep_dir: str | Path) -> list[Path]:
-    """The run folders of a multirun sweep (`<sweep>/<job number>/`), in job order."""
-    runs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit() and (p / ".hydra").is_dir()]
-    if not runs:
-        raise FileNotFoundError(f"{sweep_dir} holds no runs (folders <n>/ with .hydra/config.yaml)")
-    return sorted(runs, key=lambda p: int(p.name))
-
-
 def is_run_dir(path: str | Path) -> bool:
+    """A run whose network can be rebuilt: it has its resolved config."""
     return (Path(path) / ".hydra" / "config.yaml").is_file()
 
 
 def runs_of(path: str | Path) -> list[Path]:
-    """[path] for a run folder, its runs for a sweep folder."""
-    return [Path(path)] if is_run_dir(path) else sweep_runs(path)
+    """[path] for a run folder, its runs for a sweep folder (those with a resolved config), in job order."""
+    runs = [run for run in run_folders(Path(path)) if is_run_dir(run)]
+    if not runs:
+        raise FileNotFoundError(f"{path} is no run and holds no runs (folders <n>/ with .hydra/config.yaml)")
+    return runs
 
 
 def pick_pair(sweep_dir: str | Path, batch_sizes: tuple[int, int] | None = None) -> tuple[Path, Path]:
     """Two runs of a sweep with batch sizes (B_a, B_b), by default its smallest and largest; with several
     seeds, the pair of the smallest seed that both batch sizes have."""
     runs = {}
-    for run in sweep_runs(sweep_dir):
+    for run in runs_of(sweep_dir):
         cfg = run_config(run)
         runs.setdefault((cfg.data.batch_size, cfg.seed), run)
     available = sorted({b for b, _ in runs})

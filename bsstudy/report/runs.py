@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bsstudy.runfiles import is_run_folder, run_folders
+
 RUN_COLUMNS = [
     "run",
     "status",
@@ -73,18 +75,6 @@ class Sweep:
         """Record a read error found after loading (a figure's input file)."""
         row = pd.DataFrame([{"run": run, "file": file, "error": error}])
         self.problems = pd.concat([self.problems, row], ignore_index=True) if len(self.problems) else row
-
-
-def is_run_folder(path: Path) -> bool:
-    return any((path / name).exists() for name in (".hydra/config.yaml", "summary.json", "metrics.csv"))
-
-
-def run_folders(path: Path) -> list[Path]:
-    """[path] for a run folder, else its sub-folders that are runs, job numbers in numeric order."""
-    if is_run_folder(path):
-        return [path]
-    runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
-    return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 
 
 def flatten(tree, prefix: str = "") -> dict:
