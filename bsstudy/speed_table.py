@@ -20,10 +20,10 @@ clear difference" otherwise.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -229,5 +229,16 @@ class SpeedTableCallback(Callback):
         print(report_sweep(Path(config.hydra.sweep.dir)), flush=True)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bsstudy.speed_table", description="The speed table of a finished experiment=speed sweep."
+    )
+    parser.add_argument("sweep", type=Path, help="the sweep folder (multirun/<date>/<time>)")
+    args = parser.parse_args(argv)
+    if not args.sweep.is_dir():
+        parser.error(f"{args.sweep} is not a folder")
+    print(report_sweep(args.sweep))
+
+
 if __name__ == "__main__":
-    print(report_sweep(Path(sys.argv[1])))
+    main()

@@ -34,17 +34,21 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     paths = [Path(a) for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
-    if args.measure == "interpolate":
-        if len(paths) == 2:
-            interpolate_runs(paths[0], paths[1], args.out, overrides, args.device)
-        elif len(paths) == 1:
-            interpolate_sweep(paths[0], args.batch_sizes, overrides, args.device)
-        else:
-            parser.error("interpolate takes two run folders or one sweep folder")
-        return
-    if len(paths) != 1:
+    if missing := [str(p) for p in paths if not p.is_dir()]:
+        parser.error(f"not a folder: {', '.join(missing)} (give run or sweep folders)")
+    if args.measure == "interpolate" and len(paths) not in (1, 2):
+        parser.error("interpolate takes two run folders or one sweep folder")
+    if args.measure != "interpolate" and len(paths) != 1:
         parser.error(f"{args.measure} takes one run or sweep folder")
-    measure_all(args.measure, paths[0], overrides, args.device)
+    try:
+        if args.measure != "interpolate":
+            measure_all(args.measure, paths[0], overrides, args.device)
+        elif len(paths) == 2:
+            interpolate_runs(paths[0], paths[1], args.out, overrides, args.device)
+        else:
+            interpolate_sweep(paths[0], args.batch_sizes, overrides, args.device)
+    except FileNotFoundError as err:  # no runs, no checkpoint: say so without a traceback
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

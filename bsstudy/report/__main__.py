@@ -20,10 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep>/report)")
     args = parser.parse_args(argv)
+    if not args.sweep.is_dir():
+        parser.error(f"{args.sweep} is not a folder: give a sweep folder (multirun/<date>/<time>) or a run folder")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         parser.error(f"--target-acc must be a test accuracy in (0, 1]; got {args.target_acc}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    out = build_report(args.sweep, args.target_acc, args.out)
+    try:
+        out = build_report(args.sweep, args.target_acc, args.out)
+    except FileNotFoundError as err:  # a folder without runs: say so without a traceback
+        parser.error(str(err))
     print(f"report: {out / 'report.html'}\n        {out / 'report.md'}")
 
 

@@ -1,0 +1,24 @@
+"""The analysis commands answer a wrong folder with a usage error naming it, not a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "module,args,folder",
+    [
+        ("bsstudy.report", [], "empty"),  # no runs inside
+        ("bsstudy.geometry", ["hessian"], "empty"),
+        ("bsstudy.geometry", ["interpolate"], "missing"),  # no such folder
+        ("bsstudy.speed_table", [], "missing"),
+    ],
+)
+def test_analysis_commands_reject_a_folder_without_runs(tmp_path, module, args, folder):
+    path = tmp_path / folder
+    if folder == "empty":
+        path.mkdir()
+    proc = subprocess.run([sys.executable, "-m", module, *args, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert str(path) in proc.stderr and "Traceback" not in proc.stderr
