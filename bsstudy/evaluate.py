@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from bsstudy.runfiles import synchronized_now
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +56,10 @@ class EpochEvaluation(L.Callback):
             self.log_row(trainer, pl_module, epoch=0, extra={})
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.epoch_start = self.now(pl_module)
+        self.epoch_start = synchronized_now(pl_module.device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        epoch_time = self.now(pl_module) - self.epoch_start - pl_module.epoch_probe_time_s
+        epoch_time = synchronized_now(pl_module.device) - self.epoch_start - pl_module.epoch_probe_time_s
         self.train_time_s += epoch_time
         extra = {
             "train_loss_running": pl_module.running_train_loss(),
@@ -101,12 +103,6 @@ class EpochEvaluation(L.Callback):
             100 * row["gap"],
             self.train_time_s,
         )
-
-    @staticmethod
-    def now(pl_module) -> float:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
 
     def state_dict(self) -> dict:
         return {"train_time_s": self.train_time_s}

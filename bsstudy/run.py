@@ -25,7 +25,7 @@ from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.report.wandb_report import log_run_report
-from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory_bytes, read_metrics, write_json
+from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,6 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
-            "peak_memory_bytes": peak_memory_bytes(module.device),
+            "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary

@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -114,11 +115,36 @@ class RunCheckpoints(Checkpoint):
                 trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated by torch on a CUDA device, else the process's peak resident set size."""
+PROC_STATUS = Path("/proc/self/status")  # Linux: the process's current and peak resident set size
+
+
+def synchronized_now(device: torch.device) -> float:
+    """perf_counter after every queued GPU kernel has finished (on the CPU: at once); kernels run
+    asynchronously, so an unsynchronized clock would measure their launches."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM; reported in kB) in bytes, or None off Linux."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, kind): torch.cuda.max_memory_allocated on a GPU, else the process's peak RSS (VmHWM, which
+    the speed probe can reset; ru_maxrss off Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    if (peak := proc_status_bytes("VmHWM")) is not None:
+        return peak, "rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
 
 
 def library_versions() -> dict[str, str]:

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.probes.speed import PROC_STATUS
 from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfiles import PROC_STATUS, read_metrics
 from bsstudy.speed_table import format_speed_table, power_of_two_answer, power_of_two_comparisons, speed_rows
 
 from conftest import compose_run, run_cli

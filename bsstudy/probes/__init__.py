@@ -10,12 +10,12 @@ it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_e
 their time goes to metrics.csv's `probe_time_s`, not to the training time.
 """
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-import torch
+
+from bsstudy.runfiles import synchronized_now
 
 
 class Probe(L.Callback):
@@ -29,13 +29,9 @@ class Probe(L.Callback):
     @contextmanager
     def timed(self, pl_module):
         """Count the time of a measurement as probe time, so the epoch's training time stays honest."""
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        start = time.perf_counter()
+        start = synchronized_now(pl_module.device)
         yield
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        pl_module.epoch_probe_time_s += time.perf_counter() - start
+        pl_module.epoch_probe_time_s += synchronized_now(pl_module.device) - start
 
 
 class FinalWeightsProbe(Probe):

@@ -26,7 +26,6 @@ import contextlib
 import csv
 import logging
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +33,12 @@ import torch
 
 from bsstudy import ConfigError
 from bsstudy.probes import Probe
-from bsstudy.runfiles import replace_atomically
+from bsstudy.runfiles import peak_memory, proc_status_bytes, replace_atomically, synchronized_now
 
 log = logging.getLogger(__name__)
 
 CHUNK_COLUMNS = ["epoch", "chunk", "steps", "samples", "seconds", "step_time_s", "samples_per_s", "warmup"]
 CLEAR_REFS = Path("/proc/self/clear_refs")
-PROC_STATUS = Path("/proc/self/status")
-
-
-def synchronized_now(device: torch.device) -> float:
-    """perf_counter after every queued GPU kernel has finished (on the CPU: at once)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def reset_peak_memory(device: torch.device) -> bool:
@@ -62,31 +53,9 @@ def reset_peak_memory(device: torch.device) -> bool:
         return False
 
 
-def proc_status_bytes(field: str) -> int | None:
-    """A memory line of /proc/self/status (VmRSS, VmHWM; reported in kB) in bytes, or None off Linux."""
-    try:
-        for line in PROC_STATUS.read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def current_memory(device: torch.device) -> int | None:
     """Memory in use now: torch.cuda.memory_allocated on a GPU, else the resident set size (VmRSS)."""
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else proc_status_bytes("VmRSS")
-
-
-def peak_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, kind): torch.cuda.max_memory_allocated on a GPU, else the peak RSS (VmHWM, or ru_maxrss)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    if (peak := proc_status_bytes("VmHWM")) is not None:
-        return peak, "rss"
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
 
 
 def device_name(device: torch.device) -> str:
