@@ -6,7 +6,7 @@ hashes its whole entropy list, so two streams, or two keys of one stream, give s
 independent draws, unlike seeds built by arithmetic (`seed * 1_000_003 + epoch`), where stream A's
 key can equal stream B's. Names, not positions, pick the stream, so adding one changes no other.
 
->>> rng(0, "epoch_order", 1).integers(10) == rng(0, "epoch_order", 1).integers(10)
+>>> int(rng(0, "epoch_order", 1).integers(10)) == int(rng(0, "epoch_order", 1).integers(10))
 True
 """
 
