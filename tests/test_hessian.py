@@ -1,6 +1,7 @@
 """Lanczos (scipy eigsh over Hessian-vector products) against known spectra and the dense Hessian."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from bsstudy.geometry.hessian import hessian_extreme_eigenvalues
 from bsstudy.geometry.objective import FlatModel, SubsetLoss
 from bsstudy.model import MLP
 from bsstudy.probes.hessian import Hessian
+from bsstudy.report.geometry import hessian_columns, hessian_table
 
 
 def quadratic_hvp(eigenvalues, seed=0):
@@ -85,3 +87,22 @@ def test_lanczos_on_a_tiny_mlp_matches_the_dense_hessian(batch_norm, geometry_bn
 def test_bad_lanczos_settings_are_config_errors_naming_the_key(tmp_path, key, value):
     with pytest.raises(ConfigError, match=rf"probes\.hessian\.{key}"):
         Hessian(tmp_path, **{key: value})
+
+
+def test_hessian_report_table_shows_the_worst_residual_and_the_runs_that_did_not_converge():
+    nan = float("nan")
+    runs = pd.DataFrame({
+        "variant": [""] * 4, "batch_size": [64, 64, 1024, 1024], "lambda_max": [10.0, 12.0, 30.0, nan],
+        "lambda_max_relative_residual": [1e-4, 3e-4, 2e-4, nan], "lambda_abs_max": [10.0, 12.0, -40.0, 35.0],
+        "lambda_abs_max_relative_residual": [1e-4, 3e-4, 5e-4, 1e-4], "trace": [100.0, 120.0, 300.0, 310.0],
+    })  # fmt: skip
+    assert hessian_columns(runs) == ["lambda_max", "lambda_abs_max", "trace"]
+    assert hessian_columns(runs.drop(columns=["lambda_max", "lambda_abs_max"]).assign(top_eigenvalue=1.0)) == [
+        "top_eigenvalue",
+        "trace",
+    ]  # summaries written before Lanczos
+    table = hessian_table(runs, hessian_columns(runs)).set_index("batch_size")
+    assert table.loc[64, "lambda_max_mean"] == 11.0 and table.loc[1024, "lambda_max_mean"] == 30.0
+    assert table.loc[64, "lambda_max_not_converged"] == 0 and table.loc[1024, "lambda_max_not_converged"] == 1
+    assert table.loc[64, "lambda_max_relative_residual_max"] == 3e-4
+    assert table.loc[1024, "lambda_abs_max_relative_residual_max"] == 5e-4
