@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import grad, hessian, jvp
 
 from bsstudy import ConfigError
-from bsstudy.geometry.hessian import hessian_extreme_eigenvalues
+from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_lambda_max_and_abs_max
 from bsstudy.geometry.objective import FlatModel, SubsetLoss
 from bsstudy.model import MLP
 from bsstudy.probes.hessian import Hessian
@@ -37,8 +37,8 @@ def test_lanczos_finds_the_largest_and_the_largest_magnitude_eigenvalue_of_a_kno
     # a saddle: the largest eigenvalue is 4, the largest in magnitude is -9, the bulk is in [-1, 1]
     eigenvalues = [4.0, -9.0, 2.5, *np.linspace(-1.0, 1.0, 117)]
     hvp, theta = quadratic_hvp(eigenvalues)
-    top = hessian_extreme_eigenvalues(hvp, theta, start(120), "LA", k=2, tol=1e-5, ncv=20, max_hvps=400)
-    magnitude = hessian_extreme_eigenvalues(hvp, theta, start(120), "LM", k=2, tol=1e-5, ncv=20, max_hvps=400)
+    both = hessian_lambda_max_and_abs_max(hvp, theta, start(120), k=2, tol=1e-5, ncv=20, max_hvps=400)
+    top, magnitude = both["LA"], both["LM"]
     assert top["converged"] and magnitude["converged"]
     np.testing.assert_allclose(top["eigenvalues"], [4.0, 2.5], rtol=1e-5)
     np.testing.assert_allclose(magnitude["eigenvalues"], [-9.0, 4.0], rtol=1e-5)  # largest |lambda| first
@@ -46,6 +46,16 @@ def test_lanczos_finds_the_largest_and_the_largest_magnitude_eigenvalue_of_a_kno
         # ||A v - lambda v|| is recomputed from one more product, not taken from ARPACK; float32 products
         assert max(result["relative_residuals"]) < 1e-4
         assert result["residual_hvps"] == 2 and 0 < result["hvps"] <= 400
+
+
+def test_at_a_minimum_the_largest_eigenvalue_is_read_from_the_largest_magnitude_without_more_products():
+    # positive dominant eigenvalues (9, 4): the k = 2 largest in magnitude are the 2 largest algebraic ones
+    hvp, theta = quadratic_hvp([9.0, -3.0, 4.0, *np.linspace(-1.0, 1.0, 97)])
+    both = hessian_lambda_max_and_abs_max(hvp, theta, start(100), k=2, tol=1e-5, ncv=20, max_hvps=400)
+    direct = hessian_extreme_eigenvalues(hvp, theta, start(100), "LA", k=2, tol=1e-5, ncv=20, max_hvps=400)
+    assert both["LA"]["read_from"] == "LM" and both["LA"]["hvps"] == 0
+    np.testing.assert_allclose(both["LA"]["eigenvalues"], direct["eigenvalues"], rtol=1e-5)
+    np.testing.assert_allclose(both["LA"]["eigenvalues"], [9.0, 4.0], rtol=1e-5)
 
 
 def test_lanczos_reports_nan_and_not_converged_when_its_budget_runs_out():

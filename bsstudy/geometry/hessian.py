@@ -8,6 +8,8 @@
   tol |lambda|; each returned pair (lambda, v) is then checked with one more product, and its residual
   ||H v - lambda v|| (||v|| = 1) and relative residual ||H v - lambda v|| / |lambda| are reported. For a
   symmetric H the residual bounds the error: some eigenvalue lies within ||H v - lambda v|| of lambda.
+  When the k largest-magnitude eigenvalues are all positive they are also the k largest algebraic ones
+  (every other eigenvalue is at most their magnitude), so LA is then read from LM, not run again.
 - Trace by Hutchinson's estimator: tr(H) = E[v^T H v] for v with i.i.d. Rademacher (+-1) entries
   (Hutchinson 1990), averaged until the standard error of the mean is at most `rel_tol` |mean|.
 """
@@ -98,6 +100,20 @@ def hessian_extreme_eigenvalues(
         "ncv": ncv,
         "max_hvps": max_hvps,
     }
+
+
+def hessian_lambda_max_and_abs_max(
+    hvp: HVP, like: torch.Tensor, v0: np.ndarray, k: int = 1, tol: float = 1e-3, ncv: int = 20, max_hvps: int = 500
+) -> dict[str, dict]:
+    """{"LM": ..., "LA": ...}: `hessian_extreme_eigenvalues` for the largest magnitude, then for the largest
+    algebraic, which is LM's result (with "read_from": "LM" and no further product) when LM converged to
+    k positive eigenvalues."""
+    magnitude = hessian_extreme_eigenvalues(hvp, like, v0, "LM", k, tol, ncv, max_hvps)
+    if magnitude["converged"] and min(magnitude["eigenvalues"]) > 0:
+        top = magnitude | {"which": "LA", "read_from": "LM", "hvps": 0, "residual_hvps": 0}
+    else:
+        top = hessian_extreme_eigenvalues(hvp, like, v0, "LA", k, tol, ncv, max_hvps)
+    return {"LM": magnitude, "LA": top}
 
 
 def hessian_trace_hutchinson(

@@ -2,9 +2,10 @@
 
 Files in <run>/probes/hessian/: `hessian.json` (estimates with their residuals, products, tolerances, convergence).
 summary.json probes.hessian: lambda_max (largest algebraic eigenvalue) and lambda_abs_max (largest magnitude),
-each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps and _converged; trace,
-trace_stderr, ...; geometry_bn (the batch-norm convention). `top_eigenvalue` is kept as an alias of
-lambda_abs_max (what the earlier power iteration estimated), for readers of older summaries.
+each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps (0 for lambda_max when it
+was read from a positive lambda_abs_max) and _converged; trace, trace_stderr, ...; geometry_bn (the
+batch-norm convention). `top_eigenvalue` is kept as an alias of lambda_abs_max (what the earlier power
+iteration estimated), for readers of older summaries.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import torch
 
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_trace_hutchinson
+from bsstudy.geometry.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
@@ -76,10 +77,7 @@ class Hessian(FinalWeightsProbe):
             return loss.hessian_vector_product(theta, v)
 
         start = rng(seed, "geometry_directions", LANCZOS_START).standard_normal(len(theta))
-        lanczos = {
-            which: hessian_extreme_eigenvalues(hvp, theta, start, which, self.k, self.tol, self.ncv, self.max_hvps)
-            for which in ("LA", "LM")
-        }
+        lanczos = hessian_lambda_max_and_abs_max(hvp, theta, start, self.k, self.tol, self.ncv, self.max_hvps)
         trace = hessian_trace_hutchinson(
             hvp,
             len(theta),
