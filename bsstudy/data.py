@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.streams import rng, torch_generator
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,13 @@ def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, 
 
 def take_subsets(data: TensorData, train_size: int | None, test_size: int | None, seed: int) -> TensorData:
     """Keep a seeded random subset of each split (`data.train_size`, `data.test_size`); None keeps all."""
-    g = torch.Generator().manual_seed(seed)
     parts = {}
     for split, size in (("train", train_size), ("test", test_size)):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         if size is not None:
             if not (is_positive_int(size) and size <= len(y)):
                 raise ConfigError(f"data.{split}_size must be null or an integer in [1, {len(y)}]; got {size!r}")
-            keep = torch.randperm(len(y), generator=g)[:size]
+            keep = torch.randperm(len(y), generator=torch_generator(seed, f"{split}_subset"))[:size]
             x, y = x[keep], y[keep]
         parts[f"x_{split}"], parts[f"y_{split}"] = x, y
     return TensorData(data.name, **parts)
@@ -186,7 +186,7 @@ def load_digits(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     if not 0 < test_fraction < 1:
         raise ConfigError(f"data.test_fraction must be in (0, 1); got {test_fraction!r}")
     x, y = sklearn_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
+    order = rng(seed, "dataset").permutation(len(y))
     n_test = int(round(len(y) * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
@@ -197,12 +197,12 @@ def make_synthetic(cfg, seed: int) -> dict[str, np.ndarray]:
     for key in ("n_train", "n_test", "input_size", "num_classes"):
         if not is_positive_int(cfg[key]):
             raise ConfigError(f"data.{key} must be a positive integer; got {cfg[key]!r}")
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, cfg.class_sep, size=(cfg.num_classes, cfg.input_size))
+    draws = rng(seed, "dataset")
+    centres = draws.normal(0.0, cfg.class_sep, size=(cfg.num_classes, cfg.input_size))
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, cfg.num_classes, size=n)
-        return (centres[y] + rng.normal(size=(n, cfg.input_size))).astype(np.float32), y
+        y = draws.integers(0, cfg.num_classes, size=n)
+        return (centres[y] + draws.normal(size=(n, cfg.input_size))).astype(np.float32), y
 
     x_train, y_train = draw(cfg.n_train)
     x_test, y_test = draw(cfg.n_test)
@@ -213,10 +213,9 @@ def make_synthetic(cfg, seed: int) -> dict[str, np.ndarray]:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order in which epoch `epoch` visits the n training samples: a CPU permutation seeded by
-    (seed, epoch) alone, so it is the same on every device and after a resume."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    """The order in which epoch `epoch` visits the n training samples: a CPU permutation from stream
+    "epoch_order" keyed by the epoch alone, so it is the same on every device and after a resume."""
+    return torch.randperm(n, generator=torch_generator(seed, "epoch_order", epoch))
 
 
 def steps_per_epoch(n: int, samples_per_step: int, drop_last: bool) -> int:
