@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
@@ -43,7 +42,8 @@ class Landscape(FinalWeightsProbe):
             raise ConfigError(f"probes.landscape.span must be a number > 0; got {span!r}")
         if direction_seed is not None and not (isinstance(direction_seed, int) and direction_seed >= 0):
             raise ConfigError(
-                f"probes.landscape.direction_seed must be null (the run's seed) or an integer >= 0; got {direction_seed!r}"
+                "probes.landscape.direction_seed must be null (the run's seed) or an integer >= 0; "
+                f"got {direction_seed!r}"
             )
         check_sample_size("probes.landscape.train_samples", train_samples)
         check_sample_size("probes.landscape.test_samples", test_samples, allow_zero=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
