@@ -52,8 +52,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
         raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
+        raise ConfigError(f"seed must be an integer >= 0; got {cfg.seed!r}")
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:
@@ -191,12 +191,11 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
     """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
     metrics_path = run_dir / "metrics.csv"
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
-    best = max(rows, key=lambda r: r["test_acc"] if r["test_acc"] == r["test_acc"] else -1.0, default=None)
     summary = {
         "status": status,
         "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
         "final": rows[-1] if rows else None,
-        "best": {"test_acc": best["test_acc"], "epoch": int(best["epoch"])} if best else None,
+        **best_on_validation(rows),
         "wall_time_s": wall_time_s,
         "train_time_s": rows[-1]["train_time_s"] if rows else None,
         "dataset": cfg.data.name,
@@ -224,9 +223,24 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "steps_per_epoch": module.epoch_plan(0).steps,
             "samples_seen": module.samples_seen,
             "n_train": module.data.n_train,
+            "n_val": module.data.n_val,
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary
+
+
+def best_on_validation(rows: list[dict]) -> dict:
+    """The epoch selected on validation: highest val_acc (the first such epoch on a tie; NaN never wins),
+    with the test accuracy reported at that epoch. Without val_acc (data.val_size=0) nothing is selected."""
+    scored = [r for r in rows if isinstance(r.get("val_acc"), (int, float)) and r["val_acc"] == r["val_acc"]]
+    if not scored:
+        reason = "no validation split (data.val_size=0)" if rows else "no epoch was evaluated"
+        return {"best": None, "selected_on": None, "selected_on_reason": f"{reason}: nothing is selected"}
+    best = max(scored, key=lambda r: r["val_acc"])
+    return {
+        "best": {"epoch": int(best["epoch"]), "val_acc": best["val_acc"], "test_acc": best["test_acc"]},
+        "selected_on": "val",
+    }

@@ -25,9 +25,12 @@ STREAMS = (
     "dataset",  # synthetic data and the digits train/test split
     "noise_scale",  # the noise-scale probe's samples (keys: epoch, measurement)
     "geometry_subset",  # the samples a geometry measure evaluates the loss on (key: split code)
-    "geometry_directions",  # random directions and subspaces of sharpness, landscapes, Hessian
+    "geometry_directions",  # random directions and subspaces (key: one of the DIRECTIONS_* measures below)
     "gradsum",  # the gradient-sum experiment's trials (keys: regime, batch size or 0, trial)
 )
+
+# keys of "geometry_directions": each measure draws its own directions
+DIRECTIONS_SHARPNESS, DIRECTIONS_HESSIAN, DIRECTIONS_LANDSCAPE = 0, 1, 2
 
 
 def seed_sequence(seed: int, stream: str, *keys: int) -> np.random.SeedSequence:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.streams import torch_generator
 
 SPLIT_SALT = {"train": 1, "test": 2}
 
@@ -25,7 +26,7 @@ def seeded_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int,
     CPU generator seeded with (seed, split): the same samples on every device and for every run of a sweep."""
     if size is None or size >= len(y):
         return x, y
-    g = torch.Generator().manual_seed(seed * 1_000_003 + SPLIT_SALT[split])
+    g = torch_generator(seed, "geometry_subset", SPLIT_SALT[split])
     keep = torch.randperm(len(y), generator=g)[:size].to(x.device)
     return x[keep], y[keep]
 

@@ -15,6 +15,7 @@ from bsstudy.geometry.hessian import hessian_top_eigenvalues, hessian_trace_hutc
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
+from bsstudy.streams import DIRECTIONS_HESSIAN, torch_generator
 
 
 class Hessian(FinalWeightsProbe):
@@ -55,7 +56,7 @@ class Hessian(FinalWeightsProbe):
         started = time.perf_counter()
         loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
         theta = loss.model.theta
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_generator(seed, "geometry_directions", DIRECTIONS_HESSIAN)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             return loss.hessian_vector_product(theta, v)

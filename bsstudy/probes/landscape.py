@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.probes import FinalWeightsProbe
+from bsstudy.streams import DIRECTIONS_LANDSCAPE, torch_generator
 
 
 class Landscape(FinalWeightsProbe):
@@ -40,9 +40,10 @@ class Landscape(FinalWeightsProbe):
                 raise ConfigError(f"probes.landscape.{key} must be a positive integer; got {value!r}")
         if not (isinstance(span, (int, float)) and span > 0):
             raise ConfigError(f"probes.landscape.span must be a number > 0; got {span!r}")
-        if direction_seed is not None and not isinstance(direction_seed, int):
+        if direction_seed is not None and not (isinstance(direction_seed, int) and direction_seed >= 0):
             raise ConfigError(
-                f"probes.landscape.direction_seed must be null (the run's seed) or an integer; got {direction_seed!r}"
+                "probes.landscape.direction_seed must be null (the run's seed) or an integer >= 0; "
+                f"got {direction_seed!r}"
             )
         check_sample_size("probes.landscape.train_samples", train_samples)
         check_sample_size("probes.landscape.test_samples", test_samples, allow_zero=True)
@@ -55,7 +56,8 @@ class Landscape(FinalWeightsProbe):
         started = time.perf_counter()
         train = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
         model, theta = train.model, train.model.theta
-        generator = torch.Generator().manual_seed(seed if self.direction_seed is None else self.direction_seed)
+        direction_seed = seed if self.direction_seed is None else self.direction_seed
+        generator = torch_generator(direction_seed, "geometry_directions", DIRECTIONS_LANDSCAPE)
         params = model.params(theta)
         d1, d2 = (model.flatten(filter_normalized_direction(params, generator, self.include_biases)) for _ in range(2))
         alphas = np.linspace(-self.span, self.span, self.points)
@@ -85,7 +87,7 @@ class Landscape(FinalWeightsProbe):
             "points": self.points,
             "span": self.span,
             "include_biases": self.include_biases,
-            "direction_seed": seed if self.direction_seed is None else self.direction_seed,
+            "direction_seed": direction_seed,
             "train_samples": len(train.y),
             "time_s": time.perf_counter() - started,
         }

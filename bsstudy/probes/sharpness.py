@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
+from bsstudy.streams import DIRECTIONS_SHARPNESS, torch_generator
 
 
 class Sharpness(FinalWeightsProbe):
@@ -48,7 +47,7 @@ class Sharpness(FinalWeightsProbe):
         started = time.perf_counter()
         loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
         theta = loss.model.theta
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_generator(seed, "geometry_directions", DIRECTIONS_SHARPNESS)
         subspace = random_subspace(len(theta), self.subspace_dim, generator) if self.subspace_dim else None
         results, summary = [], {}
         for eps in self.eps:
