@@ -302,6 +302,15 @@ def test_sqrt_needs_every_regime(sweep):
     assert "epoch 2:" not in row["verdict"]
 
 
+def test_a_run_without_the_late_regime_is_named(sweep):
+    for seed, k in enumerate((0.49, 0.50, 0.51)):
+        fits = {"2": (k, (k - 0.05, k + 0.05)), "30": (k, (k - 0.05, k + 0.05))}
+        sweep.gradsum(seed, fits if seed else {"2": fits["2"]})  # run 0 diverged before epoch 30
+    row = sweep.findings()[SQRT]
+    assert row["verdict"] == f"{TOO_FEW_SEEDS}: epoch 30: 2 < MIN_SEEDS = 3"
+    assert "no epoch 30 fit in run 0" in row["evidence"]
+
+
 def test_sqrt_from_one_run_is_too_few_seeds_and_says_what_its_interval_alone_would(sweep):
     sweep.gradsum(0, {"2": (0.5, (0.2, 0.8))})
     row = sweep.findings()[SQRT]

@@ -18,7 +18,9 @@ supported" naming the pair); wholly on the other side -> not supported; containi
 
 "Grows like sqrt(B)" is an equivalence test on the exponent k of mean norm ~ B^k (gradsum's fit.json),
 per regime: the t-interval of the seeds' k inside SQRT_MARGIN -> supported, wholly outside -> not
-supported, otherwise inconclusive; the claim holds only if every regime holds.
+supported, otherwise inconclusive; the claim holds only if every regime (of every gradsum protocol in
+the sweep) holds. Runs whose protocol fixes k by algebra (frozen weights with common samples) are
+shown as controls and not counted.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class Finding:
 
 def because(kind: str, reason: str = "") -> str:
     return f"{kind}: {reason}" if reason else kind
+
+
+def not_measured(reason: str, rule: str, *notes: str) -> Finding:
+    """The verdict "not measured in this sweep", with what would measure it in the evidence."""
+    return Finding(NOT_MEASURED, rule, "; ".join([reason, *notes]))
 
 
 def kind_of(verdict: str) -> str:
@@ -189,7 +196,7 @@ def usable(t: SeedTable, log: bool) -> pd.DataFrame:
 
 
 def too_few(n: int) -> str:
-    return because(TOO_FEW_SEEDS, f"{count(n, 'seed')} with a run at every batch size, MIN_SEEDS = {MIN_SEEDS}")
+    return because(TOO_FEW_SEEDS, f"{n} < MIN_SEEDS = {MIN_SEEDS}")
 
 
 # Monotone claims
@@ -198,9 +205,8 @@ def too_few(n: int) -> str:
 def monotone_rule(metric: str, sign: int, log: bool) -> str:
     y = f"log2({metric})" if log else metric
     return (
-        f"per seed, least-squares slope of {y} against log2 B over all batch sizes; supported if the mean slope's "
-        f"95% t-interval lies {'above' if sign > 0 else 'below'} 0 and no neighbouring pair of batch sizes goes "
-        f"significantly the other way; MIN_SEEDS = {MIN_SEEDS}"
+        f"slope of {y} vs log2 B per seed, all B: its 95% t-interval {'above' if sign > 0 else 'below'} 0 and no "
+        f"significant reversal between neighbouring B; MIN_SEEDS = {MIN_SEEDS}"
     )
 
 
@@ -237,7 +243,7 @@ def monotone(runs: pd.DataFrame, values, metric: str, sign: int, log: bool) -> F
     t = seed_table(runs, values)
     rule, n, batch_sizes = monotone_rule(metric, sign, log), len(t.values), list(t.values.columns)
     if n == 0 or len(batch_sizes) < 2:
-        return Finding(because(NOT_MEASURED, "no seed has runs at two or more batch sizes"), rule, "; ".join(t.notes))
+        return not_measured("no seed has runs at two or more batch sizes", rule, *t.notes)
     y, bad = usable(t, log), unusable_cells(t, log)
     slopes = least_squares_slopes(np.log2(batch_sizes), y.to_numpy())
     mean, low, high, _ = mean_ci(slopes.tolist())
@@ -257,13 +263,16 @@ def monotone(runs: pd.DataFrame, values, metric: str, sign: int, log: bool) -> F
 
 
 ACCURACY_RULE = monotone_rule("final test accuracy", -1, log=False)
-STEPS_RULE = monotone_rule("median step norm and of epoch distance", -1, log=True) + "; both must hold"
+STEPS_RULE = (
+    "slopes of log2(median step norm) and of log2(epoch distance) vs log2 B per seed, all B: both 95% t-intervals "
+    f"below 0 and no significant reversal between neighbouring B; MIN_SEEDS = {MIN_SEEDS}"
+)
 
 
 def claim_lower_accuracy(sweep: Sweep) -> Finding:
     runs = baseline_runs(sweep)
     if runs.empty:
-        return Finding(because(NOT_MEASURED, "no finished runs at a fixed lr with two batch sizes"), ACCURACY_RULE)
+        return not_measured("no finished runs at a fixed lr with two batch sizes", ACCURACY_RULE)
     return monotone(runs, runs.final_test_acc, "final test accuracy", -1, log=False)
 
 
@@ -271,9 +280,7 @@ def claim_smaller_steps(sweep: Sweep) -> Finding:
     runs = with_probe(baseline_runs(sweep), "update_norms")
     epochs = sweep.epochs[(sweep.epochs.epoch > 0) & sweep.epochs.run.isin(runs.run)]
     if runs.batch_size.nunique() < 2 or "epoch_distance" not in epochs:
-        return Finding(
-            because(NOT_MEASURED, "needs probes=[update_norms] at a fixed lr with two batch sizes"), STEPS_RULE
-        )
+        return not_measured("needs probes=[update_norms] at a fixed lr with two batch sizes", STEPS_RULE)
     per_run = epochs.groupby("run")[["update_norm_median", "epoch_distance"]].mean()
     parts = [
         (label, monotone(runs, runs.run.map(per_run[column]), label, -1, log=True))
@@ -295,8 +302,8 @@ def claim_smaller_steps(sweep: Sweep) -> Finding:
 
 
 SCALING_RULE = (
-    "per seed, the test-accuracy gap between the smallest and largest batch size with lr scaling minus without; "
-    f"supported if its 95% t-interval lies below 0; MIN_SEEDS = {MIN_SEEDS}"
+    "per seed, test-accuracy gap acc(B_min) - acc(B_max) with lr scaling minus without: its 95% t-interval below 0; "
+    f"MIN_SEEDS = {MIN_SEEDS}"
 )
 
 
@@ -306,12 +313,12 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
     rules = [r for r in sorted(runs.lr_scaling.unique()) if r != "none"]
     if "none" not in set(runs.lr_scaling) or not rules:
         reason = "needs runs with and without lr scaling (e.g. experiment=generalization,lr_scaling)"
-        return Finding(because(NOT_MEASURED, reason), SCALING_RULE)
+        return not_measured(reason, SCALING_RULE)
     fixed, scaled = runs[runs.lr_scaling == "none"], runs[runs.lr_scaling == rules[0]]
     common = sorted(set(fixed.batch_size) & set(scaled.batch_size))
     if len(common) < 2:
         reason = "the runs with and without lr scaling share fewer than two batch sizes"
-        return Finding(because(NOT_MEASURED, reason), SCALING_RULE)
+        return not_measured(reason, SCALING_RULE)
     small, large = common[0], common[-1]
     arms = [seed_table(r[r.batch_size.isin([small, large])], r[r.batch_size.isin([small, large])].final_test_acc)
             for r in (fixed, scaled)]  # fmt: skip
@@ -347,9 +354,8 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
 
 
 SQRT_RULE = (
-    "per regime, the 95% t-interval of the seeds' exponents k (mean norm ~ B^k) against the margin "
-    f"SQRT_MARGIN = [{SQRT_MARGIN[0]}, {SQRT_MARGIN[1]}]: inside -> supported, wholly outside -> not supported, "
-    f"else inconclusive; MIN_SEEDS = {MIN_SEEDS}; every regime must be supported"
+    "per regime, 95% t-interval of the seeds' k (mean norm ~ B^k): inside SQRT_MARGIN = "
+    f"[{SQRT_MARGIN[0]}, {SQRT_MARGIN[1]}] supported, wholly outside not; every regime; MIN_SEEDS = {MIN_SEEDS}"
 )
 
 
@@ -472,7 +478,7 @@ def sqrt_regime(fits: list[GradsumFit]) -> Finding:
 def claim_sqrt_growth(sweep: Sweep) -> Finding:
     fits = read_gradsum_fits(sweep)
     if not fits:
-        return Finding(because(NOT_MEASURED, "needs probes=[gradsum] (e.g. experiment=gradsum)"), SQRT_RULE)
+        return not_measured("needs probes=[gradsum] (e.g. experiment=gradsum)", SQRT_RULE)
     measured = [f for f in fits if not f.by_construction]
     controls = [f"{f.regime}, run {f.run}: k = {fmt(f.k)}, {f.by_construction}" for f in fits if f.by_construction]
     if not measured:
@@ -489,6 +495,9 @@ def claim_sqrt_growth(sweep: Sweep) -> Finding:
     trials = sorted({str(f.trials) for f in measured})
     n = min(len({f.seed for f in g}) for g in groups.values())
     evidence = [f"{label}: {p.evidence}" for label, p in parts]
+    for (condition, regime), group in groups.items():  # e.g. a run that diverged before its late regime
+        absent = sorted({f.run for f in measured if f.condition == condition} - {f.run for f in group})
+        evidence += [f"no {regime} fit in run {', '.join(absent)}"] if absent else []
     evidence += [f"controls, not counted: {'; '.join(controls)}"] if controls else []
     return Finding(
         conjunction(parts),
@@ -504,7 +513,7 @@ def claim_sqrt_growth(sweep: Sweep) -> Finding:
 
 def sharpness_rule(label: str) -> str:
     return (
-        f"comparable if max/min of the mean training losses across B <= LOSS_TOLERANCE = {LOSS_TOLERANCE}; then "
+        f"mean training losses within LOSS_TOLERANCE = {LOSS_TOLERANCE} (max/min) across B, then the "
         + monotone_rule(label, +1, log=True)
     )
 
@@ -553,12 +562,12 @@ def claim_sharper_minima(sweep: Sweep) -> Finding:
     found = curvature_measure(sweep)
     if found is None:
         reason = "needs probes=[sharpness] or [hessian] (e.g. experiment=sharpness)"
-        return Finding(because(NOT_MEASURED, reason), sharpness_rule("sharpness"))
+        return not_measured(reason, sharpness_rule("sharpness"))
     probe, key, label = found
     runs = with_probe(baseline_runs(sweep), probe)
     if runs.batch_size.nunique() < 2:
-        return Finding(
-            because(NOT_MEASURED, f"{label} measured at fewer than two batch sizes at a fixed lr"),
+        return not_measured(
+            f"{label} measured at fewer than two batch sizes at a fixed lr",
             sharpness_rule(label),
         )
     finding = monotone(runs, runs.run.map(lambda run: probe_value(sweep, run, probe, key)), label, +1, log=True)
