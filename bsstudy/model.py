@@ -22,30 +22,50 @@ from bsstudy.fast_step import fast_sgd_step
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 OPTIMIZERS = ("sgd", "adam")
+GEOMETRY_BN = ("running", "batch")  # batch-norm conventions of the geometry measures (geometry/objective.py)
+
+
+def check_geometry_bn(value) -> str:
+    """model.geometry_bn is one of GEOMETRY_BN."""
+    if value not in GEOMETRY_BN:
+        raise ConfigError(f"model.geometry_bn must be one of {list(GEOMETRY_BN)}; got {value!r}")
+    return value
 
 
 class MLP(nn.Module):
     """input -> [Linear -> (BatchNorm1d) -> ReLU] x len(hidden_sizes) -> Linear -> log-softmax.
 
     With `batch_norm`, hidden layer i is followed by `norms[i]` (Keskar et al. 2017's network F1).
+    `geometry_bn` ("running" or "batch") is how the geometry measures evaluate those batch norms
+    (bsstudy/geometry/objective.py); it changes nothing in training or in the per-epoch evaluation.
 
     >>> MLP(784, [1024, 1024], 10)(torch.zeros(2, 784)).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, input_size: int, hidden_sizes: list[int], num_classes: int, batch_norm: bool = False):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes: list[int],
+        num_classes: int,
+        batch_norm: bool = False,
+        geometry_bn: str = "running",
+    ):
         super().__init__()
+        self.geometry_bn = check_geometry_bn(geometry_bn)
         sizes = [input_size, *hidden_sizes, num_classes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.norms = nn.ModuleList(nn.BatchNorm1d(h) for h in hidden_sizes) if batch_norm else None
 
     @classmethod
     def from_config(cls, model_cfg, input_size: int, num_classes: int) -> MLP:
-        """The MLP of the `model` config group (configs written before `batch_norm` existed have none)."""
+        """The MLP of the `model` config group (configs written before `batch_norm` or `geometry_bn` existed
+        have neither: no batch norm, running statistics)."""
         batch_norm = model_cfg.get("batch_norm", False)
         if not isinstance(batch_norm, bool):
             raise ConfigError(f"model.batch_norm must be true or false; got {batch_norm!r}")
-        return cls(input_size, list(model_cfg.hidden_sizes), num_classes, batch_norm)
+        geometry_bn = check_geometry_bn(model_cfg.get("geometry_bn", "running"))
+        return cls(input_size, list(model_cfg.hidden_sizes), num_classes, batch_norm, geometry_bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers[:-1]):

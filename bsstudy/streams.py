@@ -30,7 +30,7 @@ STREAMS = (
 )
 
 # keys of "geometry_directions": each measure draws its own directions
-DIRECTIONS_SHARPNESS, DIRECTIONS_HESSIAN, DIRECTIONS_LANDSCAPE = 0, 1, 2
+DIRECTIONS_SHARPNESS, DIRECTIONS_HESSIAN, DIRECTIONS_LANDSCAPE, DIRECTIONS_LANCZOS = 0, 1, 2, 3
 
 
 def seed_sequence(seed: int, stream: str, *keys: int) -> np.random.SeedSequence:

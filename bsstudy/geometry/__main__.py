@@ -4,7 +4,8 @@
   interpolate SWEEP [--batch-sizes BA BB]   default: the smallest and largest batch size of the sweep
   sharpness | landscape | hessian RUN_OR_SWEEP   -> <run>/probes/<measure>/ and summary.json probes.<measure>
 
-`key=value` arguments override the measure's settings in conf/probes/<measure>.yaml (e.g. train_samples=2048).
+`key=value` arguments override the measure's settings in conf/probes/<measure>.yaml (e.g. train_samples=2048);
+`--geometry-bn running|batch` replaces the runs' model.geometry_bn (how batch norm is evaluated).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bsstudy.geometry.analysis import MEASURES, interpolate_runs, interpolate_sweep, measure_all
+from bsstudy.model import GEOMETRY_BN
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="interpolate: output folder")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--geometry-bn", choices=GEOMETRY_BN, help="batch norm: running or batch statistics (default: the run's)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -42,11 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.measure} takes one run or sweep folder")
     try:
         if args.measure != "interpolate":
-            measure_all(args.measure, paths[0], overrides, args.device)
+            measure_all(args.measure, paths[0], overrides, args.device, args.geometry_bn)
         elif len(paths) == 2:
-            interpolate_runs(paths[0], paths[1], args.out, overrides, args.device)
+            interpolate_runs(paths[0], paths[1], args.out, overrides, args.device, args.geometry_bn)
         else:
-            interpolate_sweep(paths[0], args.batch_sizes, overrides, args.device)
+            interpolate_sweep(paths[0], args.batch_sizes, overrides, args.device, args.geometry_bn)
     except FileNotFoundError as err:  # no runs, no checkpoint: say so without a traceback
         parser.error(str(err))
 

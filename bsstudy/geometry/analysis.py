@@ -28,10 +28,10 @@ def probe_settings(name: str, overrides: list[str] | dict | None = None) -> Dict
     return OmegaConf.merge(settings, overrides or {})
 
 
-def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu") -> dict:
+def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu", geometry_bn: str | None = None) -> dict:
     """Run the `name` probe on a finished run: files to <run>/probes/<name>/, numbers merged into its
-    summary.json under probes.<name>."""
-    run = load_run(run_dir)
+    summary.json under probes.<name>. `geometry_bn` (running, batch) replaces the run's model.geometry_bn."""
+    run = load_run(run_dir, geometry_bn=geometry_bn)
     probe = instantiate(probe_settings(name, overrides), out_dir=run.run_dir / "probes" / name)
     summary = probe.measure(run.net.to(device), run.data.to(device), run.seed)
     merge_into_summary(run.run_dir, name, summary | {"source": "python -m bsstudy.geometry"})
@@ -39,18 +39,23 @@ def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu") -
     return summary
 
 
-def measure_all(name: str, path: Path, overrides=None, device: str = "cpu") -> None:
+def measure_all(name: str, path: Path, overrides=None, device: str = "cpu", geometry_bn: str | None = None) -> None:
     """`measure_run` on a run folder, or on every run of a sweep folder."""
     for run_dir in runs_of(path):
-        measure_run(name, run_dir, overrides, device)
+        measure_run(name, run_dir, overrides, device, geometry_bn)
 
 
 def interpolate_runs(
-    run_a: Path, run_b: Path, out_dir: Path | None = None, overrides=None, device: str = "cpu"
+    run_a: Path,
+    run_b: Path,
+    out_dir: Path | None = None,
+    overrides=None,
+    device: str = "cpu",
+    geometry_bn: str | None = None,
 ) -> Path:
-    """Interpolation from run_a (alpha = 0) to run_b (alpha = 1), on run_a's data; returns the output folder,
-    by default <common parent>/geometry/interpolation_<B_a>_<B_b>/."""
-    a, b = load_run(run_a), load_run(run_b)
+    """Interpolation from run_a (alpha = 0) to run_b (alpha = 1), on run_a's data, with run_a's model.geometry_bn
+    or `geometry_bn`; returns the output folder, by default <common parent>/geometry/interpolation_<B_a>_<B_b>/."""
+    a, b = load_run(run_a, geometry_bn=geometry_bn), load_run(run_b)
     if a.cfg.data.name != b.cfg.data.name or list(a.cfg.model.hidden_sizes) != list(b.cfg.model.hidden_sizes):
         raise ValueError(f"{run_a} and {run_b} differ in data set or model; interpolation needs the same network")
     if out_dir is None:
@@ -64,11 +69,13 @@ def interpolate_runs(
     return Path(out_dir)
 
 
-def interpolate_sweep(sweep_dir: Path, batch_sizes=None, overrides=None, device: str = "cpu") -> Path:
+def interpolate_sweep(
+    sweep_dir: Path, batch_sizes=None, overrides=None, device: str = "cpu", geometry_bn: str | None = None
+) -> Path:
     """The interpolation between two batch sizes of a sweep (default: its smallest and largest), written to
     <sweep>/geometry/interpolation_<B_a>_<B_b>/."""
     run_a, run_b = pick_pair(sweep_dir, tuple(batch_sizes) if batch_sizes else None)
-    return interpolate_runs(run_a, run_b, None, overrides, device)
+    return interpolate_runs(run_a, run_b, None, overrides, device, geometry_bn)
 
 
 class SweepInterpolation(Callback):

@@ -1,9 +1,22 @@
 """The loss of a network as a function of one flat parameter vector, on a fixed subset of the data.
 
 theta is the concatenation of the network's parameters in `named_parameters()` order. The network
-is evaluated with torch.func.functional_call on a private copy in eval mode, so batch norm uses its
-running statistics (a fixed function of theta) and the network being trained is never touched.
-Losses are means over the subset, summed chunk by chunk: f(theta) = 1/n sum_i -log p_theta(y_i | x_i).
+is evaluated with torch.func.functional_call on a private copy (`evaluation_copy`), so the network
+being trained is never touched. Losses are means over the subset, summed chunk by chunk:
+f(theta) = 1/n sum_i -log p_theta(y_i | x_i).
+
+Batch norm: every geometry measure (sharpness, interpolation, landscape, Hessian) evaluates the network
+here, under the one convention `model.geometry_bn` (recorded as `geometry_bn` in each output):
+
+- running: eval mode, each BatchNorm normalizes with the network's running mean and variance, as the
+  per-epoch evaluation does; f is then a fixed function of theta (the statistics do not move with it).
+- batch:   each BatchNorm normalizes with the mean and (biased) variance of the evaluated samples at
+  theta, as in training, and gradients flow through them; the running statistics are neither used nor
+  updated. The whole subset is one pass (chunk_size does not apply), so f is the loss of one batch of
+  all the subset's samples, independent of chunking; a test subset is normalized with its own
+  statistics. Keskar et al.'s code is reported (issue 13) to have evaluated with batch statistics.
+
+Networks without batch norm record geometry_bn = "none": both conventions are the same function.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.model import check_geometry_bn
 from bsstudy.streams import torch_generator
 
 SPLIT_SALT = {"train": 1, "test": 2}
@@ -31,15 +45,41 @@ def seeded_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int,
     return x[keep], y[keep]
 
 
+def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def has_batch_norm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    return bool(batch_norms(net))
+
+
+def geometry_bn(net: nn.Module) -> str:
+    """The batch-norm convention the geometry measures apply to `net`: its `geometry_bn` attribute (set
+    from model.geometry_bn; "running" for a network without one), or "none" when it has no batch norm."""
+    if not has_batch_norm(net):
+        return "none"
+    return check_geometry_bn(getattr(net, "geometry_bn", "running"))
+
+
+def evaluation_copy(net: nn.Module, convention: str) -> nn.Module:
+    """A private copy of `net` that evaluates under `convention` (see the module docstring): eval mode,
+    with every BatchNorm in training mode without running statistics under "batch", so that it
+    normalizes with the statistics of its input and never writes a buffer (safe under autograd and vmap)."""
+    copy_ = copy.deepcopy(net).eval()
+    if convention == "batch":
+        for norm in batch_norms(copy_):
+            norm.train()
+            norm.track_running_stats = False
+    return copy_
 
 
 class FlatModel:
-    """`net` as a function of a flat parameter vector: log p = model(theta, x). `theta` holds its own weights."""
+    """`net` as a function of a flat parameter vector: log p = model(theta, x), with batch norm under the
+    network's geometry_bn convention (`self.geometry_bn`). `theta` holds its own weights."""
 
     def __init__(self, net: nn.Module):
-        self.net = copy.deepcopy(net).eval()
+        self.geometry_bn = geometry_bn(net)
+        self.net = evaluation_copy(net, self.geometry_bn)
         named = list(self.net.named_parameters())
         self.names = [name for name, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -56,13 +96,23 @@ class FlatModel:
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, self.params(theta), (x,))
 
+    def running_statistics(self) -> dict[str, torch.Tensor]:
+        """The batch norms' running means and variances (the buffers the "running" convention uses)."""
+        return {n: b for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))}
+
+    @torch.no_grad()
+    def set_running_statistics(self, statistics: dict[str, torch.Tensor]) -> None:
+        for name, buffer in self.running_statistics().items():
+            buffer.copy_(statistics[name])
+
 
 class SubsetLoss:
     """f(theta) = mean NLL of `model` on (x, y), with its gradient and Hessian-vector products, `chunk_size`
-    samples per forward pass."""
+    samples per forward pass (all of them in one pass under the "batch" batch-norm convention)."""
 
     def __init__(self, model: FlatModel, x: torch.Tensor, y: torch.Tensor, chunk_size: int):
-        self.model, self.x, self.y, self.chunk_size = model, x, y, chunk_size
+        self.model, self.x, self.y = model, x, y
+        self.chunk_size = len(y) if model.geometry_bn == "batch" else chunk_size
 
     def chunks(self):
         for start in range(0, len(self.y), self.chunk_size):

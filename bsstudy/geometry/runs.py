@@ -46,10 +46,13 @@ def load_weights(net: MLP, checkpoint: Path) -> MLP:
     return net
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt") -> LoadedRun:
-    """Rebuild a run's data and network from `<run>/.hydra/config.yaml` and load `checkpoints/<checkpoint>`."""
+def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt", geometry_bn: str | None = None) -> LoadedRun:
+    """Rebuild a run's data and network from `<run>/.hydra/config.yaml` and load `checkpoints/<checkpoint>`;
+    `geometry_bn` replaces the run's model.geometry_bn (the batch-norm convention of the geometry measures)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
+    if geometry_bn is not None:
+        cfg.model.geometry_bn = geometry_bn
     data = load_data(cfg.data, cfg.seed)
     net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
     load_weights(net, run_dir / "checkpoints" / checkpoint)

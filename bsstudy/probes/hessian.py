@@ -1,7 +1,10 @@
-"""Hessian spectrum of the final minimizer: top eigenvalue(s) and trace, see bsstudy/geometry/hessian.py.
+"""Hessian spectrum of the final minimizer: extreme eigenvalues (Lanczos) and trace, see bsstudy/geometry/hessian.py.
 
-Files in <run>/probes/hessian/: `hessian.json` (estimates with their iterations, tolerances, convergence).
-summary.json probes.hessian: top_eigenvalue, trace, top_eigenvalues, trace_stderr, ...
+Files in <run>/probes/hessian/: `hessian.json` (estimates with their residuals, products, tolerances, convergence).
+summary.json probes.hessian: lambda_max (largest algebraic eigenvalue) and lambda_abs_max (largest magnitude),
+each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps and _converged; trace,
+trace_stderr, ...; geometry_bn (the batch-norm convention). `top_eigenvalue` is kept as an alias of
+lambda_abs_max (what the earlier power iteration estimated), for readers of older summaries.
 """
 
 from __future__ import annotations
@@ -11,22 +14,24 @@ import time
 import torch
 
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.geometry.hessian import hessian_top_eigenvalues, hessian_trace_hutchinson
+from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_trace_hutchinson
 from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
-from bsstudy.streams import DIRECTIONS_HESSIAN, torch_generator
+from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
 
 
 class Hessian(FinalWeightsProbe):
-    """Top-k Hessian eigenvalues (power iteration) and trace (Hutchinson) of the training loss."""
+    """Extreme Hessian eigenvalues (Lanczos: largest algebraic and largest magnitude) and trace
+    (Hutchinson) of the training loss."""
 
     def __init__(
         self,
         out_dir,
-        top_k: int = 1,
-        power_iterations: int = 100,
-        power_tol: float = 1e-3,
+        k: int = 1,
+        tol: float = 1e-3,
+        ncv: int = 20,
+        max_hvps: int = 500,
         trace_max_samples: int = 100,
         trace_min_samples: int = 10,
         trace_rel_tol: float = 0.02,
@@ -34,16 +39,23 @@ class Hessian(FinalWeightsProbe):
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)
-        ints = {"top_k": top_k, "power_iterations": power_iterations, "trace_max_samples": trace_max_samples,
+        ints = {"k": k, "max_hvps": max_hvps, "trace_max_samples": trace_max_samples,
                 "trace_min_samples": trace_min_samples, "chunk_size": chunk_size}  # fmt: skip
         for key, value in ints.items():
             if not is_positive_int(value):
                 raise ConfigError(f"probes.hessian.{key} must be a positive integer; got {value!r}")
-        for key, value in (("power_tol", power_tol), ("trace_rel_tol", trace_rel_tol)):
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"probes.hessian.{key} must be a number > 0; got {value!r}")
+        if not (is_positive_int(ncv) and ncv > k):
+            raise ConfigError(f"probes.hessian.ncv must be an integer > probes.hessian.k ({k}); got {ncv!r}")
+        if max_hvps < ncv:
+            raise ConfigError(
+                f"probes.hessian.max_hvps must be >= probes.hessian.ncv ({ncv}), one Lanczos basis; got {max_hvps}"
+            )
+        if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
+            raise ConfigError(f"probes.hessian.tol must be a number in (0, 1); got {tol!r}")
+        if not (isinstance(trace_rel_tol, (int, float)) and trace_rel_tol > 0):
+            raise ConfigError(f"probes.hessian.trace_rel_tol must be a number > 0; got {trace_rel_tol!r}")
         check_sample_size("probes.hessian.train_samples", train_samples)
-        self.top_k, self.power_iterations, self.power_tol = top_k, power_iterations, power_tol
+        self.k, self.tol, self.ncv, self.max_hvps = k, tol, ncv, max_hvps
         self.trace_max_samples, self.trace_min_samples, self.trace_rel_tol = (
             trace_max_samples,
             trace_min_samples,
@@ -61,9 +73,11 @@ class Hessian(FinalWeightsProbe):
         def hvp(v: torch.Tensor) -> torch.Tensor:
             return loss.hessian_vector_product(theta, v)
 
-        top = hessian_top_eigenvalues(
-            hvp, len(theta), generator, self.top_k, self.power_iterations, self.power_tol, theta.device
-        )
+        start = rng(seed, "geometry_directions", DIRECTIONS_LANCZOS).standard_normal(len(theta))
+        lanczos = {
+            which: hessian_extreme_eigenvalues(hvp, theta, start, which, self.k, self.tol, self.ncv, self.max_hvps)
+            for which in ("LA", "LM")
+        }
         trace = hessian_trace_hutchinson(
             hvp,
             len(theta),
@@ -74,19 +88,35 @@ class Hessian(FinalWeightsProbe):
             theta.device,
         )
         summary = {
-            "top_eigenvalue": top["eigenvalues"][0],
+            **extreme_summary("lambda_max", lanczos["LA"]),
+            **extreme_summary("lambda_abs_max", lanczos["LM"]),
+            "top_eigenvalue": lanczos["LM"]["eigenvalues"][0],  # alias of lambda_abs_max
             "trace": trace["trace"],
-            "top_eigenvalues": top["eigenvalues"],
-            "power_iterations": top["iterations"],
-            "power_converged": top["converged"],
-            "power_tol": self.power_tol,
+            "lanczos_k": self.k,
+            "lanczos_tol": self.tol,
+            "lanczos_ncv": self.ncv,
+            "lanczos_max_hvps": self.max_hvps,
             "trace_stderr": trace["stderr"],
             "trace_samples": trace["samples"],
             "trace_converged": trace["converged"],
             "trace_rel_tol": self.trace_rel_tol,
             "train_samples": len(loss.y),
+            "geometry_bn": loss.model.geometry_bn,
             "parameters": len(theta),
             "time_s": time.perf_counter() - started,
         }
-        write_json(self.out_dir / "hessian.json", {"summary": summary, "power_iteration": top, "hutchinson": trace})
+        write_json(self.out_dir / "hessian.json", {"summary": summary, "lanczos": lanczos, "hutchinson": trace})
         return summary
+
+
+def extreme_summary(name: str, result: dict) -> dict:
+    """The summary entries of one Lanczos result: its first (largest) eigenvalue as `name`, with its
+    residual, relative residual, the products used and convergence; all k eigenvalues when k > 1."""
+    entries = {
+        name: result["eigenvalues"][0],
+        f"{name}_residual": result["residuals"][0],
+        f"{name}_relative_residual": result["relative_residuals"][0],
+        f"{name}_hvps": result["hvps"],
+        f"{name}_converged": result["converged"],
+    }
+    return entries | ({f"{name}_all": result["eigenvalues"]} if result["k"] > 1 else {})

@@ -4,7 +4,8 @@ folder (its checkpoints/last.ckpt) or a checkpoint file, of a network with the s
 
 Files in the output folder (<run>/probes/interpolation/, or <sweep>/geometry/interpolation_<Ba>_<Bb>/ from
 `python -m bsstudy.geometry interpolate`): `interpolation.csv` (alpha, train_loss, train_acc, test_loss,
-test_acc) and `meta.json` (run_a, run_b, batch_size_a, batch_size_b, settings).
+test_acc) and `meta.json` (run_a, run_b, batch_size_a, batch_size_b, geometry_bn, settings). Batch norm
+follows run_a's model.geometry_bn (under "running" the running statistics are interpolated too).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.geometry.interpolation import interpolate, recompute_batch_norm_statistics
-from bsstudy.geometry.objective import check_sample_size, has_batch_norm, subset_loss
+from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
+from bsstudy.geometry.objective import check_sample_size, subset_loss
 from bsstudy.geometry.runs import is_run_dir, load_weights, run_config
 from bsstudy.probes import Probe
 from bsstudy.runfiles import replace_atomically, write_json
@@ -98,12 +99,14 @@ class Interpolation(Probe):
         started = time.perf_counter()
         train = subset_loss(net_a, data, "train", self.train_samples, seed, self.chunk_size)
         test = subset_loss(net_a, data, "test", self.test_samples, seed, self.chunk_size)
-        test.model = train.model  # one network copy, so recomputed batch-norm statistics serve both
-        batch_norm = has_batch_norm(net_a)
+        test.model = train.model  # one network copy, so the interpolated running statistics serve both
+        statistics_a = {name: value.clone() for name, value in train.model.running_statistics().items()}
+        statistics_b = dict(net_b.named_buffers())
+        running = train.model.geometry_bn == "running"
 
-        def evaluate(theta):
-            if batch_norm:
-                recompute_batch_norm_statistics(train.model, theta, train.x)
+        def evaluate(theta, alpha):
+            if running:
+                train.model.set_running_statistics(interpolated_statistics(statistics_a, statistics_b, alpha))
             (train_loss, train_acc), (test_loss, test_acc) = (
                 train.loss_and_accuracy(theta),
                 test.loss_and_accuracy(theta),
@@ -121,7 +124,7 @@ class Interpolation(Probe):
             "train_loss_b": float(ends[1]),
             "barrier_train_loss": float(inside.train_loss.max() - ends.max()),
             "points": self.points,
-            "batch_norm_statistics": "recomputed on the training subset at every alpha" if batch_norm else "none",
+            "geometry_bn": train.model.geometry_bn,
             "train_samples": len(train.y),
             "test_samples": len(test.y),
             "time_s": time.perf_counter() - started,

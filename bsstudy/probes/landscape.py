@@ -3,6 +3,7 @@ see bsstudy/geometry/landscape.py.
 
 Files in <run>/probes/landscape/: `landscape.npz` (alphas [n], betas [m], train_loss [n, m], train_acc [n, m],
 curve_alphas, curve_train_loss, curve_train_acc, and curve_test_* with test samples), `landscape.png`.
+summary.json probes.landscape: center_train_loss, max_train_loss, settings, geometry_bn (model.geometry_bn).
 """
 
 from __future__ import annotations
@@ -89,5 +90,6 @@ class Landscape(FinalWeightsProbe):
             "include_biases": self.include_biases,
             "direction_seed": direction_seed,
             "train_samples": len(train.y),
+            "geometry_bn": model.geometry_bn,
             "time_s": time.perf_counter() - started,
         }

@@ -14,6 +14,15 @@ current weights with torch.func (the model is not touched), and uses the mean of
 norms as |G_b|^2 and the squared norm of their mean as |G_B|^2. Both estimates are smoothed by
 an exponential moving average, and B_simple is the ratio of the averages.
 
+Batch norm (model=keskar_f1): the gradients are those of the network in eval mode, each BatchNorm
+normalizing with its running statistics at the moment of the measurement. The estimator needs a
+loss that is a mean of per-sample losses, E|G_b|^2 = |G|^2 + tr(Sigma)/b; with batch statistics a
+sample's loss depends on the rest of its batch, there is no per-sample gradient, and the two-batch
+estimate would measure a quantity that changes with b. So with batch norm B_simple is that of the
+eval-mode loss (the function the per-epoch evaluation reports), not of the training-mode gradients;
+summary.json probes.noise_scale.batch_norm says so. Without batch norm (or dropout) eval and
+training mode are the same function.
+
 How to read it: B_simple approximates the critical batch size. Batches well below it make
 almost perfect use of every sample (doubling B halves the steps needed); batches well above it
 waste samples (doubling B barely reduces the steps). It grows during training as the gradient
@@ -26,12 +35,14 @@ metrics.csv gains `noise_scale`, `grad_sq_norm` and `grad_trace_cov` (the smooth
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError
+from bsstudy.geometry.objective import has_batch_norm
 from bsstudy.probes import Probe
 from bsstudy.runfiles import EpochCSVLogger
 from bsstudy.streams import torch_generator
@@ -44,17 +55,30 @@ def noise_scale_estimates(small_sq: float, big_sq: float, b_small: int, b_big: i
     return g_sq, trace
 
 
+@contextmanager
+def eval_mode(net: torch.nn.Module):
+    """`net` in eval mode for the block, then back in the mode it was in."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 def batch_gradient_sq_norms(
     net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int
 ) -> tuple[float, float]:
-    """(mean over batches of |G_b|^2, |mean of the batch gradients|^2) for x, y split into batches of b_small."""
+    """(mean over batches of |G_b|^2, |mean of the batch gradients|^2) for x, y split into batches of b_small,
+    with `net` in eval mode (batch norm on its running statistics, which are read, never written)."""
     params = {name: p.detach() for name, p in net.named_parameters()}
 
     def batch_loss(params, xb, yb):
         return F.nll_loss(functional_call(net, params, (xb,)), yb)
 
     xs, ys = x.reshape(-1, b_small, x.shape[1]), y.reshape(-1, b_small)
-    grads = vmap(grad(batch_loss), in_dims=(None, 0, 0))(params, xs, ys)
+    with eval_mode(net):
+        grads = vmap(grad(batch_loss), in_dims=(None, 0, 0))(params, xs, ys)
     flat = torch.cat([g.reshape(len(xs), -1) for g in grads.values()], dim=1)  # [B/b, parameters]
     return flat.square().sum(1).mean().item(), flat.mean(0).square().sum().item()
 
@@ -83,6 +107,8 @@ class NoiseScale(Probe):
                 f"probes.noise_scale.big_batch ({self.big_batch}) exceeds the training set ({pl_module.data.n_train})"
             )
         self.csv = EpochCSVLogger(self.out_dir, "measurements.csv")
+        if has_batch_norm(pl_module.net):
+            self.summary["batch_norm"] = "eval mode: gradients of the loss with the running statistics"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         """Measurement k of the epoch happens at the end of the chunk where (k+1)/m of the epoch is done;

@@ -3,7 +3,8 @@
 For every eps: the full-space eps-box sharpness, the same in a random `subspace_dim`-dimensional subspace,
 and the mean relative loss increase at `random_samples` uniform random points of the box (the baseline).
 Files in <run>/probes/sharpness/: `sharpness.json` (every result with the optimizer's budget and use).
-summary.json probes.sharpness: sharpness_eps_<eps>, random_sharpness_eps_<eps>, subspace_sharpness_eps_<eps>, ...
+summary.json probes.sharpness: sharpness_eps_<eps>, random_sharpness_eps_<eps>, subspace_sharpness_eps_<eps>, ...,
+geometry_bn (the batch-norm convention, model.geometry_bn).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Sharpness(FinalWeightsProbe):
             "subspace_dim": self.subspace_dim,
             "random_samples": self.random_samples,
             "train_samples": len(loss.y),
+            "geometry_bn": loss.model.geometry_bn,
             "time_s": time.perf_counter() - started,
         }
         write_json(self.out_dir / "sharpness.json", {"summary": summary, "results": results})

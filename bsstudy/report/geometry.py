@@ -80,9 +80,8 @@ def sharpness_section(sweep: Sweep) -> Section | None:
             )
         )
         tables.append(Table("sharpness", "Sharpness per batch size.", table))
-    if not hessian.empty and "top_eigenvalue" in hessian:
-        columns = [c for c in ("top_eigenvalue", "trace") if c in hessian]
-        table = summarize(hessian, ["variant", "batch_size"], columns)
+    if not hessian.empty and (columns := hessian_columns(hessian)):
+        table = hessian_table(hessian, columns)
         fig, axes = new_figure(len(columns))
         for ax, c in zip(axes[0], columns, strict=True):
             for i, (variant, t) in enumerate(table.groupby("variant")):
@@ -100,13 +99,40 @@ def sharpness_section(sweep: Sweep) -> Section | None:
         figures.append(
             Figure(
                 "hessian",
-                "Top eigenvalue (power iteration) and trace (Hutchinson) of the Hessian of "
-                "the training loss at the final weights, against B.",
+                "Extreme eigenvalues (Lanczos: lambda_max the largest, lambda_abs_max the largest in magnitude, "
+                "negative where negative curvature dominates) and trace (Hutchinson) of the Hessian of the "
+                "training loss at the final weights, against B. The table gives each eigenvalue's largest "
+                "relative residual ||H v - lambda v|| / |lambda| over the seeds.",
                 to_png(fig),
             )
         )
         tables.append(Table("hessian", "Hessian per batch size.", table))
     return Section("Sharpness and curvature", [], tables, figures) if figures else None
+
+
+HESSIAN_EIGENVALUES = ("lambda_max", "lambda_abs_max")
+
+
+def hessian_columns(hessian: pd.DataFrame) -> list[str]:
+    """The Hessian numbers to show: the Lanczos eigenvalues and the trace (summaries written before Lanczos
+    have top_eigenvalue, the largest magnitude by power iteration, instead)."""
+    eigenvalues = [c for c in HESSIAN_EIGENVALUES if c in hessian] or [c for c in ("top_eigenvalue",) if c in hessian]
+    return [*eigenvalues, *(["trace"] if "trace" in hessian else [])]
+
+
+def hessian_table(hessian: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean and interval per (variant, batch_size) of `columns` (over the converged runs), with, for each
+    Lanczos eigenvalue, its largest relative residual over the seeds (`<eigenvalue>_relative_residual_max`)
+    and the runs where it did not converge (`<eigenvalue>_not_converged`, NaN in the summary)."""
+    by = ["variant", "batch_size"]
+    table = summarize(hessian, by, columns)
+    groups = hessian.groupby(by, dropna=False)
+    for c in (c for c in columns if c in HESSIAN_EIGENVALUES):
+        extra = groups[c].agg(lambda values: int(values.isna().sum())).rename(f"{c}_not_converged").to_frame()
+        if f"{c}_relative_residual" in hessian:
+            extra[f"{c}_relative_residual_max"] = groups[f"{c}_relative_residual"].max()
+        table = table.merge(extra.reset_index(), on=by, how="left")
+    return table
 
 
 def interpolation_folders(sweep: Sweep) -> list[Path]:
