@@ -1,7 +1,8 @@
 """Hessian spectrum of the final minimizer: top eigenvalue(s) and trace, see bsstudy/geometry/hessian.py.
 
 Files in <run>/probes/hessian/: `hessian.json` (estimates with their iterations, tolerances, convergence).
-summary.json probes.hessian: top_eigenvalue, trace, top_eigenvalues, trace_stderr, ...
+summary.json probes.hessian: top_eigenvalue, trace, top_eigenvalues, trace_stderr, train_loss and grad_norm (whole
+training set, at the measured weights: bsstudy/geometry/objective.py), ...
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.hessian import hessian_top_eigenvalues, hessian_trace_hutchinson
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
 
@@ -72,7 +73,7 @@ class Hessian(FinalWeightsProbe):
             self.trace_rel_tol,
             theta.device,
         )
-        summary = {
+        summary = measured_point(net, data, self.chunk_size) | {
             "top_eigenvalue": top["eigenvalues"][0],
             "trace": trace["trace"],
             "top_eigenvalues": top["eigenvalues"],
