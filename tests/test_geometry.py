@@ -218,3 +218,16 @@ def test_sweep_gets_its_interpolation_and_the_cli_measures_its_runs(tmp_path):
         train_loss = read_metrics(sweep / run / "metrics.csv")[-1]["train_loss"]
         assert summary["probes"]["hessian"]["train_loss"] == pytest.approx(train_loss, rel=1e-5)
         assert (sweep / run / "probes" / "hessian" / "hessian.json").is_file()
+
+
+def test_report_shows_the_train_loss_and_gradient_norm_beside_the_sharpness(tmp_path):
+    from test_report import write_run
+
+    from bsstudy.report import build_report
+
+    for job, (batch_size, seed) in enumerate(itertools.product((32, 256), (0, 1))):
+        point = {"train_loss": 0.1 * (1 + job), "grad_norm": 0.01 * (1 + job)}
+        write_run(tmp_path / str(job), batch_size, seed, [0.1, 0.8], sharpness={"sharpness_eps_0.001": 1.0, **point})
+    table = pd.read_csv(build_report(tmp_path) / "tables" / "sharpness.csv").set_index("batch_size")
+    assert table.loc[32, "train_loss_mean"] == pytest.approx(0.15)  # jobs 0 and 1: (0.1 + 0.2) / 2
+    assert table.loc[256, "grad_norm_mean"] == pytest.approx(0.035)  # jobs 2 and 3: (0.03 + 0.04) / 2

@@ -19,6 +19,12 @@ from bsstudy.report.runs import Sweep
 from bsstudy.report.uncertainty import summarize
 
 SHARPNESS_KEY = re.compile(r"^sharpness_eps_(.+)$")
+MEASURED_POINT = ("train_loss", "grad_norm")  # whole-training-set loss and gradient norm where a probe measured
+
+
+def measured_point_columns(frame: pd.DataFrame) -> list[str]:
+    """train_loss and grad_norm, where the probe recorded them: geometry means little away from a minimum."""
+    return [c for c in MEASURED_POINT if c in frame]
 
 
 def probe_numbers(sweep: Sweep, probe: str) -> pd.DataFrame:
@@ -48,7 +54,7 @@ def sharpness_section(sweep: Sweep) -> Section | None:
         columns = [
             f"{kind}sharpness_eps_{e}" for e in eps for kind in ("", "random_") if f"{kind}sharpness_eps_{e}" in numbers
         ]
-        table = summarize(numbers, ["variant", "batch_size"], columns)
+        table = summarize(numbers, ["variant", "batch_size"], [*columns, *measured_point_columns(numbers)])
         fig, axes = new_figure(len(eps))
         for ax, e in zip(axes[0], eps, strict=True):
             log_scale(ax)
@@ -79,10 +85,11 @@ def sharpness_section(sweep: Sweep) -> Section | None:
                 to_png(fig),
             )
         )
-        tables.append(Table("sharpness", "Sharpness per batch size.", table))
+        tables.append(Table("sharpness", "Sharpness per batch size, with the training loss and gradient norm "
+                            "(whole training set) at the measured weights.", table))  # fmt: skip
     if not hessian.empty and "top_eigenvalue" in hessian:
         columns = [c for c in ("top_eigenvalue", "trace") if c in hessian]
-        table = summarize(hessian, ["variant", "batch_size"], columns)
+        table = summarize(hessian, ["variant", "batch_size"], [*columns, *measured_point_columns(hessian)])
         fig, axes = new_figure(len(columns))
         for ax, c in zip(axes[0], columns, strict=True):
             for i, (variant, t) in enumerate(table.groupby("variant")):
