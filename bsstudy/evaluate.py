@@ -101,6 +101,10 @@ class EpochEvaluation(L.Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
+        # monitoring callbacks (trainer.stop_at's EarlyStopping, the user's own) read the row from here;
+        # float64, so that a threshold at the next float of a target compares exactly (bsstudy/stopping.py)
+        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in numbers.items()})
         pl_module.last_row = row
         log.info(
             "epoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",

@@ -26,6 +26,7 @@ from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.report.wandb_report import log_run_report
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory, read_metrics, write_json
+from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.fast_step not in FAST_STEP_MODES:
         raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
     check_distributed_config(cfg)
+    check_stop_at(cfg.trainer.stop_at)
     if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
@@ -136,6 +138,8 @@ def train(cfg: DictConfig) -> dict:
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
+            *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
+            *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
         ]
         loggers = build_loggers(cfg, run_dir)
@@ -165,6 +169,7 @@ def train(cfg: DictConfig) -> dict:
             raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+        summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
         summary["probes"] = {
             name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
         }

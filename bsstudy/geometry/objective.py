@@ -168,3 +168,13 @@ def subset_loss(net: nn.Module, data, split: str, size: int | None, seed: int, c
     """The loss of `net` on the seeded subset of `size` samples of data's `split` ("train" or "test")."""
     x, y = seeded_subset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), size, seed, split)
     return SubsetLoss(FlatModel(net), x, y, chunk_size)
+
+
+def measured_point(net: nn.Module, data, chunk_size: int) -> dict[str, float]:
+    """Where a geometry measure stands, on the whole training set: the full-pass training loss f(theta)
+    (as metrics.csv's train_loss) and the gradient norm ||grad f(theta)||_2, summed over chunks. A
+    sharpness or curvature means what it should only where the gradient is small (a minimizer); far from
+    it the eps-box maximum is dominated by the first-order term grad f . delta, not by curvature."""
+    loss = SubsetLoss(FlatModel(net), data.x_train, data.y_train, chunk_size)
+    value, gradient = loss.loss_and_gradient(loss.model.theta)
+    return {"train_loss": value, "grad_norm": gradient.norm().item()}

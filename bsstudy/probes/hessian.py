@@ -5,6 +5,7 @@ summary.json probes.hessian: lambda_max (largest algebraic eigenvalue) and lambd
 each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps and _converged; trace,
 trace_stderr, ...; geometry_bn (the batch-norm convention). `top_eigenvalue` is kept as an alias of
 lambda_abs_max (what the earlier power iteration estimated), for readers of older summaries.
+train_loss and grad_norm (whole training set, at the measured weights: bsstudy/geometry/objective.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_trace_hutchinson
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
 from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
@@ -87,7 +88,7 @@ class Hessian(FinalWeightsProbe):
             self.trace_rel_tol,
             theta.device,
         )
-        summary = {
+        summary = measured_point(net, data, self.chunk_size) | {
             **extreme_summary("lambda_max", lanczos["LA"]),
             **extreme_summary("lambda_abs_max", lanczos["LM"]),
             "top_eigenvalue": lanczos["LM"]["eigenvalues"][0],  # alias of lambda_abs_max

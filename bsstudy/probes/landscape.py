@@ -2,8 +2,10 @@
 see bsstudy/geometry/landscape.py.
 
 Files in <run>/probes/landscape/: `landscape.npz` (alphas [n], betas [m], train_loss [n, m], train_acc [n, m],
-curve_alphas, curve_train_loss, curve_train_acc, and curve_test_* with test samples), `landscape.png`.
-summary.json probes.landscape: center_train_loss, max_train_loss, settings, geometry_bn (model.geometry_bn).
+curve_alphas, curve_train_loss, curve_train_acc, and curve_test_* with test samples; point_train_loss and
+point_grad_norm: the whole training set's loss and gradient norm at the centre), `landscape.png`.
+summary.json probes.landscape: center_train_loss, max_train_loss, settings, geometry_bn (model.geometry_bn),
+train_loss and grad_norm at the centre (bsstudy/geometry/objective.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.streams import DIRECTIONS_LANDSCAPE, torch_generator
 
@@ -65,6 +67,7 @@ class Landscape(FinalWeightsProbe):
         curve_alphas = np.linspace(-self.span, self.span, self.curve_points)
         grid = loss_grid(train.loss_and_accuracy, theta, d1, d2, alphas, alphas)
         curve = loss_curve(train.loss_and_accuracy, theta, d1, curve_alphas)
+        point = measured_point(net, data, self.chunk_size)
         arrays = {
             "alphas": alphas,
             "betas": alphas,
@@ -73,6 +76,8 @@ class Landscape(FinalWeightsProbe):
             "curve_alphas": curve_alphas,
             "curve_train_loss": curve["loss"],
             "curve_train_acc": curve["acc"],
+            "point_train_loss": point["train_loss"],
+            "point_grad_norm": point["grad_norm"],
         }
         if self.test_samples != 0:
             test = subset_loss(net, data, "test", self.test_samples, seed, self.chunk_size)
@@ -82,7 +87,7 @@ class Landscape(FinalWeightsProbe):
         if self.plot:
             plot_landscape(self.out_dir / "landscape.png", arrays, f"train loss, {len(train.y)} samples")
         centre = self.points // 2
-        return {
+        return point | {
             "center_train_loss": float(grid["loss"][centre, centre]) if self.points % 2 else None,
             "max_train_loss": float(np.nanmax(grid["loss"])),
             "points": self.points,
