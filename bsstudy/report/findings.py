@@ -11,10 +11,13 @@ Non-finite values and diverged runs are listed in the evidence and make the verd
 Monotone claims use every batch size of the sweep. Per seed s, b_s is the least-squares slope of y
 against x = log2 B, with y the metric itself (accuracy) or log2 of it (sharpness, step norms,
 distances: positive quantities compared as ratios, so b_s is the exponent p of metric ~ B^p). The mean
-of b_1..b_n with its 95% t-interval (bsstudy.report.uncertainty.mean_ci) decides: wholly on the claimed
-side of 0 -> supported, unless a neighbouring pair B_i < B_i+1 goes significantly the other way (the
-t-interval of the per-seed differences y(B_i+1) - y(B_i) lies wholly on the opposite side: "not
-supported" naming the pair); wholly on the other side -> not supported; containing 0 -> inconclusive.
+of b_1..b_n with its 95% t-interval (bsstudy.report.uncertainty.mean_ci) decides: wholly on the other
+side of 0 -> not supported; else, if a neighbouring pair B_i < B_i+1 goes significantly the other way
+(the t-interval of the per-seed differences y(B_i+1) - y(B_i) lies wholly on the opposite side; each
+pair at 95%, no multiplicity correction) -> not supported, naming the pair; else wholly on the claimed
+side -> supported, containing 0 -> inconclusive. Sharpness is first checked for comparable training
+losses (max/min of the per-B means at most LOSS_TOLERANCE, else "not comparable"). The lr-scaling claim
+is a paired comparison per seed: the gap acc(B_min) - acc(B_max) with scaling minus without, below 0.
 
 "Grows like sqrt(B)" is an equivalence test on the exponent k of mean norm ~ B^k (gradsum's fit.json),
 per regime: the t-interval of the seeds' k inside SQRT_MARGIN -> supported, wholly outside -> not
