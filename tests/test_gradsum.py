@@ -28,6 +28,8 @@ from bsstudy.probes.gradsum import (
     summarize,
     trial_indices,
 )
+from bsstudy.report.dynamics import gradsum_section
+from bsstudy.report.runs import read_sweep
 from bsstudy.run import train
 from bsstudy.runfiles import read_metrics
 
@@ -291,8 +293,15 @@ def test_gradsum_probe_writes_its_tables_reproducibly_and_leaves_training_alone(
     assert fit["2"]["settings"]["update"] is update and ("predicted_k" in fit["2"]) is not update
     keys = {"k", "ci95", "ci_method", "n_trials", "single_batch", "settings", "grad_sq_norm", "grad_trace_cov", "lr"}
     assert keys | {"seconds"} <= set(fit["2"])
-    assert set(fit["2"]["settings"]) == {"update", "common_samples", "reduction", "params", "batch_sizes", "trials",
-                                         "samples"}  # fmt: skip
+    section = gradsum_section(read_sweep(runs["probe"]))
+    fits, rows = (table.frame for table in section.tables)
+    assert list(fits["k_mean"]) == [fit[r]["k"] for r in "12"]
+    assert list(fits["k_ci_high"]) == [fit[r]["ci95"][1] for r in "12"]
+    assert list(fits["single_batch_k_mean"]) == [fit["1"]["single_batch"]["k"], fit["2"]["single_batch"]["k"]]
+    assert bool(fits["noise_model_k"].notna().all()) is not update and ("predicted_rms" in rows) is not update
+    np.testing.assert_allclose(rows[rows["regime"] == 2]["std_norm"], regime["std_norm"], rtol=1e-12)
+    settings = {"update", "common_samples", "reduction", "params", "batch_sizes", "trials", "samples"}
+    assert set(fit["2"]["settings"]) == settings
 
 
 def test_frozen_common_samples_differ_from_independent_samples_only_in_the_draws(tmp_path):
