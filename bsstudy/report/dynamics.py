@@ -281,7 +281,7 @@ def gradsum_section(sweep: Sweep) -> Section | None:
                 shown = shown.assign(
                     predicted_rms=s["predicted"], predicted_single_batch_rms=s.get("predicted_single_batch")
                 )
-            rows.append(shown.rename(columns={"batch_size": "B"}).assign(run=run.run, regime=regime))
+            rows.append(pd.concat([pd.DataFrame({"run": run.run, "regime": regime}, index=shown.index), shown], axis=1))
         figures.append(
             Figure(
                 f"gradsum_run_{run.run}",
