@@ -29,7 +29,7 @@ study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g.
 lr-scaling: install  ## the reference sweep with lr proportional to B
 	$(BIN)/python -m bsstudy -m experiment=lr_scaling $(ARGS)
 
-gradsum: install  ## the gradient-sum-norm experiment: B=1024 for 30 epochs, measured after epochs 2 and 30
+gradsum: install  ## the gradient-sum-norm experiment as Shen 2018 ran it: B=1024 for 30 epochs; after epochs 2 and 30, 1024/B SGD steps per trial
 	$(BIN)/python -m bsstudy experiment=gradsum $(ARGS)
 
 sharpness: install  ## the reference sweep with sharpness, landscapes, Hessian and the small-vs-large interpolation

@@ -27,6 +27,7 @@ STREAMS = (
     "geometry_subset",  # the samples a geometry measure evaluates the loss on (key: split code)
     "geometry_directions",  # random directions and subspaces (key: one of the DIRECTIONS_* measures below)
     "gradsum",  # the gradient-sum experiment's trials (keys: regime, batch size or 0, trial)
+    "gradsum_bootstrap",  # the gradient-sum experiment's resamples of its trials (key: regime)
 )
 
 # keys of "geometry_directions": each measure draws its own directions
