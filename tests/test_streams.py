@@ -41,6 +41,14 @@ def test_same_seed_stream_and_keys_reproduce():
     assert torch.equal(a, torch.randn(10, generator=torch_generator(7, "geometry_directions", 1)))
 
 
+def test_a_trailing_zero_key_is_another_stream():
+    # SeedSequence pads its entropy with zeros, so [seed, stream, k] and [seed, stream, k, 0] would hash alike
+    # unless the number of keys is part of the entropy
+    a, b = rng(0, "gradsum", 2), rng(0, "gradsum", 2, 0)
+    assert not np.array_equal(a.integers(0, 2**62, size=4), b.integers(0, 2**62, size=4))
+    assert not np.array_equal(rng(0, "val_split").random(4), rng(0, "val_split", 0).random(4))
+
+
 def test_every_stream_name_gives_its_own_draws():
     heads = {name: tuple(rng(0, name).integers(0, 2**62, size=4)) for name in STREAMS}
     assert len(set(heads.values())) == len(STREAMS)
