@@ -7,9 +7,12 @@ SWEEP ?=
 # The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-install: $(VENV)/.installed
+.PHONY: help install test study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+
+install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +29,7 @@ study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g.
 lr-scaling: install  ## the reference sweep with lr proportional to B
 	$(BIN)/python -m bsstudy -m experiment=lr_scaling $(ARGS)
 
-gradsum: install  ## the gradient-sum-norm experiment: B=1024 for 30 epochs, measured after epochs 2 and 30
+gradsum: install  ## the gradient-sum-norm experiment as Shen 2018 ran it: B=1024 for 30 epochs; after epochs 2 and 30, 1024/B SGD steps per trial
 	$(BIN)/python -m bsstudy experiment=gradsum $(ARGS)
 
 sharpness: install  ## the reference sweep with sharpness, landscapes, Hessian and the small-vs-large interpolation
@@ -48,7 +51,7 @@ bench: install  ## the training loop and evaluation against plain PyTorch loops;
 	$(BIN)/python -m bsstudy.bench $(ARGS)
 	$(BIN)/python -m bsstudy.bench_sweep
 
-lint: install
+lint: install  ## ruff check + ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.streams import rng, torch_generator
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,29 @@ IDX_MAGIC = {2049: 1, 2051: 3}  # magic number -> number of dimensions (labels, 
 
 @dataclass
 class TensorData:
-    """A classification data set held as four tensors: x float32 [n, features], y int64 [n]."""
+    """A classification data set held as tensors: x float32 [n, features], y int64 [n]. The validation
+    part (x_val, y_val) is held out of the training file (`data.val_size`) and may be empty."""
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_val is None:
+            self.x_val, self.y_val = self.x_train[:0], self.y_train[:0]
 
     @property
     def n_train(self) -> int:
+        """Samples in the training part (the validation part not included)."""
         return len(self.y_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.y_val)
 
     @property
     def input_size(self) -> int:
@@ -58,12 +71,16 @@ class TensorData:
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
     def to(self, device: torch.device | str) -> TensorData:
-        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        move = {k: getattr(self, k).to(device) for k in SPLIT_TENSORS}
         return TensorData(self.name, **move)
 
 
+SPLIT_TENSORS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+
+
 def load_data(cfg, seed: int) -> TensorData:
-    """Build the data set named by `cfg.name` (the `data` config group), normalized, on the CPU."""
+    """Build the data set named by `cfg.name` (the `data` config group), normalized, on the CPU: hold out
+    `data.val_size` training samples for validation, then subsample the rest (`data.train_size`)."""
     if cfg.name not in DATASETS:
         raise ConfigError(f"data.name must be one of {DATASETS}; got {cfg.name!r}")
     if cfg.name in IDX_DATASETS:
@@ -72,38 +89,49 @@ def load_data(cfg, seed: int) -> TensorData:
         arrays = load_digits(cfg.test_fraction, seed)
     else:
         arrays = make_synthetic(cfg, seed)
-    x_train, x_test = standardize(arrays["x_train"], arrays["x_test"])
-    data = TensorData(
-        cfg.name,
-        x_train,
-        torch.as_tensor(arrays["y_train"], dtype=torch.int64),
-        x_test,
-        torch.as_tensor(arrays["y_test"], dtype=torch.int64),
-    )
+    arrays = hold_out_validation(arrays, cfg.get("val_size", 0), seed)  # runs saved before val_size had none
+    x_train, x_val, x_test = standardize(arrays["x_train"], arrays["x_val"], arrays["x_test"])
+    labels = {k: torch.as_tensor(arrays[k], dtype=torch.int64) for k in ("y_train", "y_val", "y_test")}
+    data = TensorData(cfg.name, x_train=x_train, x_test=x_test, x_val=x_val, **labels)
     return take_subsets(data, cfg.train_size, cfg.test_size, seed)
 
 
-def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flatten and scale both sets with the training set's pixel mean and std: x <- (x - mu) / sigma."""
+def hold_out_validation(arrays: dict[str, np.ndarray], val_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Move a seeded random `val_size` of the training samples (stream "val_split") to x_val/y_val; the
+    training samples keep their file order. val_size = 0 holds out nothing."""
+    n = len(arrays["y_train"])
+    if not (isinstance(val_size, int) and not isinstance(val_size, bool) and 0 <= val_size < n):
+        raise ConfigError(
+            f"data.val_size must be an integer in [0, {n - 1}] (0: no validation split; at most {n - 1} leaves "
+            f"a training sample of the {n}); got {val_size!r}"
+        )
+    is_val = np.zeros(n, dtype=bool)
+    is_val[rng(seed, "val_split").permutation(n)[:val_size]] = True
+    x, y = arrays["x_train"], arrays["y_train"]
+    return arrays | {"x_train": x[~is_val], "y_train": y[~is_val], "x_val": x[is_val], "y_val": y[is_val]}
+
+
+def standardize(x_train: np.ndarray, *others: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Flatten and scale every set with the training part's pixel mean and std: x <- (x - mu) / sigma."""
     train = torch.as_tensor(x_train.reshape(len(x_train), -1), dtype=torch.float32)
-    test = torch.as_tensor(x_test.reshape(len(x_test), -1), dtype=torch.float32)
     mu, sigma = train.mean(), train.std()
-    return (train - mu) / sigma, (test - mu) / sigma
+    flat = [torch.as_tensor(x.reshape(len(x), train.shape[1]), dtype=torch.float32) for x in others]
+    return (train - mu) / sigma, *((x - mu) / sigma for x in flat)
 
 
 def take_subsets(data: TensorData, train_size: int | None, test_size: int | None, seed: int) -> TensorData:
-    """Keep a seeded random subset of each split (`data.train_size`, `data.test_size`); None keeps all."""
-    g = torch.Generator().manual_seed(seed)
+    """Keep a seeded random subset of the training and test parts (`data.train_size`, `data.test_size`;
+    streams "train_subset", "test_subset"); None keeps all. The validation part stays whole."""
     parts = {}
     for split, size in (("train", train_size), ("test", test_size)):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         if size is not None:
             if not (is_positive_int(size) and size <= len(y)):
                 raise ConfigError(f"data.{split}_size must be null or an integer in [1, {len(y)}]; got {size!r}")
-            keep = torch.randperm(len(y), generator=g)[:size]
+            keep = torch.randperm(len(y), generator=torch_generator(seed, f"{split}_subset"))[:size]
             x, y = x[keep], y[keep]
         parts[f"x_{split}"], parts[f"y_{split}"] = x, y
-    return TensorData(data.name, **parts)
+    return TensorData(data.name, **parts, x_val=data.x_val, y_val=data.y_val)
 
 
 # --- IDX files (MNIST family) -------------------------------------------------------------------
@@ -186,7 +214,7 @@ def load_digits(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     if not 0 < test_fraction < 1:
         raise ConfigError(f"data.test_fraction must be in (0, 1); got {test_fraction!r}")
     x, y = sklearn_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
+    order = rng(seed, "dataset").permutation(len(y))
     n_test = int(round(len(y) * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
@@ -197,12 +225,12 @@ def make_synthetic(cfg, seed: int) -> dict[str, np.ndarray]:
     for key in ("n_train", "n_test", "input_size", "num_classes"):
         if not is_positive_int(cfg[key]):
             raise ConfigError(f"data.{key} must be a positive integer; got {cfg[key]!r}")
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, cfg.class_sep, size=(cfg.num_classes, cfg.input_size))
+    draws = rng(seed, "dataset")
+    centres = draws.normal(0.0, cfg.class_sep, size=(cfg.num_classes, cfg.input_size))
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, cfg.num_classes, size=n)
-        return (centres[y] + rng.normal(size=(n, cfg.input_size))).astype(np.float32), y
+        y = draws.integers(0, cfg.num_classes, size=n)
+        return (centres[y] + draws.normal(size=(n, cfg.input_size))).astype(np.float32), y
 
     x_train, y_train = draw(cfg.n_train)
     x_test, y_test = draw(cfg.n_test)
@@ -213,10 +241,9 @@ def make_synthetic(cfg, seed: int) -> dict[str, np.ndarray]:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order in which epoch `epoch` visits the n training samples: a CPU permutation seeded by
-    (seed, epoch) alone, so it is the same on every device and after a resume."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    """The order in which epoch `epoch` visits the n training samples: a CPU permutation from stream
+    "epoch_order" keyed by the epoch alone, so it is the same on every device and after a resume."""
+    return torch.randperm(n, generator=torch_generator(seed, "epoch_order", epoch))
 
 
 def steps_per_epoch(n: int, samples_per_step: int, drop_last: bool) -> int:

@@ -1,4 +1,5 @@
-"""Loss and accuracy on the *full* training and test sets, before training and after every epoch.
+"""Loss and accuracy on the *full* training, validation (when data.val_size > 0) and test sets, before
+training and after every epoch.
 
 The generalization gap is train accuracy - test accuracy, both measured with the same weights
 in one full pass. The running mean of the training loss is logged too, but it mixes the weights
@@ -40,8 +41,16 @@ def evaluate(
     return {"loss": loss.compute().item(), "acc": accuracy.compute().item()}
 
 
+def validation_columns(net: torch.nn.Module, data, chunk_size: int) -> dict[str, float]:
+    """{"val_loss", "val_acc"} on the whole validation part; {} without one (data.val_size = 0)."""
+    if data.n_val == 0:
+        return {}
+    val = evaluate(net, data.x_val, data.y_val, chunk_size, data.num_classes)
+    return {"val_loss": val["loss"], "val_acc": val["acc"]}
+
+
 class EpochEvaluation(L.Callback):
-    """Writes one row per epoch to every logger: full-pass train/test loss and accuracy, the gap,
+    """Writes one row per epoch to every logger: full-pass train/test (and val) loss and accuracy, the gap,
     the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
 
     Extra columns that other callbacks put into `pl_module.epoch_extras` during the epoch join the row.
@@ -85,19 +94,25 @@ class EpochEvaluation(L.Callback):
             "test_loss": test["loss"],
             "test_acc": test["acc"],
             "gap": train["acc"] - test["acc"],
+            **validation_columns(pl_module.net, data, self.eval_chunk_size),
             "train_time_s": self.train_time_s,
             "eval_time_s": time.perf_counter() - start,
             **extra,
         }
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
+        # monitoring callbacks (trainer.stop_at's EarlyStopping, the user's own) read the row from here;
+        # float64, so that a threshold at the next float of a target compares exactly (bsstudy/stopping.py)
+        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in numbers.items()})
         pl_module.last_row = row
         log.info(
-            "epoch %d/%d | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
+            "epoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
             epoch,
             trainer.max_epochs,
             row["train_loss"],
             100 * row["train_acc"],
+            f" val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% |" if "val_acc" in row else "",
             row["test_loss"],
             100 * row["test_acc"],
             100 * row["gap"],

@@ -26,6 +26,7 @@ from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.report.wandb_report import log_run_report
 from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory, read_metrics, write_json
+from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,13 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.fast_step not in FAST_STEP_MODES:
         raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
     check_distributed_config(cfg)
+    check_stop_at(cfg.trainer.stop_at)
     if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
         raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed must be an integer; got {cfg.seed!r}")
+    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
+        raise ConfigError(f"seed must be an integer >= 0; got {cfg.seed!r}")
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:
@@ -136,6 +138,8 @@ def train(cfg: DictConfig) -> dict:
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
+            *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
+            *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
         ]
         loggers = build_loggers(cfg, run_dir)
@@ -165,6 +169,7 @@ def train(cfg: DictConfig) -> dict:
             raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+        summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
         summary["probes"] = {
             name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
         }
@@ -191,12 +196,11 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
     """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
     metrics_path = run_dir / "metrics.csv"
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
-    best = max(rows, key=lambda r: r["test_acc"] if r["test_acc"] == r["test_acc"] else -1.0, default=None)
     summary = {
         "status": status,
         "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
         "final": rows[-1] if rows else None,
-        "best": {"test_acc": best["test_acc"], "epoch": int(best["epoch"])} if best else None,
+        **best_on_validation(rows),
         "wall_time_s": wall_time_s,
         "train_time_s": rows[-1]["train_time_s"] if rows else None,
         "dataset": cfg.data.name,
@@ -224,9 +228,24 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "steps_per_epoch": module.epoch_plan(0).steps,
             "samples_seen": module.samples_seen,
             "n_train": module.data.n_train,
+            "n_val": module.data.n_val,
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary
+
+
+def best_on_validation(rows: list[dict]) -> dict:
+    """The epoch selected on validation: highest val_acc (the first such epoch on a tie; NaN never wins),
+    with the test accuracy reported at that epoch. Without val_acc (data.val_size=0) nothing is selected."""
+    scored = [r for r in rows if isinstance(r.get("val_acc"), (int, float)) and r["val_acc"] == r["val_acc"]]
+    if not scored:
+        reason = "no validation split (data.val_size=0)" if rows else "no epoch was evaluated"
+        return {"best": None, "selected_on": None, "selected_on_reason": f"{reason}: nothing is selected"}
+    best = max(scored, key=lambda r: r["val_acc"])
+    return {
+        "best": {"epoch": int(best["epoch"]), "val_acc": best["val_acc"], "test_acc": best["test_acc"]},
+        "selected_on": "val",
+    }

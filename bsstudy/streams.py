@@ -1,10 +1,12 @@
 """Every random stream of a run, derived from the run's one seed.
 
 A stream is named (`STREAMS`) and may take integer keys (an epoch, a measurement, a trial). Its
-generator is seeded by numpy's SeedSequence over (seed, crc32(stream name), *keys): SeedSequence
+generator is seeded by numpy's SeedSequence over (seed, crc32(stream name), number of keys, *keys): SeedSequence
 hashes its whole entropy list, so two streams, or two keys of one stream, give statistically
 independent draws, unlike seeds built by arithmetic (`seed * 1_000_003 + epoch`), where stream A's
-key can equal stream B's. Names, not positions, pick the stream, so adding one changes no other.
+key can equal stream B's. Names, not positions, pick the stream, so adding one changes no other. The
+number of keys is part of the entropy because SeedSequence pads its entropy with zeros: without it,
+(stream, k) and (stream, k, 0) would be the same stream.
 
 >>> int(rng(0, "epoch_order", 1).integers(10)) == int(rng(0, "epoch_order", 1).integers(10))
 True
@@ -25,9 +27,13 @@ STREAMS = (
     "dataset",  # synthetic data and the digits train/test split
     "noise_scale",  # the noise-scale probe's samples (keys: epoch, measurement)
     "geometry_subset",  # the samples a geometry measure evaluates the loss on (key: split code)
-    "geometry_directions",  # random directions and subspaces of sharpness, landscapes, Hessian
+    "geometry_directions",  # random directions and subspaces (key: one of the DIRECTIONS_* measures below)
     "gradsum",  # the gradient-sum experiment's trials (keys: regime, batch size or 0, trial)
+    "gradsum_bootstrap",  # the gradient-sum experiment's resamples of its trials (key: regime)
 )
+
+# keys of "geometry_directions": each measure draws its own directions
+DIRECTIONS_SHARPNESS, DIRECTIONS_HESSIAN, DIRECTIONS_LANDSCAPE, DIRECTIONS_LANCZOS = 0, 1, 2, 3
 
 
 def seed_sequence(seed: int, stream: str, *keys: int) -> np.random.SeedSequence:
@@ -36,7 +42,7 @@ def seed_sequence(seed: int, stream: str, *keys: int) -> np.random.SeedSequence:
         raise ValueError(f"unknown random stream {stream!r}; the streams are {STREAMS}")
     if not all(isinstance(k, (int, np.integer)) and k >= 0 for k in (seed, *keys)):
         raise ValueError(f"seed and stream keys must be integers >= 0; got seed={seed!r}, keys={keys!r}")
-    return np.random.SeedSequence([int(seed), zlib.crc32(stream.encode()), *map(int, keys)])
+    return np.random.SeedSequence([int(seed), zlib.crc32(stream.encode()), len(keys), *map(int, keys)])
 
 
 def rng(seed: int, stream: str, *keys: int) -> np.random.Generator:

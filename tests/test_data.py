@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.data import epoch_permutation, load_data, read_idx, steps_per_epoch
+from bsstudy.data import TensorData, epoch_permutation, load_data, read_idx, steps_per_epoch
 
 
 def data_cfg(**kw):
@@ -15,6 +15,7 @@ def data_cfg(**kw):
         "name": "synthetic",
         "root": "unused",
         "download": False,
+        "val_size": 0,
         "train_size": None,
         "test_size": None,
         "n_train": 200,
@@ -113,3 +114,79 @@ def test_steps_per_epoch_with_and_without_drop_last():
     assert steps_per_epoch(60000, 1024, drop_last=False) == 59  # 58 full steps + one of 608 samples
     assert steps_per_epoch(60000, 1024, drop_last=True) == 58
     assert steps_per_epoch(60000, 64, drop_last=True) == steps_per_epoch(60000, 64, drop_last=False) - 1
+
+
+# --- the validation split ------------------------------------------------------------------------
+
+N_FILE, N_TEST = 300, 40
+
+
+def numbered_mnist(root):
+    """IDX files whose image i carries its number in pixels 0 and 1 (i // 256, i % 256); the test images are
+    numbered from N_FILE on. Pixels 2 and 3 are always 0 and 255, so the standardization can be undone."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, numbers in (("train", range(N_FILE)), ("t10k", range(N_FILE, N_FILE + N_TEST))):
+        images = np.full((len(numbers), 28, 28), 7)
+        images[:, 0, 0], images[:, 0, 1] = np.divmod(np.array(numbers), 256)
+        images[:, 0, 2], images[:, 0, 3] = 0, 255
+        write_idx(raw / f"{split}-images-idx3-ubyte", images, 2051)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", np.array(numbers) % 10, 2049)
+    return root
+
+
+def numbers(x: torch.Tensor) -> set[int]:
+    """The image numbers of standardized rows: raw = 255 (x - x[2]) / (x[3] - x[2])."""
+    raw = 255 * (x[:, :2] - x[:, 2:3]) / (x[:, 3:4] - x[:, 2:3])
+    return {int(n) for n in torch.round(raw[:, 0] * 256 + raw[:, 1]).tolist()}
+
+
+def numbered(root, seed=0, **kw) -> TensorData:
+    return load_data(data_cfg(name="mnist", root=str(root), **kw), seed=seed)
+
+
+def test_validation_split_is_disjoint_from_training_and_test_and_sizes_add_up(tmp_path):
+    data = numbered(numbered_mnist(tmp_path), val_size=60)
+    train, val, test = numbers(data.x_train), numbers(data.x_val), numbers(data.x_test)
+    assert data.n_train == N_FILE - 60 and data.n_val == len(val) == 60 and len(train) == N_FILE - 60
+    assert train.isdisjoint(val) and train | val == set(range(N_FILE))
+    assert test == set(range(N_FILE, N_FILE + N_TEST))
+    assert torch.equal(data.y_val, torch.tensor(sorted(val)) % 10)  # labels travel with their images
+
+
+def test_validation_split_is_seeded(tmp_path):
+    root = numbered_mnist(tmp_path)
+    first, again, other = (numbers(numbered(root, seed, val_size=60).x_val) for seed in (0, 0, 1))
+    assert again == first and other != first
+
+
+def test_validation_is_held_out_before_train_size_subsamples_the_rest(tmp_path):
+    root = numbered_mnist(tmp_path)
+    full = numbered(root, val_size=60)
+    small = numbered(root, val_size=60, train_size=100)
+    assert numbers(small.x_val) == numbers(full.x_val)  # train_size does not change the validation samples
+    assert small.n_train == 100 and numbers(small.x_train) < numbers(full.x_train)
+
+
+def test_standardization_uses_the_training_part_only():
+    # mean 0 and std 1 over the 150 training rows alone; with the 50 held-out rows in the statistics the
+    # training part's mean would be off by about 1 / sqrt(1200), far above the tolerance
+    data = load_data(data_cfg(val_size=50), seed=0)
+    assert abs(data.x_train.mean().item()) < 1e-5 and abs(data.x_train.std().item() - 1) < 1e-5
+    assert abs(torch.cat([data.x_train, data.x_val]).mean().item()) > 1e-3
+
+
+def test_no_validation_split_gives_empty_validation_tensors():
+    data = load_data(data_cfg(), seed=0)
+    assert data.n_val == 0 and data.x_val.shape == (0, 8) and data.n_train == 200
+
+
+@pytest.mark.parametrize("val_size", [200, 500, -1, 2.5, "10"])
+def test_validation_size_must_leave_a_training_sample(val_size):
+    with pytest.raises(ConfigError, match=r"data.val_size must be an integer in \[0, 199\]"):
+        load_data(data_cfg(val_size=val_size), seed=0)
+
+
+def test_digits_hold_out_validation_from_their_training_part():
+    data = load_data(data_cfg(name="digits", val_size=300), seed=0)
+    assert data.n_val == 300 and data.n_train + data.n_val + len(data.y_test) == 1797

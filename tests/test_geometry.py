@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bsstudy.data import load_data
 from bsstudy.geometry.__main__ import main as geometry_main
 from bsstudy.geometry.hessian import hessian_trace_hutchinson
 from bsstudy.geometry.interpolation import interpolate
 from bsstudy.geometry.landscape import filter_normalized_direction
 from bsstudy.geometry.objective import FlatModel, SubsetLoss
+from bsstudy.geometry.runs import load_weights
 from bsstudy.geometry.sharpness import sharpness_eps_box
 from bsstudy.model import MLP
 from bsstudy.run import train
@@ -152,6 +154,42 @@ def test_geometry_probes_do_not_change_the_training(tmp_path):
     assert table.alpha.tolist() == [-1.0, 0.0, 1.0, 2.0]
     assert table.train_loss[1] == pytest.approx(with_probes[-1]["train_loss"], rel=1e-5)  # alpha 0 = this run
     assert table.test_loss[2] == pytest.approx(plain[-1]["test_loss"], rel=1e-5)  # alpha 1 = the other run
+    interpolation = summary["probes"]["interpolation"]
+    assert interpolation["train_loss"] == pytest.approx(with_probes[-1]["train_loss"], rel=1e-5)
+    assert interpolation["other_train_loss"] == pytest.approx(plain[-1]["train_loss"], rel=1e-5)
+
+
+def full_batch_gradient_norm(net, x, y) -> float:
+    """||grad_theta mean_i NLL(net(x_i), y_i)||_2 by one plain autograd pass over all samples."""
+    net.zero_grad()
+    F.nll_loss(net(x), y).backward()
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).norm().item()
+
+
+def test_geometry_probes_record_the_train_loss_and_gradient_norm_where_they_measure(tmp_path):
+    overrides = tiny(["probes=[sharpness,landscape,hessian]", *SMALL_PROBES, "probes.sharpness.train_samples=256",
+                      "probes.hessian.train_samples=256", "probes.landscape.train_samples=256",
+                      "probes.sharpness.chunk_size=500", "probes.hessian.chunk_size=500",
+                      "probes.landscape.chunk_size=500"])  # fmt: skip
+    cfg = compose_run(tmp_path, overrides)
+    summary = train(cfg)
+    last = read_metrics(tmp_path / "metrics.csv")[-1]
+    data = load_data(cfg.data, cfg.seed)
+    net = load_weights(
+        MLP.from_config(cfg.model, data.input_size, data.num_classes), tmp_path / "checkpoints" / "last.ckpt"
+    )
+    expected = full_batch_gradient_norm(net.eval(), data.x_train, data.y_train)
+    assert expected > 1e-3  # two epochs of SGD: not a stationary point, so a zero would be caught
+    for name in ("sharpness", "landscape", "hessian"):
+        numbers = summary["probes"][name]
+        # measured on all 2048 training samples in chunks of 500, whatever the probe's own subset (256)
+        assert numbers["train_loss"] == pytest.approx(last["train_loss"], rel=1e-5), name
+        assert numbers["grad_norm"] == pytest.approx(expected, rel=1e-4), name
+    for name in ("sharpness", "hessian"):  # their own files carry the same numbers
+        written = json.loads((tmp_path / "probes" / name / f"{name}.json").read_text())["summary"]
+        assert written["grad_norm"] == summary["probes"][name]["grad_norm"]
+    grid = np.load(tmp_path / "probes" / "landscape" / "landscape.npz")
+    assert float(grid["point_grad_norm"]) == summary["probes"]["landscape"]["grad_norm"]
 
 
 def test_sweep_gets_its_interpolation_and_the_cli_measures_its_runs(tmp_path):
@@ -169,4 +207,19 @@ def test_sweep_gets_its_interpolation_and_the_cli_measures_its_runs(tmp_path):
     for run in ("0", "1"):
         summary = json.loads((sweep / run / "summary.json").read_text())
         assert summary["status"] == "completed" and np.isfinite(summary["probes"]["hessian"]["trace"])
+        train_loss = read_metrics(sweep / run / "metrics.csv")[-1]["train_loss"]
+        assert summary["probes"]["hessian"]["train_loss"] == pytest.approx(train_loss, rel=1e-5)
         assert (sweep / run / "probes" / "hessian" / "hessian.json").is_file()
+
+
+def test_report_shows_the_train_loss_and_gradient_norm_beside_the_sharpness(tmp_path):
+    from test_report import write_run
+
+    from bsstudy.report import build_report
+
+    for job, (batch_size, seed) in enumerate(itertools.product((32, 256), (0, 1))):
+        point = {"train_loss": 0.1 * (1 + job), "grad_norm": 0.01 * (1 + job)}
+        write_run(tmp_path / str(job), batch_size, seed, [0.1, 0.8], sharpness={"sharpness_eps_0.001": 1.0, **point})
+    table = pd.read_csv(build_report(tmp_path) / "tables" / "sharpness.csv").set_index("batch_size")
+    assert table.loc[32, "train_loss_mean"] == pytest.approx(0.15)  # jobs 0 and 1: (0.1 + 0.2) / 2
+    assert table.loc[256, "grad_norm_mean"] == pytest.approx(0.035)  # jobs 2 and 3: (0.03 + 0.04) / 2

@@ -1,11 +1,14 @@
 """A whole run, in-process through the real config tree (fast) and through the real CLI (as a user runs it)."""
 
 import json
+import logging
+import math
 
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.run import train
+from bsstudy.__main__ import main, sweeper_objective
+from bsstudy.run import best_on_validation, train
 from bsstudy.runfiles import RunCheckpoints, read_metrics
 
 from conftest import compose_run, run_cli
@@ -97,6 +100,7 @@ def test_resume_after_a_crash_ends_with_the_same_metrics(tmp_path, monkeypatch):
         ("trainer.max_epochs=0", r"trainer.max_epochs must be a positive integer; got 0"),
         ("optim.lr=0", r"optim.lr must be a number > 0"),
         ("data.name=imagenet", r"data.name must be one of"),
+        ("data.val_size=2048", r"data.val_size must be an integer in \[0, 2047\] .*got 2048"),
     ],
 )
 def test_bad_settings_fail_before_training_with_a_named_error(tmp_path, override, message):
@@ -162,7 +166,7 @@ def test_fashion_mnist_sweep_from_the_offline_folder(tmp_path, shared_data):
     for job in ("0", "1"):
         rows = read_metrics(tmp_path / "sweep" / job / "metrics.csv")
         assert len(rows) == 3 and rows[-1]["test_acc"] > 0.3  # 10 classes: chance is 0.1; 16 steps at B=256
-        assert {"train_acc", "test_acc", "gap"} <= set(rows[-1])
+        assert {"train_acc", "test_acc", "gap", "val_loss", "val_acc"} <= set(rows[-1])  # default data.val_size
 
 
 def test_the_bsstudy_console_script_composes_the_same_config(tmp_path):
@@ -174,3 +178,47 @@ def test_the_bsstudy_console_script_composes_the_same_config(tmp_path):
     proc = subprocess.run([str(script), "data=digits", "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "name: digits" in proc.stdout and "hidden_sizes:" in proc.stdout
+
+
+def test_validation_columns_every_epoch_and_best_epoch_selected_on_them(tmp_path):
+    summary = train(compose_run(tmp_path, [*SYNTH, "data.val_size=256"]))
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert all(0 <= r["val_acc"] <= 1 and r["val_loss"] > 0 for r in rows)
+    assert summary["n_val"] == 256 and summary["n_train"] == 2048 - 256
+    assert summary["steps_per_epoch"] == -(-(2048 - 256) // 16)  # training steps over the training part only
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert summary["selected_on"] == "val"
+    assert summary["best"] == {"epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": best["test_acc"]}
+
+
+def test_best_epoch_is_the_best_validation_epoch_not_the_best_test_epoch():
+    rows = [
+        {"epoch": 0, "val_acc": 0.10, "test_acc": 0.10},
+        {"epoch": 1, "val_acc": 0.80, "test_acc": 0.70},  # best on validation
+        {"epoch": 2, "val_acc": 0.75, "test_acc": 0.90},  # best on test: never selected
+        {"epoch": 3, "val_acc": float("nan"), "test_acc": 0.95},
+    ]
+    assert best_on_validation(rows) == {
+        "best": {"epoch": 1, "val_acc": 0.80, "test_acc": 0.70},
+        "selected_on": "val",
+    }
+
+
+def test_without_validation_split_nothing_is_selected(tmp_path):
+    summary = train(compose_run(tmp_path, [*SYNTH, "trainer.max_epochs=1", "data.val_size=0"]))
+    assert "val_acc" not in read_metrics(tmp_path / "metrics.csv")[-1]
+    assert summary["best"] is None and summary["selected_on"] is None
+    assert "data.val_size=0" in summary["selected_on_reason"]
+
+
+def test_main_returns_the_final_validation_accuracy_to_sweepers(tmp_path):
+    value = main.__wrapped__(compose_run(tmp_path, [*SYNTH, "trainer.max_epochs=1", "data.val_size=256"]))
+    final = read_metrics(tmp_path / "metrics.csv")[-1]
+    assert value == final["val_acc"] != final["test_acc"]
+
+
+def test_sweeper_objective_is_nan_with_one_warning_without_validation(caplog):
+    with caplog.at_level(logging.WARNING):
+        value = sweeper_objective({"final": {"test_acc": 0.9, "train_acc": 0.95}})
+    assert math.isnan(value)
+    assert len(caplog.records) == 1 and "never test accuracy" in caplog.records[0].getMessage()

@@ -30,6 +30,7 @@ from torch.func import functional_call
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.model import check_geometry_bn
+from bsstudy.streams import torch_generator
 
 SPLIT_SALT = {"train": 1, "test": 2}
 
@@ -39,7 +40,7 @@ def seeded_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int,
     CPU generator seeded with (seed, split): the same samples on every device and for every run of a sweep."""
     if size is None or size >= len(y):
         return x, y
-    g = torch.Generator().manual_seed(seed * 1_000_003 + SPLIT_SALT[split])
+    g = torch_generator(seed, "geometry_subset", SPLIT_SALT[split])
     keep = torch.randperm(len(y), generator=g)[:size].to(x.device)
     return x[keep], y[keep]
 
@@ -167,3 +168,13 @@ def subset_loss(net: nn.Module, data, split: str, size: int | None, seed: int, c
     """The loss of `net` on the seeded subset of `size` samples of data's `split` ("train" or "test")."""
     x, y = seeded_subset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), size, seed, split)
     return SubsetLoss(FlatModel(net), x, y, chunk_size)
+
+
+def measured_point(net: nn.Module, data, chunk_size: int) -> dict[str, float]:
+    """Where a geometry measure stands, on the whole training set: the full-pass training loss f(theta)
+    (as metrics.csv's train_loss) and the gradient norm ||grad f(theta)||_2, summed over chunks. A
+    sharpness or curvature means what it should only where the gradient is small (a minimizer); far from
+    it the eps-box maximum is dominated by the first-order term grad f . delta, not by curvature."""
+    loss = SubsetLoss(FlatModel(net), data.x_train, data.y_train, chunk_size)
+    value, gradient = loss.loss_and_gradient(loss.model.theta)
+    return {"train_loss": value, "grad_norm": gradient.norm().item()}

@@ -7,10 +7,14 @@ and record the norm of the sum of the n_B batch gradients of the measured parame
 
     S_B = sum_{s < n_B} grad L_s,   L_s = c_B sum_{j in batch s} l_j,   c_B = 1/B (mean) or 1 (sum),
 
-either all at the frozen regime weights (`update: false`) or along the n_B SGD steps they drive
-(`update: true`, the run's lr, momentum and weight decay). Trial i draws its samples with a seed
-made of (seed, regime, B, i), or (seed, regime, 0, i) with `common_samples: true`, so that every
-B sees the same samples (common random numbers).
+along the n_B SGD steps they drive (`update: true`, the source's protocol, with the run's lr,
+momentum and weight decay), or all at the frozen regime weights (`update: false`, an analytic
+control). Trial i draws its samples from the stream `rng(seed, "gradsum", regime, B, i)`, or
+`(regime, 0, i)` with `common_samples: true`, so that every B sees the same samples.
+
+Beside S_B each trial also records the gradient of ONE sum-reduced batch, the first B samples of its
+draw, at the regime weights: |sum_{j < B} g_j| (`single_batch_norm`), the reading under which sqrt(B)
+holds while noise dominates (below B_simple = tr(Sigma) / |G|^2).
 
 Frozen weights make S_B = c_B sum_{j < n} g_j with n = n_B B and g_j the per-sample gradients, so
 one forward pass per trial serves every B: prefix sums of per-sample gradients at the few distinct
@@ -21,11 +25,15 @@ samples (measured here with torch.func), drawing n samples without replacement g
 
 so mean reduction predicts a norm falling like 1/B, sum reduction one independent of B, and only a
 single sum-reduced batch of B, with E = B^2 |G|^2 + B f_B tr(Sigma), grows like sqrt(B) while noise
-dominates. summary.csv puts these predictions next to the measured mean and root mean square.
+dominates. These predictions of E|.|^2 are compared with the measured root mean square, and only for
+`update: false`: along SGD steps the weights move and the model does not apply.
 
-Files in <run>/probes/gradsum/: `trials.csv` (regime, batch_size, trial, norm), `summary.csv` (one
-row per regime and B), `fit.json` (per regime, the exponent k of mean norm ~ B^k by log-log least
-squares with its 95% t-interval, the measured |G|^2 and tr(Sigma), settings and seconds).
+Files in <run>/probes/gradsum/: `trials.csv` (regime, batch_size, trial, norm, single_batch_norm),
+`summary.csv` (one row per regime and B: mean, std, rms, mean_rel, the source's normalized std
+std_norm = std_B mean_ref / mean_B, single_batch_mean, single_batch_rms, and for update=false the
+predictions), `fit.json` (per regime: the exponent k of mean norm ~ B^k by log-log least squares, its
+95% percentile-bootstrap interval over trials, the same for the single batch, |G|^2, tr(Sigma),
+settings and seconds).
 """
 
 from __future__ import annotations
@@ -35,12 +43,12 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError, is_positive_int
@@ -48,17 +56,19 @@ from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP
 from bsstudy.probes import Probe
 from bsstudy.runfiles import replace_atomically, write_json
+from bsstudy.streams import rng
 
 log = logging.getLogger(__name__)
 
 REDUCTIONS = ("mean", "sum")
 MOMENT_CHUNK_FLOATS = 2**25  # per-sample gradients held at once when measuring G and tr(Sigma)
+BOOTSTRAP_RESAMPLES = 2000  # resamples of the trials for the exponent's percentile interval
 
 
 def trial_indices(n_train: int, samples: int, seed: int, regime: int, batch_size: int, trial: int) -> np.ndarray:
-    """The training samples of one trial, drawn without replacement, seeded by (seed, regime, B, trial);
-    B = 0 stands for "common to every batch size"."""
-    return np.random.default_rng([seed, regime, batch_size, trial]).choice(n_train, samples, replace=False)
+    """The training samples of one trial, drawn without replacement from the stream
+    rng(seed, "gradsum", regime, B, trial); B = 0 stands for "common to every batch size"."""
+    return rng(seed, "gradsum", regime, batch_size, trial).choice(n_train, samples, replace=False)
 
 
 def loss_scale(batch_size: int, reduction: str) -> float:
@@ -98,6 +108,16 @@ def frozen_gradient_sums(
         sums.append(total)
         start = end
     return torch.stack(sums, dim=1)
+
+
+def single_batch_norms(
+    net: torch.nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, batch_sizes: list[int]
+) -> torch.Tensor:
+    """|sum_{j < B} g_j| for each B of the increasing `batch_sizes`: the norm of the gradient of ONE batch
+    of the first B samples of each trial with sum reduction, at the current weights; x [T, m, d] -> [T, len(B)].
+    A pass of its own, so the gradient-sum column S_B is computed exactly as without it."""
+    largest = batch_sizes[-1]
+    return frozen_gradient_sums(net, names, x[:, :largest], y[:, :largest], batch_sizes).norm(dim=2)
 
 
 def sgd_gradient_sums(
@@ -158,6 +178,20 @@ def fast_sgd_gradient_sum(
     return scale * torch.cat([sums[name.removeprefix("layers.")].flatten() for name in names])
 
 
+@contextmanager
+def one_cpu_thread():
+    """torch on one intra-op thread inside the block, the run's count restored after. A small batch's
+    products are too small to split: on the 2-core CPU, shared with other jobs, a B=1 trial (1024 steps)
+    took 7.8 s wall and 1.0 s CPU on one thread against 98 s wall and 14.8 s CPU on two, whose threads
+    wait for each other; at B=1024 one thread was as fast (1.0 s against 1.05 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def is_plain_mlp(net: torch.nn.Module) -> bool:
     """True if `net` is the study's MLP of Linear layers only, which the hand-written fast step handles."""
     return isinstance(net, MLP) and all(
@@ -192,30 +226,72 @@ def predicted_sq_norm(n: int, scale: float, g_sq: float, trace: float, n_train: 
     return scale**2 * (n**2 * g_sq + n * (n_train - n) / (n_train - 1) * trace)
 
 
+def log_log_slopes(batch_sizes: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """k of mean ~ a B^k by least squares on log-log axes, k = sum (u - u_bar)(v - v_bar) / sum (u - u_bar)^2
+    with u = log B, v = log mean; `means` [..., len(B)] gives one k per leading index. A mean <= 0 or
+    non-finite gives a non-finite k, which is kept, not dropped."""
+    u = np.log(np.asarray(batch_sizes, float))
+    u = u - u.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.log(np.asarray(means, float))
+        return (v - v.mean(axis=-1, keepdims=True)) @ u / (u @ u)
+
+
 def power_law_fit(batch_sizes: np.ndarray, means: np.ndarray) -> dict:
-    """k of mean ~ a B^k by least squares on log-log axes, with its 95% t-interval (needs 3+ batch sizes)."""
-    fit = stats.linregress(np.log(batch_sizes), np.log(means))
-    half = stats.t.ppf(0.975, len(batch_sizes) - 2) * fit.stderr if len(batch_sizes) > 2 else math.nan
-    return {"k": float(fit.slope), "ci95": [float(fit.slope - half), float(fit.slope + half)],
-            "intercept": float(fit.intercept)}  # fmt: skip
+    """k and log a of mean ~ a B^k by least squares on log-log axes (the point estimate; no interval)."""
+    k = float(log_log_slopes(batch_sizes, means))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intercept = float(np.mean(np.log(means)) - k * np.mean(np.log(batch_sizes)))
+    return {"k": k, "intercept": intercept}
 
 
-def summarize(trials: pd.DataFrame, samples: int, reduction: str, g_sq: float, trace: float, n_train: int):
-    """One row per batch size: mean, std and rms of the norms, relative to the reference batch (B = samples,
-    or the largest B), and the norms the independent-draw model predicts (see the module docstring)."""
-    table = trials.groupby("batch_size")["norm"].agg(
-        mean="mean", std="std", rms=lambda v: float(np.sqrt(np.mean(np.square(v))))
-    )
-    table = table.reset_index()
+def bootstrap_exponent(
+    batch_sizes: np.ndarray, norms: np.ndarray, generator: np.random.Generator, resamples: int, paired: bool
+) -> dict:
+    """k of mean norm ~ a B^k (log-log least squares over the per-B means of norms [len(B), T]) with its
+    95% percentile bootstrap interval over trials: each resample draws T trials with replacement within
+    each B (the same trial indices for every B if `paired`, i.e. trial i of every B shares its samples),
+    refits k, and the interval is the 2.5th and 97.5th percentiles of the refitted k. A non-finite k in
+    any resample makes the interval non-finite (shown, not dropped)."""
+    trials = norms.shape[1]
+    means = np.empty((resamples, len(norms)))
+    shared = generator.integers(0, trials, (resamples, trials)) if paired else None
+    for row, values in enumerate(norms):
+        picked = shared if paired else generator.integers(0, trials, (resamples, trials))
+        means[:, row] = values[picked].mean(axis=1)
+    slopes = log_log_slopes(batch_sizes, means)
+    low, high = np.percentile(slopes, [2.5, 97.5]) if np.isfinite(slopes).all() else (math.nan, math.nan)
+    return {"k": float(log_log_slopes(batch_sizes, norms.mean(axis=1))), "ci95": [float(low), float(high)]}
+
+
+def rms(values) -> float:
+    """Root mean square, sqrt(mean v^2): what the noise model's E|S|^2 predicts."""
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def summarize(trials: pd.DataFrame, samples: int, reduction: str, prediction: tuple[float, float, int] | None):
+    """One row per batch size: mean, std and rms of the norms; mean_rel = mean_B / mu_ref and the source's
+    normalized std, std_norm = std_B mu_ref / mean_B (each B rescaled so that its mean equals mu_ref, the mean
+    at B = samples, or at the largest B); mean and rms of the single-batch norms; and, if `prediction` =
+    (|G|^2, tr Sigma, N) is given (frozen weights only), the rms the independent-draw model predicts for
+    both (see the module docstring)."""
+    by_b = trials.groupby("batch_size")
+    table = by_b["norm"].agg(mean="mean", std="std", rms=rms).reset_index()
     reference = table["mean"][table["batch_size"] == min(samples, table["batch_size"].max())].item()
     table.insert(1, "steps", samples // table["batch_size"])
-    table["mean_rel"], table["std_rel"] = table["mean"] / reference, table["std"] / reference
+    table["mean_rel"] = table["mean"] / reference
+    table["std_norm"] = table["std"] * reference / table["mean"]
+    single = by_b["single_batch_norm"].agg(single_batch_mean="mean", single_batch_rms=rms).reset_index(drop=True)
+    table = pd.concat([table, single], axis=1)
+    if prediction is None:
+        return table
+    g_sq, trace, n_train = prediction
     table["predicted"] = [
         math.sqrt(predicted_sq_norm(b * (samples // b), loss_scale(b, reduction), g_sq, trace, n_train))
         for b in table["batch_size"]
     ]
-    table["predicted_single_batch"] = [
-        math.sqrt(predicted_sq_norm(b, loss_scale(b, reduction), g_sq, trace, n_train)) for b in table["batch_size"]
+    table["predicted_single_batch"] = [  # one sum-reduced batch: c = 1 whatever the reduction
+        math.sqrt(predicted_sq_norm(b, 1.0, g_sq, trace, n_train)) for b in table["batch_size"]
     ]
     return table
 
@@ -294,57 +370,91 @@ class GradSum(Probe):
         data = pl_module.data
         groups = [self.batch_sizes] if self.common_samples and not self.update else [[b] for b in self.batch_sizes]
         norms = {b: [] for b in self.batch_sizes}
+        singles = {b: [] for b in self.batch_sizes}
         for done, group in enumerate(groups, 1):
             for first in range(0, self.trials, self.trials_per_pass):
                 trials = range(first, min(first + self.trials_per_pass, self.trials))
                 key = 0 if self.common_samples else group[0]
                 picked = [trial_indices(data.n_train, self.samples, pl_module.seed, regime, key, i) for i in trials]
                 picked = torch.from_numpy(np.stack(picked)).to(pl_module.device)
-                for b, values in self.group_norms(net, names, group, data.x_train[picked], data.y_train[picked], sgd):
+                x, y = data.x_train[picked], data.y_train[picked]
+                for b, values in self.group_norms(net, names, group, x, y, sgd):
                     norms[b].append(values.cpu())
+                for b, values in zip(group, single_batch_norms(net, names, x, y, group).T, strict=True):
+                    singles[b].append(values.cpu())
             batches = ",".join(map(str, group))
             elapsed = time.perf_counter() - started
             log.info("gradsum at epoch %d: B=%s done (%d/%d), %d trials, %.1f s", regime, batches, done, len(groups),
                      self.trials, elapsed)  # fmt: skip
         trials = pd.DataFrame(
-            [(regime, b, i, v) for b in self.batch_sizes for i, v in enumerate(torch.cat(norms[b]).tolist())],
-            columns=["regime", "batch_size", "trial", "norm"],
+            {
+                "regime": regime,
+                "batch_size": np.repeat(self.batch_sizes, self.trials),
+                "trial": np.tile(np.arange(self.trials), len(self.batch_sizes)),
+                "norm": torch.cat([torch.cat(norms[b]) for b in self.batch_sizes]).double().numpy(),
+                "single_batch_norm": torch.cat([torch.cat(singles[b]) for b in self.batch_sizes]).double().numpy(),
+            }
         )
         g_sq, trace = gradient_moments(net, names, data.x_train, data.y_train)
-        table = summarize(trials, self.samples, self.reduction, g_sq, trace, data.n_train)
+        prediction = None if self.update else (g_sq, trace, data.n_train)
+        table = summarize(trials, self.samples, self.reduction, prediction)
         table.insert(0, "regime", regime)
         replace_regime(self.out_dir / "trials.csv", trials, regime)
         replace_regime(self.out_dir / "summary.csv", table, regime)
-        self.summary[str(regime)] = power_law_fit(table["batch_size"].to_numpy(), table["mean"].to_numpy()) | {
-            "predicted_k": power_law_fit(table["batch_size"].to_numpy(), table["predicted"].to_numpy())["k"],
+        self.summary[str(regime)] = self.fit(trials, table, pl_module.seed, regime) | {
             "grad_sq_norm": g_sq,
             "grad_trace_cov": trace,
             "lr": sgd["lr"],
             "settings": {
+                "update": self.update,
+                "common_samples": self.common_samples,
+                "reduction": self.reduction,
+                "params": names,
                 "batch_sizes": self.batch_sizes,
                 "trials": self.trials,
                 "samples": self.samples,
-                "update": self.update,
-                "reduction": self.reduction,
-                "common_samples": self.common_samples,
-                "params": names,
             },  # fmt: skip
             "seconds": time.perf_counter() - started,
         }
         write_json(self.out_dir / "fit.json", self.summary)
         fit = self.summary[str(regime)]
-        log.info("gradsum at epoch %d: mean norm ~ B^k, k = %.3f (95%% CI %.3f to %.3f); noise model predicts k = %.3f",
-                 regime, fit["k"], *fit["ci95"], fit["predicted_k"])  # fmt: skip
+        log.info("gradsum at epoch %d: mean norm ~ B^k, k = %.3f (95%% bootstrap CI %.3f to %.3f); single sum-reduced "
+                 "batch k = %.3f (%.3f to %.3f)", regime, fit["k"], *fit["ci95"], fit["single_batch"]["k"],
+                 *fit["single_batch"]["ci95"])  # fmt: skip
+
+    def fit(self, trials: pd.DataFrame, table: pd.DataFrame, seed: int, regime: int) -> dict:
+        """The exponents of fit.json: k of the gradient-sum column and of the single-batch column, each with its
+        bootstrap interval over trials (resampling stream `gradsum_bootstrap`, keyed by regime); for frozen
+        weights also the noise model's k and the log-log intercept of the main fit (for the report's line)."""
+        batch_sizes = np.array(self.batch_sizes)
+        generator = rng(seed, "gradsum_bootstrap", regime)
+        paired = self.common_samples  # trial i of every B drew the same samples: resample trials jointly
+
+        def by_b(column):
+            return np.stack([trials.loc[trials["batch_size"] == b, column].to_numpy() for b in self.batch_sizes])
+
+        main = bootstrap_exponent(batch_sizes, by_b("norm"), generator, BOOTSTRAP_RESAMPLES, paired)
+        single = bootstrap_exponent(batch_sizes, by_b("single_batch_norm"), generator, BOOTSTRAP_RESAMPLES, paired)
+        result = main | {
+            "ci_method": f"percentile bootstrap over trials ({BOOTSTRAP_RESAMPLES} resamples)",
+            "n_trials": self.trials,
+            "intercept": power_law_fit(batch_sizes, table["mean"].to_numpy())["intercept"],
+            "single_batch": single,
+        }
+        if not self.update:
+            result["predicted_k"] = power_law_fit(batch_sizes, table["predicted"].to_numpy())["k"]
+        return result
 
     def group_norms(self, net, names, group, x, y, sgd):
         """(B, norms of S_B for the T trials of x [T, m, d]) for each B of the group."""
         if self.update:
             (b,) = group
             if is_plain_mlp(net):  # one trial at a time, with the fast step
-                trials = zip(x, y, strict=True)
-                sums = torch.stack(
-                    [fast_sgd_gradient_sum(net, names, xi, yi, b, self.reduction, sgd) for xi, yi in trials]
-                )
+                with one_cpu_thread() if x.device.type == "cpu" else nullcontext():
+                    trials = zip(x, y, strict=True)
+                    sums = torch.stack(
+                        [fast_sgd_gradient_sum(net, names, xi, yi, b, self.reduction, sgd) for xi, yi in trials]
+                    )
             else:
                 sums = sgd_gradient_sums(net, names, x, y, b, self.reduction, sgd)
             yield b, sums.norm(dim=1)

@@ -6,6 +6,7 @@ each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps
 was read from a positive lambda_abs_max) and _converged; trace, trace_stderr, ...; geometry_bn (the
 batch-norm convention). `top_eigenvalue` is kept as an alias of lambda_abs_max (what the earlier power
 iteration estimated), for readers of older summaries.
+train_loss and grad_norm (whole training set, at the measured weights: bsstudy/geometry/objective.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import torch
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
-from bsstudy.streams import rng
-
-LANCZOS_START = 1  # key of the geometry_directions stream for Lanczos' start vector (Hutchinson uses others)
+from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
 
 
 class Hessian(FinalWeightsProbe):
@@ -71,12 +70,12 @@ class Hessian(FinalWeightsProbe):
         started = time.perf_counter()
         loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
         theta = loss.model.theta
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_generator(seed, "geometry_directions", DIRECTIONS_HESSIAN)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             return loss.hessian_vector_product(theta, v)
 
-        start = rng(seed, "geometry_directions", LANCZOS_START).standard_normal(len(theta))
+        start = rng(seed, "geometry_directions", DIRECTIONS_LANCZOS).standard_normal(len(theta))
         lanczos = hessian_lambda_max_and_abs_max(hvp, theta, start, self.k, self.tol, self.ncv, self.max_hvps)
         trace = hessian_trace_hutchinson(
             hvp,
@@ -87,7 +86,7 @@ class Hessian(FinalWeightsProbe):
             self.trace_rel_tol,
             theta.device,
         )
-        summary = {
+        summary = measured_point(net, data, self.chunk_size) | {
             **extreme_summary("lambda_max", lanczos["LA"]),
             **extreme_summary("lambda_abs_max", lanczos["LM"]),
             "top_eigenvalue": lanczos["LM"]["eigenvalues"][0],  # alias of lambda_abs_max

@@ -4,8 +4,9 @@ folder (its checkpoints/last.ckpt) or a checkpoint file, of a network with the s
 
 Files in the output folder (<run>/probes/interpolation/, or <sweep>/geometry/interpolation_<Ba>_<Bb>/ from
 `python -m bsstudy.geometry interpolate`): `interpolation.csv` (alpha, train_loss, train_acc, test_loss,
-test_acc) and `meta.json` (run_a, run_b, batch_size_a, batch_size_b, geometry_bn, settings). Batch norm
-follows run_a's model.geometry_bn (under "running" the running statistics are interpolated too).
+test_acc) and `meta.json` (run_a, run_b, batch_size_a, batch_size_b, geometry_bn, settings, and the summary:
+train_loss and grad_norm at alpha = 0, other_train_loss and other_grad_norm at alpha = 1, on the whole training
+set). Batch norm follows run_a's model.geometry_bn (under "running" the running statistics are interpolated too).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.geometry.runs import is_run_dir, load_weights, run_config
 from bsstudy.probes import Probe
 from bsstudy.runfiles import replace_atomically, write_json
@@ -119,7 +120,10 @@ class Interpolation(Probe):
         replace_atomically(self.out_dir / "interpolation.csv", lambda tmp: table.to_csv(tmp, index=False))
         inside = table[(table.alpha >= 0) & (table.alpha <= 1)]
         ends = np.interp([0.0, 1.0], table.alpha, table.train_loss)
+        at_b = {f"other_{k}": v for k, v in measured_point(net_b, data, self.chunk_size).items()}
         summary = {
+            **measured_point(net_a, data, self.chunk_size),  # train_loss, grad_norm at this run's weights
+            **at_b,
             "train_loss_a": float(ends[0]),
             "train_loss_b": float(ends[1]),
             "barrier_train_loss": float(inside.train_loss.max() - ends.max()),

@@ -45,6 +45,7 @@ from bsstudy import ConfigError
 from bsstudy.geometry.objective import has_batch_norm
 from bsstudy.probes import Probe
 from bsstudy.runfiles import EpochCSVLogger
+from bsstudy.streams import torch_generator
 
 
 def noise_scale_estimates(small_sq: float, big_sq: float, b_small: int, b_big: int) -> tuple[float, float]:
@@ -119,7 +120,7 @@ class NoiseScale(Probe):
                     self.measure(trainer, pl_module, k)
 
     def measure(self, trainer, pl_module, index: int) -> None:
-        g = torch.Generator().manual_seed(pl_module.seed * 1_000_003 + trainer.current_epoch * 1_009 + index)
+        g = torch_generator(pl_module.seed, "noise_scale", trainer.current_epoch, index)
         picked = torch.randperm(pl_module.data.n_train, generator=g)[: self.big_batch].to(pl_module.device)
         x, y = pl_module.data.x_train[picked], pl_module.data.y_train[picked]
         small_sq, big_sq = batch_gradient_sq_norms(pl_module.net, x, y, self.small_batch)

@@ -4,20 +4,20 @@ For every eps: the full-space eps-box sharpness, the same in a random `subspace_
 and the mean relative loss increase at `random_samples` uniform random points of the box (the baseline).
 Files in <run>/probes/sharpness/: `sharpness.json` (every result with the optimizer's budget and use).
 summary.json probes.sharpness: sharpness_eps_<eps>, random_sharpness_eps_<eps>, subspace_sharpness_eps_<eps>, ...,
-geometry_bn (the batch-norm convention, model.geometry_bn).
+geometry_bn (the batch-norm convention, model.geometry_bn), train_loss and grad_norm (whole training set, at the
+measured weights: bsstudy/geometry/objective.py).
 """
 
 from __future__ import annotations
 
 import time
 
-import torch
-
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.geometry.objective import check_sample_size, subset_loss
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
+from bsstudy.streams import DIRECTIONS_SHARPNESS, torch_generator
 
 
 class Sharpness(FinalWeightsProbe):
@@ -49,7 +49,7 @@ class Sharpness(FinalWeightsProbe):
         started = time.perf_counter()
         loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
         theta = loss.model.theta
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_generator(seed, "geometry_directions", DIRECTIONS_SHARPNESS)
         subspace = random_subspace(len(theta), self.subspace_dim, generator) if self.subspace_dim else None
         results, summary = [], {}
         for eps in self.eps:
@@ -65,7 +65,7 @@ class Sharpness(FinalWeightsProbe):
                 sub = sharpness_eps_box(loss.loss_and_gradient, theta, eps, self.iterations, subspace)
                 results.append({"kind": f"random_subspace_{self.subspace_dim}", **sub})
                 summary[f"subspace_sharpness_eps_{eps}"] = sub["sharpness"]
-        summary |= {
+        summary |= measured_point(net, data, self.chunk_size) | {
             "loss": results[0]["loss"],
             "optimizer": OPTIMIZER,
             "max_iterations": self.iterations,

@@ -16,14 +16,15 @@ def main(argv: list[str] | None = None) -> None:
         "--target-acc",
         type=float,
         default=None,
-        help="test accuracy for time-to-accuracy (default: 98%% of the sweep's best)",
+        help="validation accuracy for time-to-accuracy (default: 98%% of the sweep's best; without a "
+        "validation split there is no default and the target is read on test accuracy)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep>/report)")
     args = parser.parse_args(argv)
     if not args.sweep.is_dir():
         parser.error(f"{args.sweep} is not a folder: give a sweep folder (multirun/<date>/<time>) or a run folder")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
-        parser.error(f"--target-acc must be a test accuracy in (0, 1]; got {args.target_acc}")
+        parser.error(f"--target-acc must be an accuracy in (0, 1]; got {args.target_acc}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         out = build_report(args.sweep, args.target_acc, args.out)

@@ -52,7 +52,8 @@ def intro(sweep: Sweep) -> list[str]:
         f"{', '.join(str(s) for s in sorted(runs.seed.dropna().unique()))}."
         + (f" Also varied: {'; '.join(variants)}." if variants else ""),
         seed_caveat(seeds_per_condition(sweep)),
-        "Accuracies are fractions in [0, 1], measured after each epoch on the whole training and test sets. "
+        "Accuracies are fractions in [0, 1], measured after each epoch on the whole training, validation (when "
+        "data.val_size > 0) and test sets. "
         "Batch-size axes are logarithmic, and each batch size has the same colour in every figure.",
     ]
 

@@ -15,22 +15,23 @@ from bsstudy.report.runs import Sweep
 from bsstudy.report.uncertainty import summarize
 from bsstudy.speed_table import is_power_of_two, power_of_two_answer, power_of_two_comparisons, speed_rows
 
-AUTO_TARGET_FRACTION = 0.98  # target_acc=None: 98% of the best test accuracy any run of the sweep reached
+AUTO_TARGET_FRACTION = 0.98  # target_acc=None: 98% of the best val accuracy any run of the sweep reached
 
 
 def auto_target(epochs: pd.DataFrame) -> float:
-    """AUTO_TARGET_FRACTION x the best test accuracy of the sweep, rounded down to 0.005."""
-    return math.floor(AUTO_TARGET_FRACTION * float(epochs.test_acc.max()) * 200) / 200
+    """AUTO_TARGET_FRACTION x the best validation accuracy of the sweep, rounded down to 0.005."""
+    return math.floor(AUTO_TARGET_FRACTION * float(epochs.val_acc.max()) * 200) / 200
 
 
-def time_to_target(epochs: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per run, the first epoch whose test accuracy reaches `target`, with the optimizer steps, samples and
-    cumulative training time (evaluation excluded) it took; NaN and reached=False if it never does."""
+def time_to_target(epochs: pd.DataFrame, target: float, column: str = "val_acc") -> pd.DataFrame:
+    """Per run, the first epoch whose `column` (validation accuracy; test accuracy only without a validation
+    split) reaches `target`, with the optimizer steps, samples and cumulative training time (evaluation
+    excluded) it took; NaN and reached=False if it never does."""
     rows = []
     for (run, variant, batch_size), e in epochs.sort_values(["run", "epoch"]).groupby(
         ["run", "variant", "batch_size"], sort=False
     ):
-        hit = e[e.test_acc >= target]
+        hit = e[e[column] >= target]
         first = hit.iloc[0] if len(hit) else None
         rows.append(
             {
@@ -60,16 +61,31 @@ def time_to_accuracy_table(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section | None:
+    """Steps and time to a target accuracy, measured on validation accuracy (test only when the sweep has no
+    validation split and the target was given explicitly; the default target needs data.val_size > 0)."""
     epochs = sweep.epochs[(sweep.epochs.status == "completed")]
     if epochs.empty or len(sweep.batch_sizes) < 2 or "train_time_s" not in epochs:
         return None
+    has_val = "val_acc" in epochs and epochs.val_acc.notna().all()
+    if not has_val and target_acc is None:
+        return Section(
+            "Time to accuracy",
+            [
+                "Not computed: the default target (98% of the sweep's best validation accuracy) needs a "
+                "validation split in every run (data.val_size > 0). Give a target with --target-acc to measure "
+                "it on test accuracy instead."
+            ],
+        )
+    measured_on, split = ("val_acc", "validation") if has_val else ("test_acc", "test")
     target = auto_target(epochs) if target_acc is None else target_acc
     how = (
         "given with --target-acc"
         if target_acc is not None
-        else (f"chosen as {AUTO_TARGET_FRACTION:.0%} of the best test accuracy of the sweep; set it with --target-acc")
+        else f"{AUTO_TARGET_FRACTION:.0%} of the best validation accuracy of the sweep; set it with --target-acc"
     )
-    per_run = time_to_target(epochs, target)
+    if not has_val:
+        how += "; measured on test accuracy because the sweep has no validation split (data.val_size=0)"
+    per_run = time_to_target(epochs, target, measured_on)
     table = time_to_accuracy_table(per_run)
     colours = batch_colours(sweep.batch_sizes)
     fig, axes = new_figure(2)
@@ -98,7 +114,7 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
         ax.set(xlabel="batch size B (log)", ylabel=f"{label} (log)", title=label)
         ax.legend()
     text = [
-        f"Target: test accuracy >= {target:.3f} ({how}). For each run, the first epoch whose full-pass test "
+        f"Target: {split} accuracy >= {target:.3f} ({how}). For each run, the first epoch whose full-pass {split} "
         "accuracy reaches it; steps and training time counted up to the end of that epoch. Where doubling B "
         "stops halving the steps, a larger batch stops saving steps (Shallue et al. 2019); the batch size with "
         "the lowest time to target is the fastest on this hardware.",
@@ -111,12 +127,12 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
         text.append(f"Never reached the target within their epochs (red x in the plots): {missing}.")
     figure = Figure(
         "time_to_accuracy",
-        f"Optimizer steps and training time to reach test accuracy {target:.3f}, "
+        f"Optimizer steps and training time to reach {split} accuracy {target:.3f}, "
         "against batch size (mean and 95% interval over the seeds that reached it).",
         to_png(fig),
     )
     tables = [
-        Table("time_to_accuracy", f"Time to test accuracy {target:.3f} per batch size.", table),
+        Table("time_to_accuracy", f"Time to {split} accuracy {target:.3f} per batch size.", table),
         Table("time_to_accuracy_runs", "Per run.", per_run),
     ]
     return Section("Time to accuracy", text, tables, [figure])

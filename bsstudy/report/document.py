@@ -24,6 +24,8 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 figcaption, .caption { font-size: 0.85em; color: #555; max-width: 60em; }
 .verdict-supported { background: #e3f4e3; } .verdict-not-supported { background: #fbe4e4; }
 .verdict-not-measured { color: #777; }
+.verdict-too-few-seeds, .verdict-inconclusive, .verdict-not-comparable,
+.verdict-not-measurable-with-this-protocol { background: #fdf3d8; }
 """
 
 
@@ -90,7 +92,7 @@ def html_table(table: Table) -> str:
     rows = []
     for _, row in frame.iterrows():
         verdict = row.get("verdict", "")
-        css = f' class="verdict-{anchor(verdict).removesuffix("-in-this-sweep")}"' if verdict else ""
+        css = f' class="verdict-{anchor(verdict.split(":")[0]).removesuffix("-in-this-sweep")}"' if verdict else ""
         cells = (f"<td{' class=num' if NUMERIC.match(str(v)) else ''}>{html.escape(str(v))}</td>" for v in row)
         rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     caption = f'<p class="caption">{html.escape(table.caption)}</p>' if table.caption else ""

@@ -156,78 +156,165 @@ def read_gradsum(sweep: Sweep) -> list[tuple[object, pd.DataFrame, dict]]:
     return found
 
 
+def normalized_std(summary: pd.DataFrame) -> pd.Series:
+    """The source's normalized std, sigma_B mu_ref / mu_B (mu_ref: the mean at the largest B); read from
+    summary.csv's std_norm, or computed for files written before that column existed."""
+    if "std_norm" in summary:
+        return summary["std_norm"]
+    reference = summary.loc[summary.batch_size.idxmax(), "mean"]
+    return summary["std"] * reference / summary["mean"]
+
+
+def gradsum_protocol(settings: dict) -> str:
+    """One line that says which reading of the experiment a fit.json regime measured."""
+    reduction = settings.get("reduction", "?")
+    if settings.get("update", False):
+        return f"SGD steps taken from the regime weights, {reduction} loss (the source's protocol)"
+    control = f"frozen weights, {reduction} loss: an analytic control"
+    if settings.get("common_samples", False):
+        return control + " (common samples: every B sums the same per-sample gradients, k follows by algebra)"
+    return control
+
+
+def gradsum_figure(run, summary: pd.DataFrame, fit: dict) -> bytes:
+    """Left: mean norm of the gradient sum (bars: std over trials) with its fit B^k, the single sum-reduced batch,
+    and, for frozen weights only, the noise model's prediction against the measured rms. Right: the source's
+    normalized std."""
+    fig, axes = new_figure(2, width=5.2)
+    left, right = axes[0]
+    for i, regime in enumerate(sorted(summary.regime.unique())):
+        s = summary[summary.regime == regime].sort_values("batch_size")
+        f = fit.get(str(regime), {})
+        k, (lo, hi) = f.get("k", np.nan), f.get("ci95", [np.nan, np.nan])
+        colour = f"C{i}"
+        left.errorbar(
+            s.batch_size,
+            s["mean"],
+            yerr=s["std"],
+            fmt="o",
+            color=colour,
+            capsize=2,
+            markersize=3,
+            label=f"epoch {regime}, sum of the n_B gradients: k = {k:.3f} [{lo:.3f}, {hi:.3f}]",
+        )
+        if "intercept" in f:
+            left.plot(s.batch_size, np.exp(f["intercept"]) * s.batch_size**k, color=colour, linewidth=1)
+        if has_column(s, "single_batch_mean"):
+            single = f.get("single_batch", {})
+            sk, (slo, shi) = single.get("k", np.nan), single.get("ci95", [np.nan, np.nan])
+            left.plot(
+                s.batch_size,
+                s.single_batch_mean,
+                "s:",
+                color=colour,
+                markerfacecolor="none",
+                markersize=4,
+                label=f"epoch {regime}, one sum-reduced batch of B: k = {sk:.3f} [{slo:.3f}, {shi:.3f}]",
+            )
+        if not f.get("settings", {}).get("update", True) and has_column(s, "predicted"):
+            left.plot(s.batch_size, s["rms"], "x", color=colour, label=f"epoch {regime}, rms (frozen)")
+            left.plot(
+                s.batch_size,
+                s["predicted"],
+                "--",
+                color=colour,
+                linewidth=1,
+                label=f"epoch {regime}, noise model, compare with the rms",
+            )
+        right.plot(s.batch_size, normalized_std(s), "o-", color=colour, markersize=3, label=f"epoch {regime}")
+    b = np.array(sorted(summary.batch_size.unique()), float)
+    first = summary[summary.batch_size == b[0]]["mean"].mean()
+    left.plot(b, first * np.sqrt(b / b[0]), "k--", linewidth=1, label="sqrt(B) guide")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size B (log)",
+        ylabel="norm (log)",
+        title="gradient-sum norm vs B (k: 95% bootstrap interval)",
+    )
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size B (log)",
+        ylabel="std_B * mean_1024 / mean_B (log)",
+        title="normalized std (the source's)",
+    )
+    left.legend(fontsize=6)
+    right.legend()
+    return to_png(fig)
+
+
 def gradsum_section(sweep: Sweep) -> Section | None:
     found = read_gradsum(sweep)
     if not found:
         return None
-    figures, fits = [], []
+    figures, fits, rows, text = [], [], [], []
     for run, summary, fit in found[:4]:
-        regimes = sorted(summary.regime.unique())
-        fig, axes = new_figure(2)
-        for i, regime in enumerate(regimes):
-            s = summary[summary.regime == regime].sort_values("batch_size")
+        for regime in sorted(summary.regime.unique()):
             f = fit.get(str(regime), {})
-            k, (lo, hi) = f.get("k", np.nan), f.get("ci95", [np.nan, np.nan])
-            colour = f"C{i}"
-            axes[0][0].errorbar(
-                s.batch_size,
-                s["mean"],
-                yerr=s["std"],
-                fmt="o",
-                color=colour,
-                capsize=2,
-                markersize=3,
-                label=f"epoch {regime}: k = {k:.3f} [{lo:.3f}, {hi:.3f}]",
-            )
-            if "intercept" in f:
-                axes[0][0].plot(s.batch_size, np.exp(f["intercept"]) * s.batch_size**k, color=colour, linewidth=1)
-            axes[0][1].plot(s.batch_size, s.std_rel, "o-", color=colour, markersize=3, label=f"epoch {regime}")
+            settings = f.get("settings", {})
+            frozen = not settings.get("update", True)
+            single = f.get("single_batch", {})
+            low, high = f.get("ci95", [np.nan, np.nan])
+            single_low, single_high = single.get("ci95", [np.nan, np.nan])
             fits.append(
                 {
                     "run": run.run,
                     "batch_size": run.batch_size,
                     "seed": run.seed,
                     "regime": regime,
-                    "k": k,
-                    "k_ci_low": lo,
-                    "k_ci_high": hi,
-                    "predicted_k": f.get("predicted_k", np.nan),
+                    "protocol": gradsum_protocol(settings),
+                    "trials": f.get("n_trials", settings.get("trials")),
+                    "k_mean": f.get("k", np.nan),
+                    "k_ci_low": low,
+                    "k_ci_high": high,
+                    "single_batch_k_mean": single.get("k", np.nan),
+                    "single_batch_k_ci_low": single_low,
+                    "single_batch_k_ci_high": single_high,
+                    "noise_model_k": f.get("predicted_k", np.nan) if frozen else np.nan,
                 }
             )
-        first = summary[summary.batch_size == summary.batch_size.min()]["mean"].mean()
-        b = np.array(sorted(summary.batch_size.unique()), float)
-        axes[0][0].plot(b, first * np.sqrt(b / b[0]), "k--", linewidth=1, label="sqrt(B) guide")
-        axes[0][0].set(
-            xscale="log",
-            yscale="log",
-            xlabel="batch size of the summed gradients (log)",
-            ylabel="mean |sum of batch gradients| (log)",
-            title="gradient-sum norm vs B",
-        )
-        axes[0][1].set(
-            xscale="log",
-            yscale="log",
-            xlabel="batch size (log)",
-            ylabel="std / mean at B=1024 (log)",
-            title="normalized standard deviation",
-        )
-        for ax in axes[0]:
-            ax.legend()
+            s = summary[summary.regime == regime].sort_values("batch_size")
+            columns = ["batch_size", "steps", "mean", "std", "std_norm", "rms", "single_batch_mean", "single_batch_rms"]
+            shown = s.assign(std_norm=normalized_std(s))[[c for c in columns if c in s or c == "std_norm"]]
+            if frozen and has_column(s, "predicted"):  # the noise model holds only at frozen weights; it predicts rms
+                shown = shown.assign(
+                    predicted_rms=s["predicted"], predicted_single_batch_rms=s.get("predicted_single_batch")
+                )
+            rows.append(pd.concat([pd.DataFrame({"run": run.run, "regime": regime}, index=shown.index), shown], axis=1))
         figures.append(
             Figure(
                 f"gradsum_run_{run.run}",
-                f"Run {run.run} (trained with B={run.batch_size:g}, seed "
-                f"{run.seed}): mean norm (bars: std over trials) with the log-log fit B^k per regime "
-                "and a sqrt(B) guide; right: the std normalized by the mean at B=1024.",
-                to_png(fig),
+                f"Run {run.run} (trained with B={run.batch_size:g}, seed {run.seed}). Left: mean norm of the sum of "
+                "the n_B = 1024/B batch gradients (bars: std over trials) with its log-log fit B^k, the norm of one "
+                "sum-reduced batch of B (squares) and a sqrt(B) guide; for frozen weights only, the noise model's "
+                "prediction (dashed) against the measured rms (x). Right: the std rescaled as the source does, "
+                "std_B * mean_1024 / mean_B.",
+                gradsum_figure(run, summary, fit),
             )
         )
-    table = Table(
-        "gradsum_fit",
-        "Fitted exponent k of mean norm ~ B^k (95% interval) and the noise model's k.",
-        pd.DataFrame(fits),
+    text.append(
+        "k is the exponent of mean norm ~ B^k (log-log least squares over the B grid); its interval is a 95% "
+        "percentile bootstrap over trials. The single-batch column is the gradient of ONE batch of B samples with "
+        "sum reduction at the regime weights, the reading under which the norm grows like sqrt(B) while gradient "
+        "noise dominates. The noise model (|G|^2, tr Sigma) is shown only for frozen weights, where it predicts "
+        "the rms exactly; along SGD steps it does not apply."
     )
-    return Section("Gradient-sum norm against batch size", [], [table], figures)
+    tables = [
+        Table(
+            "gradsum_fit",
+            "Measured exponent k of mean norm ~ B^k (95% bootstrap interval over trials), the same "
+            "for one sum-reduced batch, and the noise model's k (frozen control only).",
+            pd.DataFrame(fits),
+        ),
+        Table(
+            "gradsum_summary",
+            "Per regime and B: the norms over trials, the source's normalized std, the single "
+            "sum-reduced batch, and (frozen control only) the noise model's rms.",
+            pd.concat(rows),
+        ),
+    ]
+    return Section("Gradient-sum norm against batch size", text, tables, figures)
 
 
 def noise_scale_section(sweep: Sweep) -> Section | None:

@@ -19,6 +19,12 @@ from bsstudy.report.runs import Sweep
 from bsstudy.report.uncertainty import summarize
 
 SHARPNESS_KEY = re.compile(r"^sharpness_eps_(.+)$")
+MEASURED_POINT = ("train_loss", "grad_norm")  # whole-training-set loss and gradient norm where a probe measured
+
+
+def measured_point_columns(frame: pd.DataFrame) -> list[str]:
+    """train_loss and grad_norm, where the probe recorded them: geometry means little away from a minimum."""
+    return [c for c in MEASURED_POINT if c in frame]
 
 
 def probe_numbers(sweep: Sweep, probe: str) -> pd.DataFrame:
@@ -48,7 +54,7 @@ def sharpness_section(sweep: Sweep) -> Section | None:
         columns = [
             f"{kind}sharpness_eps_{e}" for e in eps for kind in ("", "random_") if f"{kind}sharpness_eps_{e}" in numbers
         ]
-        table = summarize(numbers, ["variant", "batch_size"], columns)
+        table = summarize(numbers, ["variant", "batch_size"], [*columns, *measured_point_columns(numbers)])
         fig, axes = new_figure(len(eps))
         for ax, e in zip(axes[0], eps, strict=True):
             log_scale(ax)
@@ -79,7 +85,8 @@ def sharpness_section(sweep: Sweep) -> Section | None:
                 to_png(fig),
             )
         )
-        tables.append(Table("sharpness", "Sharpness per batch size.", table))
+        tables.append(Table("sharpness", "Sharpness per batch size, with the training loss and gradient norm "
+                            "(whole training set) at the measured weights.", table))  # fmt: skip
     if not hessian.empty and (columns := hessian_columns(hessian)):
         table = hessian_table(hessian, columns)
         fig, axes = new_figure(len(columns))
@@ -121,11 +128,12 @@ def hessian_columns(hessian: pd.DataFrame) -> list[str]:
 
 
 def hessian_table(hessian: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean and interval per (variant, batch_size) of `columns` (over the converged runs), with, for each
+    """Mean and interval per (variant, batch_size) of `columns` (over the converged runs) and of the training
+    loss and gradient norm at the measured point, with, for each
     Lanczos eigenvalue, its largest relative residual over the seeds (`<eigenvalue>_relative_residual_max`)
     and the runs where it did not converge (`<eigenvalue>_not_converged`, NaN in the summary)."""
     by = ["variant", "batch_size"]
-    table = summarize(hessian, by, columns)
+    table = summarize(hessian, by, [*columns, *measured_point_columns(hessian)])
     groups = hessian.groupby(by, dropna=False)
     for c in (c for c in columns if c in HESSIAN_EIGENVALUES):
         extra = groups[c].agg(lambda values: int(values.isna().sum())).rename(f"{c}_not_converged").to_frame()

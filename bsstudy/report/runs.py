@@ -38,7 +38,12 @@ RUN_COLUMNS = [
     "final_gap",
     "final_test_loss",
     "final_train_loss",
-    "best_test_acc",
+    "final_val_acc",
+    "n_val",
+    "selected_on",
+    "best_epoch",
+    "best_val_acc",
+    "test_acc_at_best_val",
     "train_time_s",
     "wall_time_s",
     "optimizer_steps",
@@ -118,6 +123,7 @@ def run_record(name: str, config: dict, summary: dict | None, metrics: pd.DataFr
     """One row of the runs table from what could be read (summary first, then config, then metrics.csv)."""
     s = summary or {}
     final = s.get("final") or (metrics.iloc[-1].to_dict() if metrics is not None and len(metrics) else {})
+    best = s.get("best") or {}
     batch_size = s.get("batch_size", config.get("data.batch_size"))
     accumulate = s.get("accumulate", config.get("optim.accumulate", 1))
     return {
@@ -140,7 +146,12 @@ def run_record(name: str, config: dict, summary: dict | None, metrics: pd.DataFr
         "final_gap": final.get("gap"),
         "final_test_loss": final.get("test_loss"),
         "final_train_loss": final.get("train_loss"),
-        "best_test_acc": (s.get("best") or {}).get("test_acc"),
+        "final_val_acc": final.get("val_acc"),
+        "n_val": s.get("n_val", config.get("data.val_size")),
+        "selected_on": s.get("selected_on"),
+        "best_epoch": best.get("epoch"),
+        "best_val_acc": best.get("val_acc"),
+        "test_acc_at_best_val": best.get("test_acc") if "val_acc" in best else None,  # old summaries: best on test
         "train_time_s": s.get("train_time_s", final.get("train_time_s")),
         "wall_time_s": s.get("wall_time_s"),
         "optimizer_steps": s.get("optimizer_steps", final.get("optimizer_steps")),
@@ -153,6 +164,27 @@ def probe_names(config: dict, summary: dict) -> list[str]:
     """The probes a run was configured with (probes.<name>.* in its config), else those in its summary."""
     names = {k.split(".")[1] for k in config if k.startswith("probes.") and k.count(".") >= 2}
     return sorted(names or (summary.get("probes") or {}).keys())
+
+
+def selection_line(runs: pd.DataFrame) -> str:
+    """Which split selected (best epoch, time-to-accuracy target): validation, or nothing without one."""
+    on_val = runs[runs.selected_on == "val"]
+    if len(on_val) == len(runs):
+        sizes = ", ".join(f"{int(n)}" for n in sorted(on_val.n_val.dropna().unique())) or "?"
+        return (
+            f"Selected on validation: the best epoch (best_val_acc, with the test accuracy at that epoch) and the "
+            f"time-to-accuracy target read a seeded hold-out of {sizes} training samples (data.val_size); test "
+            "accuracy is reported, never selected on."
+        )
+    if len(on_val) == 0:
+        return (
+            "Nothing selected: no validation split (data.val_size=0), so no best epoch and no default "
+            "time-to-accuracy target; every accuracy shown is measured, none chosen."
+        )
+    return (
+        f"Selected on validation in {len(on_val)} of {len(runs)} runs; the others have no validation split "
+        "(data.val_size=0) and no best epoch."
+    )
 
 
 def variants(configs: dict[str, dict]) -> dict[str, str]:

@@ -8,11 +8,12 @@ import pandas as pd
 
 from bsstudy.report.document import Figure, Section, Table
 from bsstudy.report.figures import LINESTYLES, band, batch_axis, batch_colours, errorbar, log_scale, new_figure, to_png
-from bsstudy.report.runs import Sweep
+from bsstudy.report.runs import Sweep, selection_line
 from bsstudy.report.uncertainty import summarize
 
 CURVES = [("test_acc", "test accuracy"), ("train_acc", "train accuracy"), ("gap", "gap = train acc - test acc")]
 FINAL = ["final_test_acc", "final_train_acc", "final_gap", "final_test_loss", "train_time_per_epoch_s"]
+SELECTED = ["best_val_acc", "test_acc_at_best_val"]  # at the epoch of highest val accuracy (data.val_size > 0)
 
 
 def curve_label(batch_size, variant: str, several_variants: bool) -> str:
@@ -32,7 +33,8 @@ def runs_section(sweep: Sweep) -> Section:
     counts = sweep.runs.status.value_counts().sort_index()
     text = [
         f"{len(sweep.runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + ". "
-        "Only completed runs enter the figures and tables below; the others are listed here with their status."
+        "Only completed runs enter the figures and tables below; the others are listed here with their status.",
+        selection_line(sweep.runs),
     ]
     columns = [
         "run",
@@ -43,6 +45,9 @@ def runs_section(sweep: Sweep) -> Section:
         "epochs_completed",
         "final_test_acc",
         "final_gap",
+        "best_epoch",
+        "best_val_acc",
+        "test_acc_at_best_val",
         "wall_time_s",
         "probes",
         "error",
@@ -58,7 +63,8 @@ def runs_section(sweep: Sweep) -> Section:
 
 def final_table(sweep: Sweep) -> pd.DataFrame:
     runs = sweep.completed.assign(train_time_per_epoch_s=lambda r: r.train_time_s / r.epochs_completed)
-    return summarize(runs, ["variant", "batch_size"], FINAL)
+    selected = SELECTED if runs.best_val_acc.notna().any() else []
+    return summarize(runs, ["variant", "batch_size"], FINAL + selected)
 
 
 def curves_section(sweep: Sweep) -> Section | None:
@@ -115,7 +121,12 @@ def curves_section(sweep: Sweep) -> Section | None:
         "Final test accuracy and gap against batch size; bars: 95% interval across seeds.",
         to_png(fig),
     )
-    table = Table("final_by_batch_size", "Final numbers per batch size: mean [95% interval] over n seeds.", final)
+    caption = "Final numbers per batch size: mean [95% interval] over n seeds" + (
+        "; best_val_acc and test_acc_at_best_val at each run's epoch of highest validation accuracy."
+        if "best_val_acc_mean" in final
+        else "."
+    )
+    table = Table("final_by_batch_size", caption, final)
     return Section("Generalization: accuracy and gap per batch size", [], [table], [curves_fig, final_fig])
 
 

@@ -30,6 +30,13 @@ def mean_ci(values) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, n
 
 
+def side_of_zero(low: float, high: float) -> int:
+    """+1 if the interval [low, high] lies wholly above 0, -1 if wholly below, 0 if it holds 0 or is undefined."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return 0
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
 def summarize(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     """One row per group of `by`: n (runs with a value of the first column) and, per column c,
     c_mean, c_ci_low, c_ci_high. Groups sorted by `by`."""

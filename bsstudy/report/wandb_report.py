@@ -133,6 +133,8 @@ def build_wandb_report(sweep: Sweep, entity: str, project: str, group: str, onli
         )
 
     present = [m for m in PROBE_CURVES if m in sweep.epochs and sweep.epochs[m].notna().any()]
+    has_val = "val_acc" in sweep.epochs and sweep.epochs.val_acc.notna().any()
+    curves = [*CURVES, "val_acc", "val_loss"] if has_val else CURVES
     media = [f.name for s in report_sections(sweep) for f in s.figures]
     blocks = [
         wr.H1(f"Batch-size study: {group}"),
@@ -144,7 +146,7 @@ def build_wandb_report(sweep: Sweep, entity: str, project: str, group: str, onli
         wr.H2("Findings"),
         wr.MarkdownBlock(markdown_table(findings_table(sweep))),
         wr.H2("Accuracy and gap per epoch, grouped by batch size"),
-        wr.PanelGrid(runsets=[runset], panels=[line(m) for m in CURVES], custom_run_colors=colours),
+        wr.PanelGrid(runsets=[runset], panels=[line(m) for m in curves], custom_run_colors=colours),
     ]
     if present:
         blocks += [
