@@ -37,7 +37,7 @@ class Hessian(FinalWeightsProbe):
         trace_max_samples: int = 100,
         trace_min_samples: int = 10,
         trace_rel_tol: float = 0.02,
-        train_samples: int | None = 2048,
+        train_samples: int | None = 10000,
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)

@@ -56,8 +56,8 @@ class Interpolation(Probe):
         points: int = 31,
         alpha_min: float = -1.0,
         alpha_max: float = 2.0,
-        train_samples: int | None = 10000,
-        test_samples: int | None = 10000,
+        train_samples: int | None = None,
+        test_samples: int | None = None,
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)

@@ -32,8 +32,8 @@ class Landscape(FinalWeightsProbe):
         curve_points: int = 51,
         include_biases: bool = False,
         direction_seed: int | None = None,
-        train_samples: int | None = 2048,
-        test_samples: int | None = 2048,
+        train_samples: int | None = 10000,
+        test_samples: int | None = None,
         chunk_size: int = 8192,
         plot: bool = True,
     ):

@@ -30,7 +30,7 @@ class Sharpness(FinalWeightsProbe):
         iterations: int = 10,
         subspace_dim: int = 100,
         random_samples: int = 10,
-        train_samples: int | None = 10000,
+        train_samples: int | None = None,
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)
