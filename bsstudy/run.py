@@ -28,7 +28,14 @@ from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.report.wandb_report import log_run_report
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
-from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory, read_metrics, write_json
+from bsstudy.runfiles import (
+    RunCheckpoints,
+    library_versions,
+    peak_memory,
+    read_metrics,
+    resume_checkpoint,
+    write_json,
+)
 from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
 
 log = logging.getLogger(__name__)
@@ -164,10 +171,11 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             limit_val_batches=0,
             default_root_dir=run_dir,
         )
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = last if cfg.resume and last.exists() else None
+        ckpt_path = resume_checkpoint(run_dir / "checkpoints") if cfg.resume else None
         if cfg.resume:
-            log.info("resume=true: %s", f"continuing from {last}" if ckpt_path else "no checkpoint yet, starting fresh")
+            log.info(
+                "resume=true: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh"
+            )
         STOP.check()
         trainer.fit(module, ckpt_path=ckpt_path)
         status = "diverged" if module.diverged else "completed"
