@@ -7,7 +7,7 @@ SWEEP ?=
 # The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+.PHONY: install test test-fast study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-test: install  ## the whole test suite (about 3 minutes on 2 CPU cores)
+test: install  ## the whole test suite (needs Chromium for the report check, else that test is skipped)
 	$(BIN)/python -m pytest -q
+
+test-fast: install  ## the tests that neither train a model nor start the CLI (markers slow, cli; tests/conftest.py)
+	$(BIN)/python -m pytest -q -m "not slow and not cli"
 
 study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g. make study ARGS="data=fashion_mnist"
 	$(BIN)/python -m bsstudy -m experiment=generalization $(ARGS)

@@ -201,8 +201,11 @@ def job_overrides(overrides) -> tuple[str, ...]:
 
 
 def folder_overrides(folder: Path) -> tuple[str, ...] | None:
-    path = folder / ".hydra" / "overrides.yaml"
-    return job_overrides(OmegaConf.load(path)) if path.exists() else None
+    """The overrides of the run in `folder`; None when it has none (yet: a parallel job may be writing them)."""
+    try:
+        return job_overrides(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
+    except Exception:  # missing, or half-written by a job running beside this one
+        return None
 
 
 def job_subdir(sweep_dir: str, num: int, overrides) -> str:
