@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 import traceback
@@ -109,6 +110,9 @@ def train(cfg: DictConfig) -> dict:
     STOP.check()  # a stop signal before this job of a sweep began: it does not start
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if requeued_by_slurm() and not cfg.resume:  # preempted or timed out, requeued by submitit: continue the run
+        log.info("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resume=true", os.environ["SLURM_RESTART_COUNT"])
+        cfg.resume = True
     if rank_zero_only.rank != 0:  # DDP: rank 0 holds and checks the folder; the others train alongside it
         return fit_run(cfg, run_dir)
     with locked_run_folder(run_dir):
@@ -116,6 +120,11 @@ def train(cfg: DictConfig) -> dict:
             return done
         record_identity(cfg, run_dir)
         return fit_run(cfg, run_dir)
+
+
+def requeued_by_slurm() -> bool:
+    """SLURM counts the restarts of a requeued job in SLURM_RESTART_COUNT (absent or 0 on its first start)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
 
 
 def fit_run(cfg: DictConfig, run_dir: Path) -> dict:

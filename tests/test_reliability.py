@@ -191,3 +191,10 @@ def test_two_default_runs_started_in_the_same_second_get_two_folders(tmp_path):
     procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     folders = [proc.communicate(timeout=120)[0] for proc in procs]
     assert "outputs/" in folders[0] and folders[0] != folders[1]
+
+
+def test_a_job_requeued_by_slurm_resumes_its_run_instead_of_refusing_the_folder(tmp_path, monkeypatch):
+    train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=1"]))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets when submitit requeues a preempted job
+    summary = train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=2"]))  # the same command, no resume=true
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
