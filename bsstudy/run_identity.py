@@ -146,10 +146,10 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
                 "Use a new folder (hydra.run.dir=... or hydra.sweep.dir=...), or add resume=true to continue that run"
             )
         return None
+    if not held_results(run_dir, summary):
+        return None  # nothing trained yet (or it failed before training): resume=true starts the run afresh
     if recorded is None:
-        if held_results(run_dir, summary):
-            log.warning("resume=true: %s has no %s (an older bsstudy); continuing without checking", run_dir,
-                        IDENTITY_FILE)  # fmt: skip
+        log.warning("resume=true: %s has no %s (an older bsstudy); continuing without checking", run_dir, IDENTITY_FILE)
         return None
     if differ := differing_keys(recorded["identity"], run_identity(cfg)):
         restore_hydra_files(run_dir)

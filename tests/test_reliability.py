@@ -198,3 +198,9 @@ def test_a_job_requeued_by_slurm_resumes_its_run_instead_of_refusing_the_folder(
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets when submitit requeues a preempted job
     summary = train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=2"]))  # the same command, no resume=true
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+
+
+def test_resume_of_a_run_that_failed_before_training_starts_it_with_the_fixed_config(tmp_path):
+    with pytest.raises(ConfigError):
+        train(compose_run(tmp_path, [*ONE, "optim.lr=inf"]))
+    assert train(compose_run(tmp_path, [*ONE, "resume=true"]))["status"] == "completed"
