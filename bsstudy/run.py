@@ -198,7 +198,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         if rank_zero_only.rank == 0:
             write_json(summary_path, summary)
         log.error("%s: %s", run_dir, summary["error"])
-        raise RunInterrupted(interrupting_signal(err)) from None
+        if (signum := interrupting_signal(err)) is None:
+            raise  # not a signal of ours: the exit goes on as it was asked for
+        raise RunInterrupted(signum) from None
     except Exception as err:
         summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
         summary["error"] = f"{type(err).__name__}: {err}"
@@ -219,18 +221,22 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-def interrupting_signal(err: BaseException) -> int:
-    """The signal behind an interruption: ours names it; Lightning's SIGTERMException is SIGTERM; the rest
-    (KeyboardInterrupt, Lightning's exit after one) is Ctrl+C."""
+def interrupting_signal(err: BaseException) -> int | None:
+    """The signal behind an interruption: ours names it; Lightning's SIGTERMException is SIGTERM; a
+    KeyboardInterrupt is Ctrl+C; any other exit (Lightning's after a second Ctrl+C, submitit's after it
+    requeued a timed-out job) is the signal received, if any, else None."""
     if isinstance(err, RunInterrupted):
         return err.signum
-    return signal.SIGTERM if isinstance(err, SIGTERMException) else signal.SIGINT
+    if isinstance(err, SIGTERMException):
+        return signal.SIGTERM
+    return signal.SIGINT if isinstance(err, KeyboardInterrupt) else STOP.signum
 
 
 def interruption_message(err: BaseException, epochs_completed: int) -> str:
-    name = signal.Signals(interrupting_signal(err)).name
+    signum = interrupting_signal(err)
+    cause = signal.Signals(signum).name if signum is not None else f"an exit request ({err!r})"
     return (
-        f"interrupted by {name} after {epochs_completed} completed epochs; resume=true (same run folder) continues "
+        f"interrupted by {cause} after {epochs_completed} completed epochs; resume=true (same run folder) continues "
         f"from the end of epoch {epochs_completed}"
     )
 

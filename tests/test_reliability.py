@@ -204,3 +204,16 @@ def test_resume_of_a_run_that_failed_before_training_starts_it_with_the_fixed_co
     with pytest.raises(ConfigError):
         train(compose_run(tmp_path, [*ONE, "optim.lr=inf"]))
     assert train(compose_run(tmp_path, [*ONE, "resume=true"]))["status"] == "completed"
+
+
+def test_an_exit_that_no_signal_caused_is_not_reported_as_one():
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from bsstudy.run import interrupting_signal
+    from bsstudy.stop_signals import RunInterrupted
+
+    assert interrupting_signal(RunInterrupted(signal.SIGTERM)) == signal.SIGTERM
+    assert interrupting_signal(SIGTERMException()) == signal.SIGTERM  # Lightning's, after its own SIGTERM handler
+    assert interrupting_signal(KeyboardInterrupt()) == signal.SIGINT
+    assert interrupting_signal(SystemExit(-1)) is None  # e.g. submitit exiting after it requeued a timed-out job
+    assert RunInterrupted(signal.SIGTERM).code == 143 and RunInterrupted(signal.SIGINT).code == 130
