@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 SWEEP ?=
-# The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
+# The torch build to install; the default is the one this project is tested with. On Linux, PyPI's torch wheel
+# brings the CUDA libraries (several GB); a CPU-only machine can take the CPU build instead:
+#   make install TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install test test-fast study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
