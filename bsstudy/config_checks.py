@@ -31,7 +31,7 @@ def check_hidden_sizes(value) -> None:
 def check_optim_numbers(optim: DictConfig) -> None:
     """optim.lr > 0, momentum in [0, 1), weight_decay >= 0: finite numbers before any comparison."""
     if not (is_number(optim.lr) and optim.lr > 0):
-        raise ConfigError(f"optim.lr must be a finite number > 0; got {optim.lr!r}")
+        raise ConfigError(f"optim.lr must be a number > 0 and finite; got {optim.lr!r}")
     if not (is_number(optim.momentum) and 0 <= optim.momentum < 1):
         raise ConfigError(f"optim.momentum must be a number in [0, 1); got {optim.momentum!r}")
     if not (is_number(optim.weight_decay) and optim.weight_decay >= 0):

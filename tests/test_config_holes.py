@@ -24,8 +24,8 @@ TINY = ["data=synthetic", "model.hidden_sizes=[16]", "trainer.max_epochs=1"]
         ("model.hidden_sizes=abc", r"model.hidden_sizes must be a list of positive integers.*'abc'"),
         ("optim.momentum=x", r"optim.momentum must be a number in \[0, 1\); got 'x'"),
         ("optim.weight_decay=x", r"optim.weight_decay must be a finite number >= 0; got 'x'"),
-        ("optim.lr=inf", r"optim.lr must be a finite number > 0; got inf"),
-        ("optim.lr=nan", r"optim.lr must be a finite number > 0; got nan"),
+        ("optim.lr=inf", r"optim.lr must be a number > 0 and finite; got inf"),
+        ("optim.lr=nan", r"optim.lr must be a number > 0 and finite; got nan"),
         ("resume=maybe", r"resume must be true or false; got 'maybe'"),
         ("checkpoint.at_epochs=[1,5]", r"checkpoint.at_epochs has epochs beyond trainer.max_epochs=1: \[5\]"),
         ("seed=-1", r"seed must be an integer >= 0; got -1"),
@@ -53,7 +53,7 @@ def test_the_cli_prints_a_config_error_as_one_line_unless_hydra_full_error(tmp_p
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert "optim.lr must be a finite number > 0; got inf" in proc.stderr
+    assert "optim.lr must be a number > 0 and finite; got inf" in proc.stderr
     assert ("Traceback" in proc.stderr) == full_error
     if not full_error:
-        assert proc.stderr.strip().splitlines() == ["error: optim.lr must be a finite number > 0; got inf"]
+        assert proc.stderr.strip().splitlines() == ["error: optim.lr must be a number > 0 and finite; got inf"]
