@@ -4,13 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 SWEEP ?=
-# The torch build to install; the default is the one this project is tested with (CPU or CUDA wheels alike).
+# The torch build to install; the default is the one this project is tested with. On Linux, PyPI's torch wheel
+# brings the CUDA libraries (several GB); a CPU-only machine can take the CPU build instead:
+#   make install TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-.PHONY: help install test study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+.PHONY: help install test test-fast study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
 
 install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
@@ -20,8 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-test: install  ## the whole test suite (about 3 minutes on 2 CPU cores)
+test: install  ## the whole test suite (needs Chromium for the report check, else that test is skipped)
 	$(BIN)/python -m pytest -q
+
+test-fast: install  ## the tests that neither train a model nor start the CLI (markers slow, cli; tests/conftest.py)
+	$(BIN)/python -m pytest -q -m "not slow and not cli"
 
 study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g. make study ARGS="data=fashion_mnist"
 	$(BIN)/python -m bsstudy -m experiment=generalization $(ARGS)

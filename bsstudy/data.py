@@ -9,13 +9,15 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError, DataError, is_positive_int
+from bsstudy.data_checks import WAY_OUT, check_idx_arrays
 from bsstudy.streams import rng, torch_generator
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ def take_subsets(data: TensorData, train_size: int | None, test_size: int | None
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): magic 2049 = labels [n], 2051 = images [n, rows, cols]."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raw = read_maybe_gzipped(path)
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic not in IDX_MAGIC:
         raise ValueError(f"{path} is not an IDX label or image file (magic number {magic}, expected 2049 or 2051)")
@@ -150,6 +152,16 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) != expected:
         raise ValueError(f"{path} is truncated or corrupt: {len(raw)} bytes, the header {shape} needs {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable, for torch
+
+
+def read_maybe_gzipped(path: Path) -> bytes:
+    """The bytes of `path`, decompressed when it ends in .gz; a truncated or non-gzip .gz is a DataError naming it."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{path} is not a complete gzip file ({type(err).__name__}: {err})") from None
 
 
 def find_idx_file(stem: str, folders: list[Path]) -> Path | None:
@@ -186,9 +198,11 @@ def load_idx_dataset(name: str, root: Path, download: bool) -> dict[str, np.ndar
             f"with its files (e.g. data.root=../shared/data)."
         )
     try:
-        return {key: read_idx(path) for key, path in paths.items()}
+        arrays = {key: read_idx(path) for key, path in paths.items()}
     except ValueError as err:
-        raise ValueError(f"data={name}: {err}. Delete the file to download it again, or replace it.") from err
+        raise DataError(f"data={name}: {err}. {WAY_OUT}") from None
+    check_idx_arrays(name, arrays, paths)
+    return arrays
 
 
 def torchvision_download(folder_name: str, root: Path) -> str:

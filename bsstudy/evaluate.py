@@ -38,7 +38,9 @@ def evaluate(
         loss.update(F.nll_loss(log_probs, target), weight=len(target))
         accuracy.update(log_probs, target)
     net.train(was_training)
-    return {"loss": loss.compute().item(), "acc": accuracy.compute().item()}
+    mean_loss = loss.compute().item()
+    # NaN outputs (a diverged net) have no prediction: argmax would give class 0 and a made-up accuracy
+    return {"loss": mean_loss, "acc": accuracy.compute().item() if mean_loss == mean_loss else float("nan")}
 
 
 def validation_columns(net: torch.nn.Module, data, chunk_size: int) -> dict[str, float]:

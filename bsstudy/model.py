@@ -92,15 +92,16 @@ def value_at(schedule, epoch: int, default):
     return schedule[max(keys)] if keys else default
 
 
-def check_schedule(name: str, schedule, is_value_ok, allowed: str) -> None:
-    """A schedule is null or a mapping {epoch >= 0: value}; the error names the key and what is allowed."""
+def check_schedule(name: str, schedule, is_value_ok, allowed: str, example: str = "{0: 1024, 10: 64}") -> None:
+    """A schedule is null or a mapping {epoch >= 0: value}; the error names the key, what is allowed and an
+    example of that schedule."""
     if schedule is None:
         return
     if not hasattr(schedule, "items") or not all(
         isinstance(k, int) and k >= 0 and is_value_ok(v) for k, v in schedule.items()
     ):
         raise ConfigError(
-            f"{name} must be null or a mapping {{epoch >= 0: {allowed}}}, e.g. {{0: 1024, 10: 64}}; got {schedule}"
+            f"{name} must be null or a mapping {{epoch >= 0: {allowed}}}, e.g. {example}; got {schedule!r}"
         )
 
 
@@ -123,7 +124,10 @@ def check_optim_config(cfg) -> None:
         raise ConfigError("optim.momentum is an SGD setting; Adam uses optim.betas. Leave optim.momentum at 0.")
     if cfg.name == "sgd" and not 0 <= cfg.momentum < 1:
         raise ConfigError(f"optim.momentum must be in [0, 1); got {cfg.momentum!r}")
-    check_schedule("optim.lr_schedule", cfg.lr_schedule, lambda v: isinstance(v, (int, float)) and v > 0, "factor > 0")
+    check_schedule(
+        "optim.lr_schedule", cfg.lr_schedule, lambda v: isinstance(v, (int, float)) and v > 0, "factor > 0",
+        example="{10: 0.2, 20: 0.04}",
+    )  # fmt: skip
 
 
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:

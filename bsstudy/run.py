@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -16,16 +17,27 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.config_checks import check_config_holes
 from bsstudy.data import DATASETS, load_data
 from bsstudy.distributed import check_distributed_config, world_size
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.report.wandb_report import log_run_report
-from bsstudy.runfiles import RunCheckpoints, library_versions, peak_memory, read_metrics, write_json
+from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.runfiles import (
+    RunCheckpoints,
+    library_versions,
+    peak_memory,
+    read_metrics,
+    resume_checkpoint,
+    write_json,
+)
+from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
 
 log = logging.getLogger(__name__)
@@ -33,6 +45,7 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
+    check_config_holes(cfg)
     if not is_positive_int(cfg.data.batch_size):
         raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
     if cfg.data.name not in DATASETS:
@@ -93,25 +106,35 @@ def build_probe(probe_cfg: DictConfig, out_dir: Path):
         raise
 
 
-def completed_summary(path: Path) -> dict | None:
-    """The summary of a run that already completed, if there is one (resume then has nothing to do)."""
-    if path.exists():
-        summary = json.loads(path.read_text())
-        if summary.get("status") == "completed":
-            return summary
-    return None
-
-
 def train(cfg: DictConfig) -> dict:
-    """Train one run as configured and return its summary (also written to <run>/summary.json)."""
+    """Train one run as configured and return its summary (also written to <run>/summary.json).
+    The run folder is locked while it trains and must hold nothing or this same run (bsstudy/run_identity.py)."""
+    STOP.check()  # a stop signal before this job of a sweep began: it does not start
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if requeued_by_slurm() and not cfg.resume:  # preempted or timed out, requeued by submitit: continue the run
+        log.info("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resume=true", os.environ["SLURM_RESTART_COUNT"])
+        cfg.resume = True
+    if rank_zero_only.rank != 0:  # DDP: rank 0 holds and checks the folder; the others train alongside it
+        return fit_run(cfg, run_dir)
+    with locked_run_folder(run_dir):
+        if (done := check_run_folder(cfg, run_dir)) is not None:
+            return done
+        record_identity(cfg, run_dir)
+        return fit_run(cfg, run_dir)
+
+
+def requeued_by_slurm() -> bool:
+    """SLURM counts the restarts of a requeued job in SLURM_RESTART_COUNT (absent or 0 on its first start)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
+def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Fit the run in `run_dir` (from checkpoints/last.ckpt with resume=true) and write its summary."""
     summary_path = run_dir / "summary.json"
-    if cfg.resume and (done := completed_summary(summary_path)):
-        log.info("resume=true: %s already completed; nothing to do", run_dir)
-        return done
     started = time.perf_counter()
-    module = trainer = None
+    module = trainer = summary = None
+    restore_signal_handlers = STOP.install()
     try:
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -141,6 +164,7 @@ def train(cfg: DictConfig) -> dict:
             *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
             *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
+            StopAtChunkBoundary(STOP),
         ]
         loggers = build_loggers(cfg, run_dir)
         trainer = L.Trainer(
@@ -160,19 +184,28 @@ def train(cfg: DictConfig) -> dict:
             limit_val_batches=0,
             default_root_dir=run_dir,
         )
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = last if cfg.resume and last.exists() else None
+        ckpt_path = resume_checkpoint(run_dir / "checkpoints") if cfg.resume else None
         if cfg.resume:
-            log.info("resume=true: %s", f"continuing from {last}" if ckpt_path else "no checkpoint yet, starting fresh")
+            log.info(
+                "resume=true: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh"
+            )
+        STOP.check()
         trainer.fit(module, ckpt_path=ckpt_path)
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted; run again with resume=true to continue")
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
         summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
         summary["probes"] = {
             name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
         }
+    except (SystemExit, KeyboardInterrupt) as err:  # a stop signal, Lightning's SIGTERMException, a 2nd Ctrl+C
+        summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started)
+        summary["error"] = interruption_message(err, summary["epochs_completed"])
+        if rank_zero_only.rank == 0:
+            write_json(summary_path, summary)
+        log.error("%s: %s", run_dir, summary["error"])
+        if (signum := interrupting_signal(err)) is None:
+            raise  # not a signal of ours: the exit goes on as it was asked for
+        raise RunInterrupted(signum) from None
     except Exception as err:
         summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
         summary["error"] = f"{type(err).__name__}: {err}"
@@ -181,7 +214,8 @@ def train(cfg: DictConfig) -> dict:
             write_json(summary_path, summary)
         raise
     finally:
-        for logger in trainer.loggers if trainer else []:
+        restore_signal_handlers()
+        for logger in trainer.loggers if trainer and summary else []:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in summary.items() if k != "traceback"})
                 log_run_report(logger.experiment, run_dir, summary)  # figures as images, tables as W&B tables
@@ -190,6 +224,26 @@ def train(cfg: DictConfig) -> dict:
         write_json(summary_path, summary)
     log.info("%s: %s; summary in %s", status, run_dir, summary_path)
     return summary
+
+
+def interrupting_signal(err: BaseException) -> int | None:
+    """The signal behind an interruption: ours names it; Lightning's SIGTERMException is SIGTERM; a
+    KeyboardInterrupt is Ctrl+C; any other exit (Lightning's after a second Ctrl+C, submitit's after it
+    requeued a timed-out job) is the signal received, if any, else None."""
+    if isinstance(err, RunInterrupted):
+        return err.signum
+    if isinstance(err, SIGTERMException):
+        return signal.SIGTERM
+    return signal.SIGINT if isinstance(err, KeyboardInterrupt) else STOP.signum
+
+
+def interruption_message(err: BaseException, epochs_completed: int) -> str:
+    signum = interrupting_signal(err)
+    cause = signal.Signals(signum).name if signum is not None else f"an exit request ({err!r})"
+    return (
+        f"interrupted by {cause} after {epochs_completed} completed epochs; resume=true (same run folder) continues "
+        f"from the end of epoch {epochs_completed}"
+    )
 
 
 def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, status: str, wall_time_s: float) -> dict:
@@ -206,8 +260,8 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         "dataset": cfg.data.name,
         "batch_size": cfg.data.batch_size,
         "batch_size_schedule": OmegaConf.to_container(cfg.data.batch_size_schedule)
-        if cfg.data.batch_size_schedule
-        else None,
+        if OmegaConf.is_config(cfg.data.batch_size_schedule)
+        else cfg.data.batch_size_schedule,  # as given, also when it is not a mapping (the summary of that error)
         "accumulate": cfg.optim.accumulate,
         "drop_last": cfg.data.drop_last,
         "seed": cfg.seed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import platform
 import resource
@@ -22,14 +23,19 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-STATUSES = ("completed", "diverged", "failed")
+STATUSES = ("completed", "diverged", "failed", "interrupted")
 
 
 def replace_atomically(path: Path, write) -> None:
-    """Write `path` through a temporary file and rename it into place (readers never see half a file)."""
+    """Write `path` through a temporary file and rename it into place (readers never see half a file).
+    A write that fails (a full disk) removes the temporary file and names `path` in its error."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {path.name} is as it was") from err
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -93,7 +99,8 @@ def parse_number(text: str | None) -> int | float | None:
 
 class RunCheckpoints(Checkpoint):
     """After every epoch, `checkpoints/last.ckpt` (for resume); after the epochs in `at_epochs`,
-    also `checkpoints/epoch=<e>.ckpt` (e counts completed epochs). Written atomically.
+    also `checkpoints/epoch=<e>.ckpt` (e counts completed epochs). Written atomically; the last.ckpt
+    it replaces is kept as `previous.ckpt`, which resume falls back to when last.ckpt is unreadable.
 
     A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the epoch end:
     the epoch's metrics row is logged before the checkpoint that includes the epoch is written.
@@ -110,9 +117,40 @@ class RunCheckpoints(Checkpoint):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for name in names:
             if trainer.is_global_zero:
+                if name == "last.ckpt" and (self.dirpath / name).exists():
+                    os.replace(self.dirpath / name, self.dirpath / "previous.ckpt")
                 replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
             else:  # DDP: the other processes join save_checkpoint's barrier; only rank 0 writes the file
                 trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
+
+
+def is_readable_checkpoint(path: Path) -> bool:
+    """The file loads as a Lightning checkpoint (a 0-byte or cut file does not)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # EOFError, UnpicklingError, RuntimeError (zip archive), OSError ...
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint
+
+
+def resume_checkpoint(dirpath: Path) -> Path | None:
+    """The checkpoint resume=true continues from: last.ckpt, or previous.ckpt (one epoch earlier) when last.ckpt
+    is missing or unreadable; None when there is none yet. Neither readable: RunFolderError naming both."""
+    from bsstudy import RunFolderError
+
+    last, previous = dirpath / "last.ckpt", dirpath / "previous.ckpt"
+    candidates = [p for p in (last, previous) if p.exists()]
+    for path in candidates:
+        if is_readable_checkpoint(path):
+            if path == previous:
+                logging.getLogger(__name__).warning("%s is missing or unreadable; resuming from %s", last, previous)
+            return path
+    if candidates:
+        raise RunFolderError(
+            f"cannot resume: {' and '.join(map(str, candidates))} cannot be read (empty or cut short). Delete "
+            f"{dirpath} to train this run again from the start (resume=true), or start it in a new folder"
+        )
+    return None
 
 
 PROC_STATUS = Path("/proc/self/status")  # Linux: the process's current and peak resident set size

@@ -1,7 +1,15 @@
-"""Shared helpers: compose the real config tree in-process, or run the real CLI in a subprocess."""
+"""Shared helpers: compose the real config tree in-process, or run the real CLI in a subprocess.
+
+Markers (registered in pyproject.toml) are also given from what a test does, so `make test-fast`
+(`-m "not slow and not cli"`) needs no list to keep up to date: a test that, itself or through a
+fixture, starts a process (`run_cli`, `subprocess`) is `cli`; one that trains a model (`train(`,
+`trainer.fit`) or reads the real data set (`shared_data`) is `slow`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import subprocess
 import sys
@@ -55,3 +63,29 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
         pytest.skip(f"no offline Fashion-MNIST at {SHARED_DATA} (CI and the dev machines have it)")
     return SHARED_DATA
+
+
+CLI_CALLS = ("run_cli(", "subprocess", "Popen(")
+SLOW_CALLS = ("train(", ".fit(", "shared_data")
+
+
+def sources_of(item) -> str:
+    """The source of a test function and of every fixture it uses (fixtures of fixtures included)."""
+    functions = [item.function]
+    for name in getattr(item, "fixturenames", []):
+        for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            functions.append(fixture.func)
+    texts = []
+    for function in functions:
+        with contextlib.suppress(OSError, TypeError):  # a builtin fixture (tmp_path ...): nothing of ours inside
+            texts.append(inspect.getsource(function))
+    return "\n".join(texts)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        source = sources_of(item)
+        if any(call in source for call in CLI_CALLS):
+            item.add_marker(pytest.mark.cli)
+        if any(call in source for call in SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)

@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from bsstudy.bench import main
 
 ROW_KEYS = {"what", "impl", "batch_size", "median_s", "min_s", "repeats"}
 
 
+@pytest.mark.slow  # runs the quick benchmark: about 35 s on 2 busy cores
 def test_bench_json_rows_cover_every_case_in_the_documented_format(capsys):
     main(["--quick", "--json", "--batch-sizes", "2", "64"])
     rows = json.loads(capsys.readouterr().out)

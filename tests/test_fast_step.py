@@ -29,6 +29,7 @@ def trained(fast: bool, batch_size: int, steps: int, **optim) -> StudyModule:
     return module
 
 
+@pytest.mark.slow  # 300 single-sample steps, three times: 20-25 s at B=2 on 2 cores
 @pytest.mark.parametrize("batch_size", [2, 64])
 @pytest.mark.parametrize("optim", [{}, {"momentum": 0.9, "weight_decay": 5e-4}], ids=["plain", "momentum+wd"])
 def test_fast_step_gives_the_same_parameters_as_autograd(batch_size, optim):

@@ -42,7 +42,8 @@ def test_run_files_hold_metrics_summary_and_gap(tmp_path):
     assert on_disk["optimizer_steps"] == 3 * on_disk["steps_per_epoch"] == rows[-1]["optimizer_steps"]
     assert on_disk["steps_per_epoch"] == -(-2048 // 16)
     assert on_disk["seed"] == 0 and "torch" in on_disk["versions"] and on_disk["peak_memory_bytes"] > 0
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch=1.ckpt", "epoch=3.ckpt", "last.ckpt"]
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert checkpoints == ["epoch=1.ckpt", "epoch=3.ckpt", "last.ckpt", "previous.ckpt"]  # previous: the fallback
 
 
 def test_lr_scaling_and_warmup_are_applied_and_recorded(tmp_path):

@@ -107,7 +107,14 @@ def read_config(run_dir: Path) -> dict:
 
 
 def read_metrics_frame(path: Path) -> pd.DataFrame:
+    """metrics.csv as numbers; a file cut short (header only, or a last row without its line end) is an error,
+    so the run is listed among the problems instead of silently losing epochs."""
+    text = path.read_text()
+    if not text.endswith("\n"):
+        raise ValueError("truncated: the last row is cut off (bsstudy writes whole files ending in a newline)")
     frame = pd.read_csv(path)
+    if frame.empty:
+        raise ValueError("no epoch rows (header only): the file was cut short")
     if "epoch" not in frame or "test_acc" not in frame:
         raise ValueError("no epoch/test_acc columns")
     return frame.apply(pd.to_numeric, errors="raise")
