@@ -27,7 +27,6 @@ from bsstudy.distributed import check_distributed_config, world_size
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
-from bsstudy.report.wandb_report import log_run_report
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     RunCheckpoints,
@@ -39,6 +38,7 @@ from bsstudy.runfiles import (
 )
 from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
+from bsstudy.wandb_files import log_run_files
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         for logger in trainer.loggers if trainer and summary else []:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in summary.items() if k != "traceback"})
-                log_run_report(logger.experiment, run_dir, summary)  # figures as images, tables as W&B tables
+                log_run_files(logger.experiment, run_dir)  # its metrics and probe files as W&B tables and images
                 logger.experiment.finish()
     if rank_zero_only.rank == 0:
         write_json(summary_path, summary)

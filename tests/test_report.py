@@ -8,6 +8,7 @@ import base64
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from bsstudy.report import build_report
 from bsstudy.report.__main__ import main as report_main
 from bsstudy.report.check import check_images, chromium, screenshot
 from bsstudy.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
-from bsstudy.report.wandb_report import log_run_report, wandb_report
+from bsstudy.report.wandb_report import wandb_report
 from bsstudy.run import best_on_validation
+from bsstudy.wandb_files import log_run_files
 
 from conftest import run_cli
 
@@ -126,22 +128,26 @@ def test_findings_with_two_seeds_say_too_few_and_still_show_the_numbers(cli_swee
     assert kind_of(steps["verdict"]) == TOO_FEW_SEEDS
 
 
-def test_each_run_logs_its_figures_and_tables_to_wandb(cli_sweep):
+def test_each_run_logs_its_metrics_and_probe_files_to_wandb(cli_sweep):
     for run in ("0", "3"):
-        media = next((cli_sweep / run / "wandb").glob("offline-run-*")) / "files" / "media"
-        images = {p.name.split("_3_")[0] for p in (media / "images" / "report").glob("*.png")}
-        tables = {p.name.split("_3_")[0] for p in (media / "table" / "report_tables").glob("*.table.json")}
-        assert {"generalization_curves", "update_norms", "update_norm_histograms"} <= images
-        assert {"metrics", "runs", "findings", "final_by_batch_size"} <= tables
+        media = next((cli_sweep / run / "wandb").glob("offline-run-*")) / "files" / "media" / "table" / "files"
+        # W&B names a logged table <key>_<step>_<hash>.table.json
+        named = {p: str(p.relative_to(media)) for p in media.rglob("*.json")}
+        tables = {re.sub(r"_\d+_[0-9a-f]+\.table\.json$", "", name): p for p, name in named.items()}
+        assert {"metrics", "update_norms/epochs"} <= tables.keys()
+        logged = json.loads(tables["metrics"].read_text())
+        metrics = read_rows(cli_sweep / run / "metrics.csv")
+        assert logged["columns"] == list(metrics[0]) and len(logged["data"]) == len(metrics)
 
 
-def test_log_run_report_never_raises(tmp_path, caplog):
+def test_logging_run_files_never_raises(tmp_path, caplog):
     class Broken:
         def log(self, media):
             raise RuntimeError("W&B is down")
 
-    log_run_report(Broken(), tmp_path, {"status": "failed"})  # an empty folder, a failing logger
-    assert "could not log the report" in caplog.text
+    (tmp_path / "metrics.csv").write_text("epoch,test_acc\n0,0.1\n")
+    log_run_files(Broken(), tmp_path)  # a failing logger
+    assert "could not log the files" in caplog.text
 
 
 def test_offline_wandb_report_is_saved_as_json_with_sync_commands(cli_sweep, monkeypatch, tmp_path):

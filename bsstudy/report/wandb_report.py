@@ -1,7 +1,6 @@
 """The W&B side of the report.
 
-Per run (`log_run_report`, called by bsstudy/run.py before a W&B run finishes): the run's own report
-figures as images (`report/<figure>`) and its tables as W&B tables (`report_tables/<table>`).
+Per run, training logs the run's own files (bsstudy/wandb_files.py); this module is the sweep's side.
 
 Per sweep (`python -m bsstudy.report.wandb_report <sweep>`, `make wandb-report SWEEP=...`): a W&B
 Report (wandb-workspaces Reports API) over the sweep's W&B group, with the findings table and
@@ -15,7 +14,6 @@ prompts for a login and never waits on the network.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import netrc
@@ -36,31 +34,6 @@ log = logging.getLogger(__name__)
 BATCH_SIZE_KEY = "data.batch_size"
 CURVES = ["test_acc", "train_acc", "gap", "test_loss", "train_loss"]
 PROBE_CURVES = ["update_norm_median", "epoch_distance", "noise_scale"]
-
-
-def log_run_report(experiment, run_dir: str | Path, summary: dict) -> None:
-    """Log one run's report figures as W&B images and its report tables as W&B tables. Never raises:
-    a failure is logged and the run's own files are untouched."""
-    try:
-        import wandb
-        from PIL import Image
-
-        run_dir = Path(run_dir)
-        sweep = read_sweep(run_dir, summaries={run_dir.name: summary})
-        media = {}
-        for section in report_sections(sweep):
-            for figure in section.figures:
-                media[f"report/{figure.name}"] = wandb.Image(Image.open(io.BytesIO(figure.png)), caption=figure.caption)
-            for table in section.tables:
-                media[f"report_tables/{table.name}"] = wandb.Table(
-                    dataframe=table.frame.astype(object).where(table.frame.notna(), None)
-                )
-        media["report_tables/metrics"] = wandb.Table(
-            dataframe=sweep.epochs.astype(object).where(sweep.epochs.notna(), None)
-        )
-        experiment.log(media)
-    except Exception:
-        log.exception("W&B: could not log the report figures and tables of %s", run_dir)
 
 
 def first_run_config(sweep: Sweep, name: str) -> dict:
