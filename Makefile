@@ -12,7 +12,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-.PHONY: help install test test-fast study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
 
 install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
@@ -27,6 +27,18 @@ test: install  ## the whole test suite (needs Chromium for the report check, els
 
 test-fast: install  ## the tests that neither train a model nor start the CLI (markers slow, cli; tests/conftest.py)
 	$(BIN)/python -m pytest -q -m "not slow and not cli"
+
+WHEEL_VENV ?= /tmp/bsstudy-wheel-venv
+wheel-check: install  ## build the wheel, install it (not editable) in a fresh venv, run a 1-epoch sweep from another folder
+	rm -rf dist $(WHEEL_VENV) && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	$(PYTHON) -m venv $(WHEEL_VENV) && $(WHEEL_VENV)/bin/pip install -q --no-deps dist/bsstudy-*.whl
+	@# the dependencies (torch alone is GBs) come from .venv; bsstudy itself only from the wheel
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))" \
+		> $$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")/deps-from-dev-venv.pth
+	cd $(WHEEL_VENV) && WANDB_MODE=offline bin/bsstudy -m data=synthetic data.batch_size=8,32 trainer.max_epochs=1 \
+		trainer.progress_bar=false hydra.sweep.dir=$(WHEEL_VENV)/sweep
+	test -f $(WHEEL_VENV)/sweep/report/report.html && test -f $(WHEEL_VENV)/sweep/1/summary.json
+	cd $(WHEEL_VENV) && bin/python -c "import bsstudy; assert '$(WHEEL_VENV)' in bsstudy.__file__, bsstudy.__file__"
 
 study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g. make study ARGS="data=fashion_mnist"
 	$(BIN)/python -m bsstudy -m experiment=generalization $(ARGS)

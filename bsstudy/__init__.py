@@ -1,6 +1,9 @@
 """bsstudy: which batch size should I use, and why does it change my results?"""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the config tree, shipped inside the package
 
 
 class UsageError(ValueError):

@@ -10,25 +10,22 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bsstudy import UsageError
+from bsstudy import CONF_DIR, UsageError
 from bsstudy.parallel import job_share
 from bsstudy.run import train
 from bsstudy.stop_signals import STOP
 
-# An absolute path: Hydra reads a relative one as a Python package when `bsstudy` is the console script.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger(__name__)
 FAILED_JOBS: list[str] = []  # "<run folder>: <error>" of this process's sweep jobs that raised
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train one run; the final validation accuracy is returned for Hydra sweepers that optimize (they
     select, so they never see test accuracy)."""

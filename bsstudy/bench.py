@@ -42,13 +42,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from bsstudy import CONF_DIR
 from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP, StudyModule
 from bsstudy.probes.update_norms import UpdateNorms
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 STEPS_PER_REPEAT = {2: 400, 64: 60, 256: 16, 1024: 5}  # about 0.3-0.5 s per case and repeat: fine interleaving
 TUTORIAL_BATCH_SIZES = (2, 64, 1024)
 EVAL_CHUNK = 10_000
@@ -81,7 +82,7 @@ def load_bench_data() -> TensorData:
 
 
 def sgd_config():
-    """The study's optimizer settings, as in conf/optim/sgd.yaml."""
+    """The study's optimizer settings, as in bsstudy/conf/optim/sgd.yaml."""
     return OmegaConf.load(CONF / "optim" / "sgd.yaml")
 
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bsstudy import CONF_DIR
 from bsstudy.parallel import available_cores, threads_per_job
 from bsstudy.runfiles import read_metrics, run_folders
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 COMMON = ["trainer.progress_bar=false", "checkpoint.save_last=false"]
 REFERENCE = ["data.batch_size=2,64,256,1024", "data.train_size=6000", "trainer.max_epochs=2"]
 QUICK = ["data=synthetic", "data.batch_size=16,64", "model.hidden_sizes=[32]", "trainer.max_epochs=1"]

@@ -20,6 +20,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from bsstudy import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 FAST = ["trainer.progress_bar=false"]
@@ -27,7 +29,7 @@ FAST = ["trainer.progress_bar=false"]
 
 def compose_run(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The config `python -m bsstudy <overrides>` would run, with its output folder set to run_dir."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*FAST, *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)

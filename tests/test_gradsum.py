@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from bsstudy import ConfigError
+from bsstudy import CONF_DIR, ConfigError
 from bsstudy.model import MLP
 from bsstudy.probes.gradsum import (
     GradSum,
@@ -33,7 +33,7 @@ from bsstudy.report.runs import read_sweep
 from bsstudy.run import train
 from bsstudy.runfiles import read_metrics
 
-from conftest import ROOT, compose_run
+from conftest import compose_run
 
 LAST = ["layers.2.weight"]
 
@@ -181,8 +181,8 @@ def test_normalized_std_is_the_sources_sigma_b_times_mu_1024_over_mu_b():
 
 
 def probe_defaults() -> dict:
-    """conf/probes/gradsum.yaml as plain values (what `probes=[gradsum]` gives)."""
-    values = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "probes" / "gradsum.yaml"))
+    """bsstudy/conf/probes/gradsum.yaml as plain values (what `probes=[gradsum]` gives)."""
+    values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "probes" / "gradsum.yaml"))
     return {k: v for k, v in values.items() if k != "_target_"}
 
 

@@ -11,18 +11,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from bsstudy import CONF_DIR
 from bsstudy.bench_sweep import max_relative_difference
 from bsstudy.parallel import available_cores, claimed_slot, threads_per_job
 from bsstudy.run import train
 from bsstudy.runfiles import read_metrics
 
-from conftest import ROOT, compose_run, run_cli
+from conftest import compose_run, run_cli
 
 TINY = ["data=synthetic", "model.hidden_sizes=[32]", "trainer.max_epochs=2"]
 
 
 def hydra_config(overrides: list[str]):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 

@@ -4,7 +4,7 @@
   interpolate SWEEP [--batch-sizes BA BB]   default: the smallest and largest batch size of the sweep
   sharpness | landscape | hessian RUN_OR_SWEEP   -> <run>/probes/<measure>/ and summary.json probes.<measure>
 
-`key=value` arguments override the measure's settings in conf/probes/<measure>.yaml (e.g. train_samples=2048);
+`key=value` arguments override the measure's settings in bsstudy/conf/probes/<measure>.yaml (e.g. train_samples=2048);
 `--geometry-bn running|batch` replaces the runs' model.geometry_bn (how batch norm is evaluated).
 """
 

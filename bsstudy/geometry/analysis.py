@@ -1,5 +1,5 @@
 """The geometry measures on the checkpoints of finished runs and sweeps (used by __main__.py and the
-Hydra callback): each measure is the probe of the same name, configured by conf/probes/<name>.yaml
+Hydra callback): each measure is the probe of the same name, configured by bsstudy/conf/probes/<name>.yaml
 plus overrides, applied to the network rebuilt from a run folder."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bsstudy import CONF_DIR
 from bsstudy.geometry.runs import load_run, merge_into_summary, pick_pair, runs_of
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MEASURES = ("interpolate", "sharpness", "landscape", "hessian")
 
 
 def probe_settings(name: str, overrides: list[str] | dict | None = None) -> DictConfig:
-    """conf/probes/<name>.yaml with `key=value` overrides (or a mapping of them) applied."""
+    """bsstudy/conf/probes/<name>.yaml with `key=value` overrides (or a mapping of them) applied."""
     settings = OmegaConf.load(CONF_DIR / "probes" / f"{name}.yaml")
     if isinstance(overrides, (list, tuple)):
         overrides = OmegaConf.from_dotlist(list(overrides))
@@ -80,7 +80,7 @@ def interpolate_sweep(
 
 class SweepInterpolation(Callback):
     """Hydra callback: when a multirun ends, interpolate between the smallest and largest batch size of the
-    sweep (or `batch_sizes`), with `overrides` of conf/probes/interpolation.yaml. Enabled by
+    sweep (or `batch_sizes`), with `overrides` of bsstudy/conf/probes/interpolation.yaml. Enabled by
     experiment=sharpness; add it to any sweep with hydra.callbacks (see the README)."""
 
     def __init__(self, batch_sizes=None, overrides=None, device: str = "cpu"):

@@ -1,6 +1,6 @@
 """Probes: Lightning callbacks that measure the training and never change it.
 
-A probe is one module here plus one config file, `conf/probes/<name>.yaml`, holding its
+A probe is one module here plus one config file, `bsstudy/conf/probes/<name>.yaml`, holding its
 `_target_` and its settings (`probes.<name>.*`). Select probes with `probes=[update_norms,...]`.
 run.py builds each one with `out_dir=<run>/probes/<name>`, where it writes its files, and puts
 it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_extras` in

@@ -1,6 +1,6 @@
 """Hydra callback: write the report of a sweep when the whole multirun has ended.
 
-Registered in conf/config.yaml under hydra.callbacks.report, so every `python -m bsstudy -m ...` ends
+Registered in bsstudy/conf/config.yaml under hydra.callbacks.report, so every `python -m bsstudy -m ...` ends
 with <sweep>/report/. Hydra skips `on_multirun_end` when a job raises or a signal stops the sweep;
 `python -m bsstudy` then calls `finish_sweep`, which writes the report of what exists and says which
 runs did not end. A failure of the report is logged with the command to redo it and never raised:

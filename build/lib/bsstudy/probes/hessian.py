@@ -1,0 +1,121 @@
+"""Hessian spectrum of the final minimizer: extreme eigenvalues (Lanczos) and trace, see bsstudy/geometry/hessian.py.
+
+Files in <run>/probes/hessian/: `hessian.json` (estimates with their residuals, products, tolerances, convergence).
+summary.json probes.hessian: lambda_max (largest algebraic eigenvalue) and lambda_abs_max (largest magnitude),
+each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps (0 for lambda_max when it
+was read from a positive lambda_abs_max) and _converged; trace, trace_stderr, ...; geometry_bn (the
+batch-norm convention). `top_eigenvalue` is kept as an alias of lambda_abs_max (what the earlier power
+iteration estimated), for readers of older summaries.
+train_loss and grad_norm (whole training set, at the measured weights: bsstudy/geometry/objective.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bsstudy import ConfigError, is_positive_int
+from bsstudy.geometry.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
+from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
+from bsstudy.probes import FinalWeightsProbe
+from bsstudy.runfiles import write_json
+from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
+
+
+class Hessian(FinalWeightsProbe):
+    """Extreme Hessian eigenvalues (Lanczos: largest algebraic and largest magnitude) and trace
+    (Hutchinson) of the training loss."""
+
+    def __init__(
+        self,
+        out_dir,
+        k: int = 1,
+        tol: float = 1e-3,
+        ncv: int = 20,
+        max_hvps: int = 500,
+        trace_max_samples: int = 100,
+        trace_min_samples: int = 10,
+        trace_rel_tol: float = 0.02,
+        train_samples: int | None = 10000,
+        chunk_size: int = 8192,
+    ):
+        super().__init__(out_dir)
+        ints = {"k": k, "max_hvps": max_hvps, "trace_max_samples": trace_max_samples,
+                "trace_min_samples": trace_min_samples, "chunk_size": chunk_size}  # fmt: skip
+        for key, value in ints.items():
+            if not is_positive_int(value):
+                raise ConfigError(f"probes.hessian.{key} must be a positive integer; got {value!r}")
+        if not (is_positive_int(ncv) and ncv > k):
+            raise ConfigError(f"probes.hessian.ncv must be an integer > probes.hessian.k ({k}); got {ncv!r}")
+        if max_hvps < ncv:
+            raise ConfigError(
+                f"probes.hessian.max_hvps must be >= probes.hessian.ncv ({ncv}), one Lanczos basis; got {max_hvps}"
+            )
+        if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
+            raise ConfigError(f"probes.hessian.tol must be a number in (0, 1); got {tol!r}")
+        if not (isinstance(trace_rel_tol, (int, float)) and trace_rel_tol > 0):
+            raise ConfigError(f"probes.hessian.trace_rel_tol must be a number > 0; got {trace_rel_tol!r}")
+        check_sample_size("probes.hessian.train_samples", train_samples)
+        self.k, self.tol, self.ncv, self.max_hvps = k, tol, ncv, max_hvps
+        self.trace_max_samples, self.trace_min_samples, self.trace_rel_tol = (
+            trace_max_samples,
+            trace_min_samples,
+            trace_rel_tol,
+        )
+        self.train_samples, self.chunk_size = train_samples, chunk_size
+
+    def measure(self, net, data, seed: int) -> dict:
+        """Eigenvalues and trace of the Hessian of the training-subset loss at `net`'s weights."""
+        started = time.perf_counter()
+        loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
+        theta = loss.model.theta
+        generator = torch_generator(seed, "geometry_directions", DIRECTIONS_HESSIAN)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            return loss.hessian_vector_product(theta, v)
+
+        start = rng(seed, "geometry_directions", DIRECTIONS_LANCZOS).standard_normal(len(theta))
+        lanczos = hessian_lambda_max_and_abs_max(hvp, theta, start, self.k, self.tol, self.ncv, self.max_hvps)
+        trace = hessian_trace_hutchinson(
+            hvp,
+            len(theta),
+            generator,
+            self.trace_max_samples,
+            self.trace_min_samples,
+            self.trace_rel_tol,
+            theta.device,
+        )
+        summary = measured_point(net, data, self.chunk_size) | {
+            **extreme_summary("lambda_max", lanczos["LA"]),
+            **extreme_summary("lambda_abs_max", lanczos["LM"]),
+            "top_eigenvalue": lanczos["LM"]["eigenvalues"][0],  # alias of lambda_abs_max
+            "trace": trace["trace"],
+            "lanczos_k": self.k,
+            "lanczos_tol": self.tol,
+            "lanczos_ncv": self.ncv,
+            "lanczos_max_hvps": self.max_hvps,
+            "trace_stderr": trace["stderr"],
+            "trace_samples": trace["samples"],
+            "trace_converged": trace["converged"],
+            "trace_rel_tol": self.trace_rel_tol,
+            "train_samples": len(loss.y),
+            "geometry_bn": loss.model.geometry_bn,
+            "parameters": len(theta),
+            "time_s": time.perf_counter() - started,
+        }
+        write_json(self.out_dir / "hessian.json", {"summary": summary, "lanczos": lanczos, "hutchinson": trace})
+        return summary
+
+
+def extreme_summary(name: str, result: dict) -> dict:
+    """The summary entries of one Lanczos result: its first (largest) eigenvalue as `name`, with its
+    residual, relative residual, the products used and convergence; all k eigenvalues when k > 1."""
+    entries = {
+        name: result["eigenvalues"][0],
+        f"{name}_residual": result["residuals"][0],
+        f"{name}_relative_residual": result["relative_residuals"][0],
+        f"{name}_hvps": result["hvps"],
+        f"{name}_converged": result["converged"],
+    }
+    return entries | ({f"{name}_all": result["eigenvalues"]} if result["k"] > 1 else {})

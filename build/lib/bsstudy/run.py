@@ -1,0 +1,305 @@
+"""One run: validate the config, build data, model, callbacks, loggers and trainer, fit, write the run files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from bsstudy import ConfigError, is_positive_int
+from bsstudy.config_checks import check_config_holes
+from bsstudy.data import DATASETS, load_data
+from bsstudy.distributed import check_distributed_config, world_size
+from bsstudy.evaluate import EpochEvaluation
+from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
+from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
+from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.runfiles import (
+    RunCheckpoints,
+    library_versions,
+    peak_memory,
+    read_metrics,
+    resume_checkpoint,
+    write_json,
+)
+from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
+from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
+from bsstudy.wandb_files import log_run_files
+
+log = logging.getLogger(__name__)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
+    check_config_holes(cfg)
+    if not is_positive_int(cfg.data.batch_size):
+        raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(f"data.name must be one of {DATASETS}; got {cfg.data.name!r}")
+    check_schedule("data.batch_size_schedule", cfg.data.batch_size_schedule, is_positive_int, "batch size")
+    if not isinstance(cfg.data.drop_last, bool):
+        raise ConfigError(f"data.drop_last must be true or false; got {cfg.data.drop_last!r}")
+    check_optim_config(cfg.optim)
+    for key in ("max_epochs", "chunk_samples", "eval_chunk_size"):
+        if not is_positive_int(cfg.trainer[key]):
+            raise ConfigError(f"trainer.{key} must be a positive integer; got {cfg.trainer[key]!r}")
+    if cfg.trainer.threads is not None and not is_positive_int(cfg.trainer.threads):
+        raise ConfigError(f"trainer.threads must be null or a positive integer; got {cfg.trainer.threads!r}")
+    if cfg.trainer.fast_step not in FAST_STEP_MODES:
+        raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
+    check_distributed_config(cfg)
+    check_stop_at(cfg.trainer.stop_at)
+    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
+        raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
+    if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
+        raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
+    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
+        raise ConfigError(f"seed must be an integer >= 0; got {cfg.seed!r}")
+
+
+def check_batch_size(cfg: DictConfig, n_train: int) -> None:
+    """Every effective batch (accumulate x batch size, scheduled ones too) must fit in the training set."""
+    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
+        if batch_size * cfg.optim.accumulate > n_train:
+            raise ConfigError(
+                f"data.batch_size ({batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
+                f"the training set size, {n_train} for data={cfg.data.name}"
+            )
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group."""
+    loggers = []
+    for name, logger_cfg in cfg.logger.items():
+        if name == "wandb":
+            hydra_cfg = HydraConfig.get()
+            sweep = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else str(run_dir)
+            logger = instantiate(logger_cfg, group=logger_cfg.group or sweep, name=run_dir.name)
+        else:
+            logger = instantiate(logger_cfg)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(logger)
+    return loggers
+
+
+def build_probe(probe_cfg: DictConfig, out_dir: Path):
+    """Instantiate one probe; a ConfigError from its settings reaches the user as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(probe_cfg, out_dir=out_dir)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one run as configured and return its summary (also written to <run>/summary.json).
+    The run folder is locked while it trains and must hold nothing or this same run (bsstudy/run_identity.py)."""
+    STOP.check()  # a stop signal before this job of a sweep began: it does not start
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if requeued_by_slurm() and not cfg.resume:  # preempted or timed out, requeued by submitit: continue the run
+        log.info("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resume=true", os.environ["SLURM_RESTART_COUNT"])
+        cfg.resume = True
+    if rank_zero_only.rank != 0:  # DDP: rank 0 holds and checks the folder; the others train alongside it
+        return fit_run(cfg, run_dir)
+    with locked_run_folder(run_dir):
+        if (done := check_run_folder(cfg, run_dir)) is not None:
+            return done
+        record_identity(cfg, run_dir)
+        return fit_run(cfg, run_dir)
+
+
+def requeued_by_slurm() -> bool:
+    """SLURM counts the restarts of a requeued job in SLURM_RESTART_COUNT (absent or 0 on its first start)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
+def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Fit the run in `run_dir` (from checkpoints/last.ckpt with resume=true) and write its summary."""
+    summary_path = run_dir / "summary.json"
+    started = time.perf_counter()
+    module = trainer = summary = None
+    restore_signal_handlers = STOP.install()
+    try:
+        check_config(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        data = load_data(cfg.data, cfg.seed)
+        check_batch_size(cfg, data.n_train)
+        net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
+        module = StudyModule(
+            net,
+            data,
+            cfg.optim,
+            cfg.data.batch_size,
+            cfg.data.drop_last,
+            cfg.trainer.chunk_samples,
+            cfg.seed,
+            fast_step=cfg.trainer.fast_step != "off"
+            and fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer)) is None,
+            batch_size_schedule=cfg.data.batch_size_schedule,
+        )
+        # under DDP only rank 0 measures and writes files; the other processes train alongside it
+        is_rank_zero = rank_zero_only.rank == 0
+        probes = [build_probe(p, run_dir / "probes" / name) for name, p in cfg.probes.items()] if is_rank_zero else []
+        callbacks = [
+            *probes,  # before the evaluation: their epoch columns join its metrics.csv row
+            EpochEvaluation(cfg.trainer.eval_chunk_size),
+            *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
+            *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
+            RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
+            StopAtChunkBoundary(STOP),
+        ]
+        loggers = build_loggers(cfg, run_dir)
+        trainer = L.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            num_nodes=cfg.trainer.num_nodes,
+            use_distributed_sampler=False,  # every DDP process walks all chunks and takes its share of each step
+            max_epochs=cfg.trainer.max_epochs,
+            logger=loggers,
+            callbacks=callbacks,
+            enable_progress_bar=cfg.trainer.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,  # nothing is logged per batch; this only silences Lightning's warning
+            reload_dataloaders_every_n_epochs=1,  # the number of chunks changes with a batch-size schedule
+            limit_val_batches=0,
+            default_root_dir=run_dir,
+        )
+        ckpt_path = resume_checkpoint(run_dir / "checkpoints") if cfg.resume else None
+        if cfg.resume:
+            log.info(
+                "resume=true: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh"
+            )
+        STOP.check()
+        trainer.fit(module, ckpt_path=ckpt_path)
+        status = "diverged" if module.diverged else "completed"
+        summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+        summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
+        summary["probes"] = {
+            name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
+        }
+    except (SystemExit, KeyboardInterrupt) as err:  # a stop signal, Lightning's SIGTERMException, a 2nd Ctrl+C
+        summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started)
+        summary["error"] = interruption_message(err, summary["epochs_completed"])
+        if rank_zero_only.rank == 0:
+            write_json(summary_path, summary)
+        log.error("%s: %s", run_dir, summary["error"])
+        if (signum := interrupting_signal(err)) is None:
+            raise  # not a signal of ours: the exit goes on as it was asked for
+        raise RunInterrupted(signum) from None
+    except Exception as err:
+        summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
+        summary["error"] = f"{type(err).__name__}: {err}"
+        summary["traceback"] = traceback.format_exc()
+        if rank_zero_only.rank == 0:
+            write_json(summary_path, summary)
+        raise
+    finally:
+        restore_signal_handlers()
+        for logger in trainer.loggers if trainer and summary else []:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in summary.items() if k != "traceback"})
+                log_run_files(logger.experiment, run_dir)  # its metrics and probe files as W&B tables and images
+                logger.experiment.finish()
+    if rank_zero_only.rank == 0:
+        write_json(summary_path, summary)
+    log.info("%s: %s; summary in %s", status, run_dir, summary_path)
+    return summary
+
+
+def interrupting_signal(err: BaseException) -> int | None:
+    """The signal behind an interruption: ours names it; Lightning's SIGTERMException is SIGTERM; a
+    KeyboardInterrupt is Ctrl+C; any other exit (Lightning's after a second Ctrl+C, submitit's after it
+    requeued a timed-out job) is the signal received, if any, else None."""
+    if isinstance(err, RunInterrupted):
+        return err.signum
+    if isinstance(err, SIGTERMException):
+        return signal.SIGTERM
+    return signal.SIGINT if isinstance(err, KeyboardInterrupt) else STOP.signum
+
+
+def interruption_message(err: BaseException, epochs_completed: int) -> str:
+    signum = interrupting_signal(err)
+    cause = signal.Signals(signum).name if signum is not None else f"an exit request ({err!r})"
+    return (
+        f"interrupted by {cause} after {epochs_completed} completed epochs; resume=true (same run folder) continues "
+        f"from the end of epoch {epochs_completed}"
+    )
+
+
+def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, status: str, wall_time_s: float) -> dict:
+    """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
+    metrics_path = run_dir / "metrics.csv"
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    summary = {
+        "status": status,
+        "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
+        "final": rows[-1] if rows else None,
+        **best_on_validation(rows),
+        "wall_time_s": wall_time_s,
+        "train_time_s": rows[-1]["train_time_s"] if rows else None,
+        "dataset": cfg.data.name,
+        "batch_size": cfg.data.batch_size,
+        "batch_size_schedule": OmegaConf.to_container(cfg.data.batch_size_schedule)
+        if OmegaConf.is_config(cfg.data.batch_size_schedule)
+        else cfg.data.batch_size_schedule,  # as given, also when it is not a mapping (the summary of that error)
+        "accumulate": cfg.optim.accumulate,
+        "drop_last": cfg.data.drop_last,
+        "seed": cfg.seed,
+        "optimizer": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "lr_scaling": cfg.optim.lr_scaling,
+        "versions": library_versions(),
+        "run_dir": str(run_dir),
+    }
+    if module is not None:
+        summary |= {
+            "effective_batch_size": module.epoch_plan(0).samples_per_step,
+            "effective_lr": module.epoch_plan(0).lr,
+            "world_size": world_size(cfg.trainer),  # DDP processes; data.batch_size is their global batch
+            "per_device_batch_size": cfg.data.batch_size // world_size(cfg.trainer),
+            "fast_step": module.take_step == module.fast_step,
+            "optimizer_steps": module.optimizer_steps,
+            "steps_per_epoch": module.epoch_plan(0).steps,
+            "samples_seen": module.samples_seen,
+            "n_train": module.data.n_train,
+            "n_val": module.data.n_val,
+            "n_test": len(module.data.y_test),
+            "device": str(module.device),
+            "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
+            "peak_memory_bytes": peak_memory(module.device)[0],
+        }
+    return summary
+
+
+def best_on_validation(rows: list[dict]) -> dict:
+    """The epoch selected on validation: highest val_acc (the first such epoch on a tie; NaN never wins),
+    with the test accuracy reported at that epoch. Without val_acc (data.val_size=0) nothing is selected."""
+    scored = [r for r in rows if isinstance(r.get("val_acc"), (int, float)) and r["val_acc"] == r["val_acc"]]
+    if not scored:
+        reason = "no validation split (data.val_size=0)" if rows else "no epoch was evaluated"
+        return {"best": None, "selected_on": None, "selected_on_reason": f"{reason}: nothing is selected"}
+    best = max(scored, key=lambda r: r["val_acc"])
+    return {
+        "best": {"epoch": int(best["epoch"]), "val_acc": best["val_acc"], "test_acc": best["test_acc"]},
+        "selected_on": "val",
+    }

@@ -1,0 +1,209 @@
+"""What a run leaves in its folder: metrics.csv, summary.json, checkpoints/.
+
+metrics.csv is rewritten whole (atomically) after every epoch, so it is never half-written and
+survives a resume; summary.json is written once, atomically, when the run has ended.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Write `path` through a temporary file and rename it into place (readers never see half a file).
+    A write that fails (a full disk) removes the temporary file and names `path` in its error."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {path.name} is as it was") from err
+
+
+def write_json(path: Path, obj: dict) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+class EpochCSVLogger(Logger):
+    """A Lightning logger that keeps `<run_dir>/metrics.csv` (or another file) as one row per epoch.
+
+    Unlike Lightning's CSVLogger it keeps the rows of an interrupted run when the run resumes
+    (rows at or after a re-logged step are replaced), keeps columns in logging order, and
+    rewrites the file atomically at every call.
+    """
+
+    def __init__(self, run_dir: str | Path, filename: str = "metrics.csv"):
+        super().__init__()
+        self.path = Path(run_dir) / filename
+        self.rows = read_metrics(self.path) if self.path.exists() else []
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the full resolved config is in <run>/.hydra/config.yaml
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        replace_atomically(self.path, write)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv as a list of dicts with numbers parsed (empty cells -> None)."""
+    with path.open(newline="") as f:
+        return [{k: parse_number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def parse_number(text: str | None) -> int | float | None:
+    if text in ("", None):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class RunCheckpoints(Checkpoint):
+    """After every epoch, `checkpoints/last.ckpt` (for resume); after the epochs in `at_epochs`,
+    also `checkpoints/epoch=<e>.ckpt` (e counts completed epochs). Written atomically; the last.ckpt
+    it replaces is kept as `previous.ckpt`, which resume falls back to when last.ckpt is unreadable.
+
+    A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the epoch end:
+    the epoch's metrics row is logged before the checkpoint that includes the epoch is written.
+    """
+
+    def __init__(self, dirpath: str | Path, at_epochs: list[int], save_last: bool):
+        self.dirpath = Path(dirpath)
+        self.at_epochs = set(at_epochs)
+        self.save_last = save_last
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        names = (["last.ckpt"] if self.save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in self.at_epochs else [])
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if trainer.is_global_zero:
+                if name == "last.ckpt" and (self.dirpath / name).exists():
+                    os.replace(self.dirpath / name, self.dirpath / "previous.ckpt")
+                replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+            else:  # DDP: the other processes join save_checkpoint's barrier; only rank 0 writes the file
+                trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
+
+
+def is_readable_checkpoint(path: Path) -> bool:
+    """The file loads as a Lightning checkpoint (a 0-byte or cut file does not)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # EOFError, UnpicklingError, RuntimeError (zip archive), OSError ...
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint
+
+
+def resume_checkpoint(dirpath: Path) -> Path | None:
+    """The checkpoint resume=true continues from: last.ckpt, or previous.ckpt (one epoch earlier) when last.ckpt
+    is missing or unreadable; None when there is none yet. Neither readable: RunFolderError naming both."""
+    from bsstudy import RunFolderError
+
+    last, previous = dirpath / "last.ckpt", dirpath / "previous.ckpt"
+    candidates = [p for p in (last, previous) if p.exists()]
+    for path in candidates:
+        if is_readable_checkpoint(path):
+            if path == previous:
+                logging.getLogger(__name__).warning("%s is missing or unreadable; resuming from %s", last, previous)
+            return path
+    if candidates:
+        raise RunFolderError(
+            f"cannot resume: {' and '.join(map(str, candidates))} cannot be read (empty or cut short). Delete "
+            f"{dirpath} to train this run again from the start (resume=true), or start it in a new folder"
+        )
+    return None
+
+
+PROC_STATUS = Path("/proc/self/status")  # Linux: the process's current and peak resident set size
+
+
+def synchronized_now(device: torch.device) -> float:
+    """perf_counter after every queued GPU kernel has finished (on the CPU: at once); kernels run
+    asynchronously, so an unsynchronized clock would measure their launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM; reported in kB) in bytes, or None off Linux."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, kind): torch.cuda.max_memory_allocated on a GPU, else the process's peak RSS (VmHWM, which
+    the speed probe can reset; ru_maxrss off Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    if (peak := proc_status_bytes("VmHWM")) is not None:
+        return peak, "rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
+
+
+def library_versions() -> dict[str, str]:
+    names = ["bsstudy", "torch", "lightning", "torchmetrics", "hydra-core", "omegaconf", "numpy", "wandb"]
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run's folder holds its resolved config, its summary or its metrics (a run still going may lack some)."""
+    return any((path / name).exists() for name in (".hydra/config.yaml", "summary.json", "metrics.csv"))
+
+
+def run_folders(path: Path) -> list[Path]:
+    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order."""
+    if is_run_folder(path):
+        return [path]
+    runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
+    return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
