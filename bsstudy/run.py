@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -43,9 +44,38 @@ from bsstudy.wandb_files import log_run_files
 log = logging.getLogger(__name__)
 
 
+# trainer.* keys that are bsstudy's own settings, and Trainer arguments that bsstudy sets itself
+BSSTUDY_TRAINER_KEYS = (
+    "threads", "chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks",
+)  # fmt: skip
+SET_BY_BSSTUDY = (
+    "logger", "callbacks", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "log_every_n_steps",
+    "reload_dataloaders_every_n_epochs", "limit_val_batches", "default_root_dir", "use_distributed_sampler",
+)  # fmt: skip
+
+
+def trainer_arguments(trainer_cfg: DictConfig) -> dict:
+    """The Lightning Trainer arguments of the `trainer` group: every key that is not one of bsstudy's own
+    settings passes through (precision, deterministic, max_time, ...); an unknown key is a ConfigError."""
+    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *SET_BY_BSSTUDY}
+    arguments = {}
+    for key, value in trainer_cfg.items():
+        if key in BSSTUDY_TRAINER_KEYS:
+            continue
+        if key not in allowed:
+            why = "is set by bsstudy" if key in SET_BY_BSSTUDY else "is no bsstudy setting and no Trainer argument"
+            raise ConfigError(
+                f"trainer.{key} {why}; trainer.* takes {sorted(BSSTUDY_TRAINER_KEYS)} and the arguments of "
+                f"lightning.Trainer except {sorted(SET_BY_BSSTUDY)}"
+            )
+        arguments[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return arguments
+
+
 def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
     check_config_holes(cfg)
+    trainer_arguments(cfg.trainer)
     if not is_positive_int(cfg.data.batch_size):
         raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
     if cfg.data.name not in DATASETS:
@@ -168,12 +198,8 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         ]
         loggers = build_loggers(cfg, run_dir)
         trainer = L.Trainer(
-            accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices,
-            strategy=cfg.trainer.strategy,
-            num_nodes=cfg.trainer.num_nodes,
+            **trainer_arguments(cfg.trainer),  # accelerator, devices, strategy, num_nodes, max_epochs, and any other
             use_distributed_sampler=False,  # every DDP process walks all chunks and takes its share of each step
-            max_epochs=cfg.trainer.max_epochs,
             logger=loggers,
             callbacks=callbacks,
             enable_progress_bar=cfg.trainer.progress_bar,

@@ -57,3 +57,18 @@ def test_the_cli_prints_a_config_error_as_one_line_unless_hydra_full_error(tmp_p
     assert ("Traceback" in proc.stderr) == full_error
     if not full_error:
         assert proc.stderr.strip().splitlines() == ["error: optim.lr must be a number > 0 and finite; got inf"]
+
+
+def test_any_lightning_trainer_argument_passes_through_and_an_unknown_one_is_named(tmp_path):
+    from bsstudy.run import trainer_arguments
+
+    cfg = compose_run(tmp_path, ["trainer.deterministic=true", "+trainer.max_time=00:00:10:00"])
+    arguments = trainer_arguments(cfg.trainer)
+    assert arguments["deterministic"] is True and arguments["max_time"] == "00:00:10:00"
+    assert "threads" not in arguments and "stop_at" not in arguments  # bsstudy's own settings stay out
+    for override, message in (
+        ("+trainer.not_a_flag=1", "trainer.not_a_flag is no bsstudy setting and no Trainer argument"),
+        ("+trainer.logger=false", "trainer.logger is set by bsstudy"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            train(compose_run(tmp_path / override[1:9], ["data=synthetic", override]))
