@@ -30,7 +30,7 @@ test-fast: install  ## the tests that neither train a model nor start the CLI (m
 
 WHEEL_VENV ?= /tmp/bsstudy-wheel-venv
 wheel-check: install  ## build the wheel, install it (not editable) in a fresh venv, run a 1-epoch sweep from another folder
-	rm -rf dist $(WHEEL_VENV) && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf build dist $(WHEEL_VENV) && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	$(PYTHON) -m venv $(WHEEL_VENV) && $(WHEEL_VENV)/bin/pip install -q --no-deps dist/bsstudy-*.whl
 	@# the dependencies (torch alone is GBs) come from .venv; bsstudy itself only from the wheel
 	$(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))" \
