@@ -79,17 +79,22 @@ def differing_keys(recorded: dict, current: dict) -> list[str]:
     ]
 
 
-def read_identity(run_dir: Path) -> dict | None:
-    path = run_dir / IDENTITY_FILE
+def read_json_named(path: Path, way_out: str) -> dict | None:
+    """The JSON object in `path`, None if there is no such file; a corrupt one is a RunFolderError naming
+    the file and `way_out`."""
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
     except ValueError as err:
-        raise RunFolderError(
-            f"{path} is corrupt ({err}); it records which run the folder holds. Restore it, or start the run "
-            f"in a new folder"
-        ) from None
+        raise RunFolderError(f"{path} is corrupt ({err}). {way_out}") from None
+
+
+def read_identity(run_dir: Path) -> dict | None:
+    return read_json_named(
+        run_dir / IDENTITY_FILE,
+        "It records which run the folder holds: restore it, or start the run in a new folder",
+    )
 
 
 def record_identity(cfg: DictConfig, run_dir: Path) -> None:
@@ -111,15 +116,7 @@ def restore_hydra_files(run_dir: Path) -> None:
 
 def read_summary(run_dir: Path) -> dict | None:
     """<run>/summary.json, or None; a corrupt one is an error naming the file and what to do."""
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise RunFolderError(
-            f"{path} is corrupt ({err}). Delete it: resume=true then continues from checkpoints/last.ckpt"
-        ) from None
+    return read_json_named(run_dir / "summary.json", "Delete it: resume=true then continues from checkpoints/last.ckpt")
 
 
 def held_results(run_dir: Path, summary: dict | None) -> list[str]:
