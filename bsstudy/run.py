@@ -126,6 +126,15 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def selected_probes(probes_cfg: DictConfig) -> dict[str, DictConfig]:
+    """probes.<name> entries that are probes (have a `_target_`, from the probes group). A preset's settings
+    for a probe the user then left out (`experiment=keskar_sharpness probes=[]`) are not a probe: skipped."""
+    selected = {name: p for name, p in probes_cfg.items() if "_target_" in p}
+    for name in probes_cfg.keys() - selected.keys():
+        log.warning("probes.%s has settings but is not among the selected probes; ignored", name)
+    return selected
+
+
 def build_probe(probe_cfg: DictConfig, out_dir: Path):
     """Instantiate one probe; a ConfigError from its settings reaches the user as itself, not wrapped by Hydra."""
     try:
@@ -187,7 +196,8 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         # under DDP only rank 0 measures and writes files; the other processes train alongside it
         is_rank_zero = rank_zero_only.rank == 0
-        probes = [build_probe(p, run_dir / "probes" / name) for name, p in cfg.probes.items()] if is_rank_zero else []
+        selected = selected_probes(cfg.probes)
+        probes = [build_probe(p, run_dir / "probes" / name) for name, p in selected.items()] if is_rank_zero else []
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
@@ -221,7 +231,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
         summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
         summary["probes"] = {
-            name: probe.summary for name, probe in zip(cfg.probes, probes, strict=False) if probe.summary
+            name: probe.summary for name, probe in zip(selected, probes, strict=False) if probe.summary
         }
     except (SystemExit, KeyboardInterrupt) as err:  # a stop signal, Lightning's SIGTERMException, a 2nd Ctrl+C
         summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started)
