@@ -28,3 +28,10 @@ def test_a_preset_with_its_probes_left_out_keeps_no_probe(tmp_path, caplog):
 
 def test_there_are_presets_to_check():
     assert {"generalization", "gradsum", "sharpness", "keskar_sharpness", "speed"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_debug_composes_with_every_preset(tmp_path, preset):
+    cfg = compose_run(tmp_path, [f"experiment={preset}", "debug=default"])
+    check_config(cfg)
+    assert cfg.trainer.max_epochs == 1 and cfg.trainer.detect_anomaly is True and cfg.data.train_size == 1100
