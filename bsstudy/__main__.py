@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bsstudy import CONF_DIR, UsageError
+from bsstudy.extras import require_launchers
 from bsstudy.parallel import job_share
 from bsstudy.run import train
 from bsstudy.stop_signals import STOP
@@ -60,6 +61,11 @@ def cli() -> None:
     with failed jobs."""
     from bsstudy.report.callback import finish_sweep  # the report is analysis: imported by the command only
 
+    try:
+        require_launchers(sys.argv[1:])
+    except UsageError as err:
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(1) from None
     with STOP.installed():  # a signal between two jobs of a sweep stops the sweep before the next job
         try:
             main()

@@ -26,6 +26,7 @@ from bsstudy.config_checks import check_config_holes
 from bsstudy.data import DATASETS, load_data
 from bsstudy.distributed import check_distributed_config, world_size
 from bsstudy.evaluate import EpochEvaluation
+from bsstudy.extras import require
 from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
@@ -76,6 +77,8 @@ def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
     check_config_holes(cfg)
     trainer_arguments(cfg.trainer)
+    if "wandb" in cfg.logger:
+        require("wandb", "wandb", "logger=wandb")
     if not is_positive_int(cfg.data.batch_size):
         raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
     if cfg.data.name not in DATASETS:

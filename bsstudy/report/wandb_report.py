@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from bsstudy.extras import require
 from bsstudy.report.build import report_sections
 from bsstudy.report.document import markdown_table
 from bsstudy.report.figures import batch_colours, hex_colour
@@ -163,6 +164,7 @@ def offline_runs(sweep: Sweep) -> list[Path]:
 def wandb_report(sweep_dir: str | Path, force_offline: bool = False) -> dict:
     """Build the sweep's W&B report; save it online, else write <sweep>/report/wandb_report.json.
     Returns {"online": bool, "url" or "json": ..., "sync": [commands]}."""
+    require("wandb_workspaces", "wandb", "The W&B report")
     sweep = read_sweep(sweep_dir)
     entity, project, group = wandb_settings(sweep)
     online = is_online(force_offline)
