@@ -100,8 +100,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
         raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
-    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
-        raise ConfigError(f"seed must be an integer >= 0; got {cfg.seed!r}")
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:
