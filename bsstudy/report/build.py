@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bsstudy.report import cost, dynamics, geometry, training
+from bsstudy.report import budgets, cost, dynamics, geometry, training
 from bsstudy.report.document import Section, write_documents
 from bsstudy.report.findings import findings_table
 from bsstudy.report.runs import Sweep, read_sweep
@@ -28,6 +28,7 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
     drawn = [
         training.curves_section(sweep),
         training.cost_curves_section(sweep),
+        budgets.budgets_section(sweep),
         cost.time_to_accuracy_section(sweep, target_acc),
         training.scaling_section(sweep),
         dynamics.update_norms_section(sweep),
