@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bsstudy.report import budgets
 from bsstudy.report.document import Table
 from bsstudy.report.geometry import eps_values, probe_numbers
 from bsstudy.report.runs import Sweep
@@ -56,7 +57,7 @@ NOT_COMPARABLE = "not comparable"
 # "every part holds" takes the first of these kinds that any part has
 WORST_FIRST = (NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPARABLE, TOO_FEW_SEEDS, NOT_MEASURABLE, NOT_MEASURED, SUPPORTED)
 
-COLUMNS = ["claim", "source", "n", "effect [95% interval]", "rule", "verdict", "evidence"]
+COLUMNS = ["claim", "source", "budget", "n", "effect [95% interval]", "rule", "verdict", "evidence"]
 CAPTION = (
     "Each claim tested on this sweep by the rule in its row: a trend in B by the per-seed slope against log2 B "
     "over all batch sizes (95% t-interval over seeds, no significant reversal between neighbouring batch sizes), "
@@ -74,6 +75,7 @@ class Finding:
     evidence: str = ""
     n: str = "–"
     effect: str = "–"
+    budget: str = "–"  # where the claim is measured: "30 epochs", "1,770 steps", "at the probe's point"
 
 
 def because(kind: str, reason: str = "") -> str:
@@ -272,11 +274,61 @@ STEPS_RULE = (
 )
 
 
+def epochs_budget(runs: pd.DataFrame) -> str:
+    """ "30 epochs" when every run completed as many, else "final epoch (2-30 epochs)"."""
+    done = pd.to_numeric(runs.epochs_completed).dropna()
+    if done.empty:
+        return "final epoch"
+    low, high = int(done.min()), int(done.max())
+    return f"{low} epochs" if low == high else f"final epoch ({low}-{high} epochs)"
+
+
 def claim_lower_accuracy(sweep: Sweep) -> Finding:
     runs = baseline_runs(sweep)
     if runs.empty:
         return not_measured("no finished runs at a fixed lr with two batch sizes", ACCURACY_RULE)
-    return monotone(runs, runs.final_test_acc, "final test accuracy", -1, log=False)
+    finding = monotone(runs, runs.final_test_acc, "final test accuracy", -1, log=False)
+    finding.budget = epochs_budget(runs)
+    return finding
+
+
+def budget_rule(budget: str) -> str:
+    return (
+        f"runs read at {budget} (bsstudy.report.budgets: within a factor READ_TOLERANCE = {budgets.READ_TOLERANCE} "
+        "of the budget, else the batch size is not comparable), then the "
+        + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
+    )
+
+
+def lower_accuracy_at(budget: str):
+    """The lower-accuracy claim at `budget` ("equal steps", "equal training time"): the monotone rule over the
+    batch sizes comparable at the budget all runs share (the first of budgets.nested_comparisons)."""
+
+    def claim(sweep: Sweep) -> Finding:
+        rule, runs = budget_rule(budget), baseline_runs(sweep)
+        if runs.empty:
+            return not_measured("no finished runs at a fixed lr with two batch sizes", rule)
+        found = [c for c in budgets.comparisons(sweep, runs) if c.budget == budget]
+        if not found:
+            column = budgets.CLOCKS[budget][0]
+            return not_measured(f"metrics.csv has no {column} column (or no run trained)", rule)
+        first = found[0]
+        left_out = [f"{bs(b)} not comparable at {first.label}: {why}" for b, why in sorted(first.excluded.items())]
+        if len(first.batch_sizes) < 2:
+            shared = ", ".join(f"{bs(b)}" for b in first.batch_sizes) or "none"
+            finding = Finding(
+                because(NOT_COMPARABLE, f"no common {budget.removeprefix('equal ')} budget: comparable only {shared}"),
+                rule,
+                "; ".join(left_out),
+            )
+        else:
+            r = first.readings
+            finding = monotone(r, r.test_acc, f"test accuracy at {first.label}", -1, log=False)
+            finding.evidence = "; ".join([finding.evidence, *left_out])
+        finding.budget = first.label
+        return finding
+
+    return claim
 
 
 def claim_smaller_steps(sweep: Sweep) -> Finding:
@@ -298,6 +350,7 @@ def claim_smaller_steps(sweep: Sweep) -> Finding:
         "; ".join(f.evidence for _, f in parts),
         parts[0][1].n,
         "; ".join(f"{label.split(' (')[0]}: {f.effect}" for label, f in parts),
+        f"per update and per epoch, over {epochs_budget(runs)}",
     )
 
 
@@ -323,6 +376,7 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
         reason = "the runs with and without lr scaling share fewer than two batch sizes"
         return not_measured(reason, SCALING_RULE)
     small, large = common[0], common[-1]
+    budget = epochs_budget(pd.concat([fixed, scaled]))
     arms = [seed_table(r[r.batch_size.isin([small, large])], r[r.batch_size.isin([small, large])].final_test_acc)
             for r in (fixed, scaled)]  # fmt: skip
     seeds = arms[0].values.index.intersection(arms[1].values.index)
@@ -350,7 +404,7 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
         *(text for _, _, text in bad),
         *(note for a in arms for note in a.notes),
     ]
-    return Finding(verdict, SCALING_RULE, "; ".join(evidence), count(n, "seed"), fmt_interval(mean, low, high))
+    return Finding(verdict, SCALING_RULE, "; ".join(evidence), count(n, "seed"), fmt_interval(mean, low, high), budget)
 
 
 # sqrt(B): an equivalence test on gradsum's exponent
@@ -508,6 +562,7 @@ def claim_sqrt_growth(sweep: Sweep) -> Finding:
         "; ".join(evidence),
         f"{count(n, 'seed')} x {'/'.join(trials)} trials",
         "; ".join(f"{label}: {p.effect}" for label, p in parts),
+        "the gradsum protocol's sample budget per trial, at each regime's weights",
     )
 
 
@@ -580,6 +635,7 @@ def claim_sharper_minima(sweep: Sweep) -> Finding:
     odd = [f"run {r.run} ({bs(r.batch_size)}, seed {r.seed:g}): training loss {fmt(x)}"
            for r, x in zip(runs[~finite].itertuples(), losses[~finite], strict=True)]  # fmt: skip
     finding.rule = sharpness_rule(label)
+    finding.budget = f"where {probe} measured (training loss in the evidence)"
     finding.evidence = "; ".join(
         [
             f"training loss at the measured point ({source}), mean over seeds: "
@@ -605,6 +661,16 @@ CLAIMS = [
         claim_lower_accuracy,
     ),
     (
+        "Larger batches reach lower test accuracy at equal optimizer steps and fixed lr",
+        "Shallue et al. 2019 (budget framing)",
+        lower_accuracy_at("equal steps"),
+    ),
+    (
+        "Larger batches reach lower test accuracy at equal training time and fixed lr",
+        "Shallue et al. 2019 (budget framing)",
+        lower_accuracy_at("equal training time"),
+    ),
+    (
         "Scaling the lr with B narrows the test-accuracy gap between small and large batches",
         "Goyal et al. 2017; Shen 2018",
         claim_scaling_narrows_gap,
@@ -623,5 +689,6 @@ def findings_table(sweep: Sweep) -> Table:
     rows = []
     for claim, source, measure in CLAIMS:
         f = measure(sweep)
-        rows.append(dict(zip(COLUMNS, [claim, source, f.n, f.effect, f.rule, f.verdict, f.evidence], strict=True)))
+        row = [claim, source, f.budget, f.n, f.effect, f.rule, f.verdict, f.evidence]
+        rows.append(dict(zip(COLUMNS, row, strict=True)))
     return Table("findings", CAPTION, pd.DataFrame(rows, columns=COLUMNS))
