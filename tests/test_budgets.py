@@ -1,0 +1,122 @@
+"""Batch sizes compared at equal epochs, equal optimizer steps and equal training time (bsstudy/report/budgets.py)
+on hand-made sweeps whose answer is known: an ordering that flips between equal epochs and equal training
+time, and batch sizes that share no evaluated step budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bsstudy.report.budgets import READ_TOLERANCE, budget_table, budgets_section, comparisons, read_point
+from bsstudy.report.findings import NOT_COMPARABLE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, findings_table, kind_of
+from bsstudy.report.runs import read_sweep
+
+AT_EPOCHS = "Larger batches reach lower test accuracy at fixed epochs and lr"
+AT_STEPS = "Larger batches reach lower test accuracy at equal optimizer steps and fixed lr"
+AT_TIME = "Larger batches reach lower test accuracy at equal training time and fixed lr"
+
+
+def write_run(path: Path, batch_size: int, seed: int, accuracies: list[float], steps_per_epoch: int,
+              seconds_per_epoch: float | None) -> None:  # fmt: skip
+    """A completed run whose epoch e (0 = untrained) has test accuracy accuracies[e], e * steps_per_epoch
+    optimizer steps and e * seconds_per_epoch seconds of training (no train_time_s column when None)."""
+    (path / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "data": {"batch_size": batch_size, "name": "synthetic"},
+              "optim": {"lr": 0.01, "lr_scaling": "none", "accumulate": 1, "name": "sgd"}}  # fmt: skip
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = []
+    for epoch, acc in enumerate(accuracies):
+        row = {"epoch": epoch, "optimizer_steps": epoch * steps_per_epoch, "test_acc": acc, "train_loss": 1 - acc}
+        if seconds_per_epoch is not None:
+            row["train_time_s"] = epoch * seconds_per_epoch
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    summary = {"status": "completed", "batch_size": batch_size, "seed": seed, "lr_scaling": "none",
+               "accumulate": 1, "final": rows[-1], "epochs_completed": len(rows) - 1}  # fmt: skip
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+def make_sweep(path: Path, runs: dict[int, tuple[list[float], int, float | None]], seeds: int = 3) -> Path:
+    """runs[B] = (test accuracy per epoch, steps per epoch, seconds per epoch); seed s adds 0.002 s to every
+    accuracy, so seeds differ without changing any ordering."""
+    job = 0
+    for batch_size, (accuracies, steps, seconds) in runs.items():
+        for seed in range(seeds):
+            write_run(path / str(job), batch_size, seed, [a + 0.002 * seed for a in accuracies], steps, seconds)
+            job += 1
+    return path
+
+
+# B=32 learns more per epoch, B=512 runs an epoch in half the time: the ordering flips with the budget.
+FLIP = {
+    32: ([0.1, 0.5, 0.7, 0.8, 0.85], 100, 2.0),
+    512: ([0.1, 0.6, 0.7, 0.73, 0.75], 7, 1.0),
+}
+
+
+def findings(path: Path) -> dict[str, dict]:
+    return {row["claim"]: row for row in findings_table(read_sweep(path)).frame.to_dict("records")}
+
+
+def test_the_ordering_flips_between_equal_epochs_and_equal_training_time(tmp_path):
+    rows = findings(make_sweep(tmp_path, FLIP))
+    assert rows[AT_EPOCHS]["verdict"] == SUPPORTED and rows[AT_EPOCHS]["budget"] == "4 epochs"
+    # at 4 s of training: B=32 read after 2 epochs (0.7), B=512 after 4 (0.75): larger is better
+    assert kind_of(rows[AT_TIME]["verdict"]) == NOT_SUPPORTED and rows[AT_TIME]["budget"] == "4 s of training"
+    section = budgets_section(read_sweep(tmp_path))
+    text = " ".join(section.text)
+    assert "depends on the budget: B=32 at equal epochs (4 epochs), B=512 at equal training time" in text
+
+
+def test_batch_sizes_without_a_common_step_budget_are_not_comparable_not_read_untrained(tmp_path):
+    rows = findings(make_sweep(tmp_path, FLIP))
+    # B=512 reaches 28 steps; B=32's evaluations are at 0 (untrained) and 100 steps: neither within 1.25 of 28
+    assert kind_of(rows[AT_STEPS]["verdict"]) == NOT_COMPARABLE and rows[AT_STEPS]["budget"] == "28 steps"
+    assert "0 (untrained) and 100" in rows[AT_STEPS]["evidence"]
+    text = " ".join(budgets_section(read_sweep(tmp_path)).text)
+    assert "Not comparable at equal steps (28 steps): B=32" in text
+
+
+def test_a_batch_size_off_the_budget_is_left_out_and_the_rest_compared_then_a_larger_budget(tmp_path):
+    sweep = make_sweep(
+        tmp_path,
+        {
+            2: ([0.1, 0.9, 0.92], 1000, None),  # evaluated at 0, 1000, 2000 steps
+            64: ([0.1, 0.6, 0.7, 0.75, 0.78, 0.8], 40, None),  # 0, 40, ..., 200
+            128: ([0.1, 0.5, 0.6, 0.65, 0.68, 0.7], 20, None),  # 0, 20, ..., 100: sets the budget
+        },
+    )
+    table = budget_table(comparisons(read_sweep(sweep)))
+    steps = table[table.budget == "equal steps"]
+    first = steps[steps.budget_value == 100].set_index("batch_size")
+    assert first.loc[128, "comparable"] == "yes" and first.loc[128, "read_steps"] == 100
+    assert first.loc[64, "comparable"] == "yes" and first.loc[64, "read_steps"] == 80  # 80 * 1.25 = 100
+    assert first.loc[2, "comparable"].startswith("no: ") and "(untrained)" in first.loc[2, "comparable"]
+    # without B=128 the budget is B=64's 200 steps; B=2 is still off it (0 and 1000), so B=64 stands alone
+    second = steps[steps.budget_value == 200].set_index("batch_size")
+    assert second.loc[64, "comparable"].startswith("alone") and second.loc[2, "comparable"].startswith("no: ")
+    assert set(table.budget) == {"equal epochs", "equal steps"}  # no train_time_s column: no time budget
+    rows = findings(sweep)
+    assert kind_of(rows[AT_TIME]["verdict"]) == NOT_MEASURED
+    assert "B=2 not comparable at 100 steps" in rows[AT_STEPS]["evidence"]
+    assert "test accuracy at 100 steps, mean over seeds: B=64: 0.702, B=128: 0.702" in rows[AT_STEPS]["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (100.0, 100.0),  # an evaluation at the budget
+        (110.0, 100.0),  # the last at or before, within the tolerance
+        (130.0, 150.0),  # 100 is too far below; 150 is within 130 * READ_TOLERANCE
+        (300.0, None),  # 150 too far below, nothing after
+    ],
+)
+def test_read_point_is_the_last_evaluation_before_or_the_next_within_the_tolerance(budget, expected):
+    run = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_time_s": [0.0, 50.0, 100.0, 150.0]})
+    read = read_point(run, "train_time_s", budget)
+    assert (read is None) if expected is None else read.train_time_s == expected
+    assert READ_TOLERANCE == 1.25
