@@ -8,6 +8,7 @@ import os
 import signal
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +34,7 @@ from bsstudy.run_identity import check_run_folder, locked_run_folder, record_ide
 from bsstudy.runfiles import (
     RunCheckpoints,
     library_versions,
+    machine,
     peak_memory,
     read_metrics,
     resume_checkpoint,
@@ -306,6 +308,8 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         "lr": cfg.optim.lr,
         "lr_scaling": cfg.optim.lr_scaling,
         "versions": library_versions(),
+        "machine": machine(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # with wall_time_s: when it ran
         "run_dir": str(run_dir),
     }
     if module is not None:

@@ -196,6 +196,23 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor(), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What ran the run, for published results: CPU model and logical CPUs, and the GPUs torch sees."""
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus}
+
+
 def is_run_folder(path: Path) -> bool:
     """A run's folder holds its resolved config, its summary or its metrics (a run still going may lack some)."""
     return any((path / name).exists() for name in (".hydra/config.yaml", "summary.json", "metrics.csv"))
