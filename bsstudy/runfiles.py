@@ -209,7 +209,8 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """What ran the run, for published results: CPU model and logical CPUs, and the GPUs torch sees."""
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = [torch.cuda.get_device_name(i) for i in range(count)]
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus}
 
 

@@ -42,7 +42,8 @@ def test_run_files_hold_metrics_summary_and_gap(tmp_path):
     assert on_disk["optimizer_steps"] == 3 * on_disk["steps_per_epoch"] == rows[-1]["optimizer_steps"]
     assert on_disk["steps_per_epoch"] == -(-2048 // 16)
     assert on_disk["seed"] == 0 and "torch" in on_disk["versions"] and on_disk["peak_memory_bytes"] > 0
-    assert on_disk["machine"]["cpu"] and on_disk["machine"]["cpu_count"] >= 1 and isinstance(on_disk["machine"]["gpus"], list)
+    machine = on_disk["machine"]
+    assert machine["cpu"] and machine["cpu_count"] >= 1 and isinstance(machine["gpus"], list)
     assert on_disk["finished_at"].endswith("+00:00")  # UTC, for the published study's first start and last end
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == ["epoch=1.ckpt", "epoch=3.ckpt", "last.ckpt", "previous.ckpt"]  # previous: the fallback

@@ -18,7 +18,6 @@ than two are left (nested budgets: "B=64, 256, 1024 at 1,770 steps; B=2, 64, 256
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -249,7 +248,7 @@ def budgets_section(sweep: Sweep) -> Section | None:
         f"{READ_TOLERANCE} of the budget (evaluations are at epoch ends only). Where a batch size is not "
         "comparable, the comparison is repeated without the batch size that set the budget.",
         "Accuracy shown: test (reported, never selected on)"
-        + ("; val_acc is the validation split's, for reference." if has_val else "; the sweep has no validation split."),
+        + ("; val_acc is the validation split's, for reference." if has_val else "; the sweep has no validation split"),
         *(best_line(c) for c in found if c.readings.batch_size.nunique() >= 2),
         *(not_comparable_line(c) for c in found if c.excluded),
     ]
@@ -262,4 +261,5 @@ def budgets_section(sweep: Sweep) -> Section | None:
         "(mean read_epoch, read_steps, read_time_s).",
         budget_table(found),
     )
-    return Section("Budgets: equal epochs, equal steps, equal training time", text, [table], [budget_figure(found, sweep.batch_sizes)])
+    figure = budget_figure(found, sweep.batch_sizes)
+    return Section("Budgets: equal epochs, equal steps, equal training time", text, [table], [figure])
