@@ -12,7 +12,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report wandb-report report-check bench lint clean
+.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report publish wandb-report report-check bench lint clean
 
 install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
@@ -57,6 +57,9 @@ speed: install  ## speed and memory per batch size (15 ... 1024), table and powe
 
 report: install  ## the report of a sweep: make report SWEEP=multirun/<date>/<time> [ARGS="--target-acc 0.85"]
 	$(BIN)/python -m bsstudy.report $(SWEEP) $(ARGS)
+
+publish: install  ## publish a sweep's report: make publish SWEEP=multirun/<date>/<time> STUDY=reference -> docs/results/reference/
+	$(BIN)/python -m bsstudy.report $(SWEEP) --publish docs/results/$(STUDY) $(ARGS)
 
 wandb-report: install  ## W&B report of a sweep's group (offline: <sweep>/report/wandb_report.json + sync commands)
 	$(BIN)/python -m bsstudy.report.wandb_report $(SWEEP) $(ARGS)

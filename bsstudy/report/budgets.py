@@ -44,6 +44,16 @@ def describe(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}" if unit.startswith("s ") else f"{value:,.0f} {unit}"
 
 
+def final_epochs(runs: pd.DataFrame) -> str:
+    """The budget of "final" numbers: "30 epochs" when every run completed as many, else
+    "final epoch (2-30 epochs)"."""
+    done = pd.to_numeric(runs.epochs_completed).dropna()
+    if done.empty:
+        return "final epoch"
+    low, high = int(done.min()), int(done.max())
+    return f"{low} epochs" if low == high else f"final epoch ({low}-{high} epochs)"
+
+
 @dataclass
 class Comparison:
     """The runs of one variant read at one budget: `readings` has one row per comparable run (its metrics at

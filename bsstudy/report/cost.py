@@ -114,6 +114,7 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
         ax.set(xlabel="batch size B (log)", ylabel=f"{label} (log)", title=label)
         ax.legend()
     text = [
+        f"Budget: a matched {split} accuracy (each batch size gets the steps and time it needs). "
         f"Target: {split} accuracy >= {target:.3f} ({how}). For each run, the first epoch whose full-pass {split} "
         "accuracy reaches it; steps and training time counted up to the end of that epoch. Where doubling B "
         "stops halving the steps, a larger batch stops saving steps (Shallue et al. 2019); the batch size with "

@@ -274,21 +274,12 @@ STEPS_RULE = (
 )
 
 
-def epochs_budget(runs: pd.DataFrame) -> str:
-    """ "30 epochs" when every run completed as many, else "final epoch (2-30 epochs)"."""
-    done = pd.to_numeric(runs.epochs_completed).dropna()
-    if done.empty:
-        return "final epoch"
-    low, high = int(done.min()), int(done.max())
-    return f"{low} epochs" if low == high else f"final epoch ({low}-{high} epochs)"
-
-
 def claim_lower_accuracy(sweep: Sweep) -> Finding:
     runs = baseline_runs(sweep)
     if runs.empty:
         return not_measured("no finished runs at a fixed lr with two batch sizes", ACCURACY_RULE)
     finding = monotone(runs, runs.final_test_acc, "final test accuracy", -1, log=False)
-    finding.budget = epochs_budget(runs)
+    finding.budget = budgets.final_epochs(runs)
     return finding
 
 
@@ -350,7 +341,7 @@ def claim_smaller_steps(sweep: Sweep) -> Finding:
         "; ".join(f.evidence for _, f in parts),
         parts[0][1].n,
         "; ".join(f"{label.split(' (')[0]}: {f.effect}" for label, f in parts),
-        f"per update and per epoch, over {epochs_budget(runs)}",
+        f"per update and per epoch, over {budgets.final_epochs(runs)}",
     )
 
 
@@ -376,7 +367,7 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
         reason = "the runs with and without lr scaling share fewer than two batch sizes"
         return not_measured(reason, SCALING_RULE)
     small, large = common[0], common[-1]
-    budget = epochs_budget(pd.concat([fixed, scaled]))
+    budget = budgets.final_epochs(pd.concat([fixed, scaled]))
     arms = [seed_table(r[r.batch_size.isin([small, large])], r[r.batch_size.isin([small, large])].final_test_acc)
             for r in (fixed, scaled)]  # fmt: skip
     seeds = arms[0].values.index.intersection(arms[1].values.index)

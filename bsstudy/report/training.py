@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bsstudy.report.budgets import final_epochs
 from bsstudy.report.document import Figure, Section, Table
 from bsstudy.report.figures import LINESTYLES, band, batch_axis, batch_colours, errorbar, log_scale, new_figure, to_png
 from bsstudy.report.runs import Sweep, selection_line
@@ -116,12 +117,15 @@ def curves_section(sweep: Sweep) -> Section | None:
         ax.set(xlabel="batch size B (log scale)", ylabel=label, title=f"{label} vs B")
     if several:
         axes[0][0].legend()
+    epochs = final_epochs(sweep.completed)
+    budget = f"at each run's {epochs}" if epochs.startswith("final") else f"at equal epochs ({epochs})"
+    budget += ", not at equal steps or time (see Budgets)"
     final_fig = Figure(
         "final_vs_batch_size",
-        "Final test accuracy and gap against batch size; bars: 95% interval across seeds.",
+        f"Final test accuracy and gap against batch size, {budget}; bars: 95% interval across seeds.",
         to_png(fig),
     )
-    caption = "Final numbers per batch size: mean [95% interval] over n seeds" + (
+    caption = f"Final numbers per batch size, {budget}: mean [95% interval] over n seeds" + (
         "; best_val_acc and test_acc_at_best_val at each run's epoch of highest validation accuracy."
         if "best_val_acc_mean" in final
         else "."
@@ -163,7 +167,8 @@ def cost_curves_section(sweep: Sweep) -> Section | None:
     axes[0][0].legend()
     figure = Figure(
         "accuracy_vs_time_and_steps",
-        "Test accuracy after each epoch against the training time and the optimizer steps it took (means over seeds).",
+        "Test accuracy after each epoch against the training time and the optimizer steps it took (means over seeds); "
+        "the Budgets section reads these curves at one common step or time budget.",
         to_png(fig),
     )
     return Section("Cost: accuracy against time and steps", [], [], [figure])
@@ -214,7 +219,13 @@ def scaling_section(sweep: Sweep) -> Section | None:
                 to_png(fig),
             )
         )
-        tables.append(Table("lr_scaling", "Final test accuracy per lr-scaling rule and batch size.", final))
+        tables.append(
+            Table(
+                "lr_scaling",
+                f"Final test accuracy ({final_epochs(runs)}) per lr-scaling rule and batch size.",
+                final,
+            )
+        )
     if len(accumulates) > 1:
         fig, axes = new_figure(1)
         final = summarize(runs, ["accumulate", "effective_batch_size"], ["final_test_acc"])
@@ -243,5 +254,11 @@ def scaling_section(sweep: Sweep) -> Section | None:
                 to_png(fig),
             )
         )
-        tables.append(Table("accumulation", "Final test accuracy per accumulation and effective batch size.", final))
+        tables.append(
+            Table(
+                "accumulation",
+                f"Final test accuracy ({final_epochs(runs)}) per accumulation and effective batch size.",
+                final,
+            )
+        )
     return Section("Learning-rate scaling and gradient accumulation", [], tables, figures)
