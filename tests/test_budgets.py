@@ -120,3 +120,16 @@ def test_read_point_is_the_last_evaluation_before_or_the_next_within_the_toleran
     read = read_point(run, "train_time_s", budget)
     assert (read is None) if expected is None else read.train_time_s == expected
     assert READ_TOLERANCE == 1.25
+
+
+def test_the_reference_study_nests_its_step_budgets_down_to_b2_against_b64(tmp_path):
+    """Fashion-MNIST without a validation split, 30 epochs: ceil(60000 / B) steps per epoch."""
+    accuracies = [0.1 + 0.02 * e for e in range(31)]
+    runs = {b: (accuracies, -(-60000 // b), None) for b in (2, 64, 256, 1024)}
+    found = [c for c in comparisons(read_sweep(make_sweep(tmp_path, runs, seeds=1))) if c.budget == "equal steps"]
+    assert [(c.value, c.batch_sizes, sorted(c.excluded)) for c in found] == [
+        (1770, [64, 256, 1024], [2]),  # B=64 read at 2 epochs (1,876 steps), B=256 at 7 (1,645)
+        (7050, [64, 256], [2]),
+        (28140, [2, 64], []),  # B=2 read after its first epoch, 30,000 steps
+    ]
+    assert found[2].readings.set_index("batch_size").optimizer_steps.to_dict() == {2: 30000, 64: 28140}

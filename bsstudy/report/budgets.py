@@ -5,15 +5,16 @@ A comparison at the final epoch gives B=2 500 times the updates of B=1024; one a
 
 - equal epochs: every run read at E, the last epoch all compared runs completed;
 - equal steps: X = the fewest optimizer steps any compared run reached; each run read at its last
-  evaluation at or before X;
+  evaluation at or before X (or its first after X, within READ_TOLERANCE: read_point);
 - equal training time: the same with the cumulative training time (train_time_s, evaluation excluded).
 
 metrics.csv has evaluations only at epoch ends, so a run whose last evaluation at or before X lies below
-X / READ_TOLERANCE (B=2 on Fashion-MNIST: 27,500 steps per epoch against B=1024's 1,770 in 30 epochs, so
-its only evaluation before the budget is the untrained step 0) is not comparable at that budget: it is
-named, never read at a point it did not reach. The comparison is then repeated without the batch size
-that set the budget, at the larger budget the rest share, until every batch size was compared or fewer
-than two are left (nested budgets: "B=64, 256, 1024 at 1,770 steps; B=2, 64, 256 at 6,450 steps").
+X / READ_TOLERANCE, and whose first evaluation after X lies beyond X * READ_TOLERANCE (B=2 on Fashion-MNIST:
+30,000 steps per epoch against B=1024's 1,770 in 30 epochs, so its only evaluation before the budget is the
+untrained step 0) is not comparable at that budget: it is named, never read at a point it did not reach.
+The comparison is then repeated without the batch size that set the budget, at the larger budget the rest
+share, until every batch size was compared or fewer than two are left (nested budgets: B=64, 256, 1024 at
+1,770 steps; B=64 and 256 at 7,050; B=2 and 64 at 28,140).
 """
 
 from __future__ import annotations
