@@ -91,7 +91,7 @@ def read_point(run_epochs: pd.DataFrame, clock: str, budget: float) -> pd.Series
 
 
 def why_not_comparable(run_epochs: pd.DataFrame, clock: str, budget: float) -> str:
-    """ "its evaluations nearest 1,770 are at 0 (untrained) and 27,500; once per epoch"."""
+    """ "its evaluations nearest 1,770 are at 0 (untrained) and 30,000 (once per epoch), not within a factor 1.25"."""
     values = np.sort(run_epochs[clock].to_numpy(dtype=float))
     below, above = values[values <= budget], values[values > budget]
     near = [f"{below[-1]:,.4g}" + (" (untrained)" if below[-1] == 0 else "")] if len(below) else []
