@@ -19,6 +19,11 @@ side -> supported, containing 0 -> inconclusive. Sharpness is first checked for 
 losses (max/min of the per-B means at most LOSS_TOLERANCE, else "not comparable"). The lr-scaling claim
 is a paired comparison per seed: the gap acc(B_min) - acc(B_max) with scaling minus without, below 0.
 
+Every row names its budget (column "budget"): the final epoch ("30 epochs"), a step or time budget, or the
+probe's point. The lower-accuracy claim is tested three times: at the final epoch, and with each run read at
+the step and at the time budget all runs share (bsstudy.report.budgets, the first of its nested comparisons),
+over the batch sizes comparable there; fewer than two comparable -> "not comparable", the others named.
+
 "Grows like sqrt(B)" is an equivalence test on the exponent k of mean norm ~ B^k (gradsum's fit.json),
 per regime: the t-interval of the seeds' k inside SQRT_MARGIN -> supported, wholly outside -> not
 supported, otherwise inconclusive; the claim holds only if every regime (of every gradsum protocol in
@@ -62,7 +67,9 @@ CAPTION = (
     "Each claim tested on this sweep by the rule in its row: a trend in B by the per-seed slope against log2 B "
     "over all batch sizes (95% t-interval over seeds, no significant reversal between neighbouring batch sizes), "
     f"sqrt(B) by the exponent's interval inside the margin SQRT_MARGIN = [{SQRT_MARGIN[0]}, {SQRT_MARGIN[1]}]. "
-    f"Fewer than MIN_SEEDS = {MIN_SEEDS} seeds give 'too few seeds'; non-finite values make a verdict inconclusive."
+    f"Fewer than MIN_SEEDS = {MIN_SEEDS} seeds give 'too few seeds'; non-finite values make a verdict inconclusive. "
+    "Each row names the budget it is measured at; the accuracy claim is also read at equal optimizer steps and "
+    "equal training time (see Budgets), 'not comparable' where fewer than two batch sizes share that budget."
 )
 
 
