@@ -32,14 +32,18 @@ from bsstudy import ConfigError, is_positive_int
 from bsstudy.evaluate import EpochEvaluation, evaluate
 from bsstudy.runfiles import EpochCSVLogger, synchronized_now
 
+DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of the step count apart
+
 
 def check_target(stop_at) -> None:
     """trainer.stop_at.val_acc / val_check_ratio / max_steps; raises ConfigError naming the key."""
     acc, ratio, max_steps = stop_at.get("val_acc"), stop_at.get("val_check_ratio"), stop_at.get("max_steps")
     if acc is not None and not (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 < acc <= 1):
         raise ConfigError(f"trainer.stop_at.val_acc must be null or a number in (0, 1]; got {acc!r}")
-    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1 and math.isfinite(ratio)):
-        raise ConfigError(f"trainer.stop_at.val_check_ratio must be a number > 1 (e.g. 1.1); got {ratio!r}")
+    if ratio is not None and not (
+        isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1 and math.isfinite(ratio)
+    ):
+        raise ConfigError(f"trainer.stop_at.val_check_ratio must be null (1.1) or a number > 1; got {ratio!r}")
     if max_steps is not None and not is_positive_int(max_steps):
         raise ConfigError(f"trainer.stop_at.max_steps must be null or a positive integer; got {max_steps!r}")
 
@@ -53,7 +57,8 @@ def target_callbacks(stop_at, run_dir: Path) -> list[ValTarget]:
     """A ValTarget when a val_acc target or a step budget is set, else none."""
     if stop_at.get("val_acc") is None and stop_at.get("max_steps") is None:
         return []
-    return [ValTarget(run_dir, stop_at.get("val_acc"), stop_at.get("val_check_ratio"), stop_at.get("max_steps"))]
+    ratio = stop_at.get("val_check_ratio") or DEFAULT_RATIO
+    return [ValTarget(run_dir, stop_at.get("val_acc"), ratio, stop_at.get("max_steps"))]
 
 
 class ValTarget(L.Callback):

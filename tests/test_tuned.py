@@ -205,3 +205,13 @@ def test_tiny_tuned_study_resumes_after_a_kill_skipping_finished_runs_and_writes
     report = (sweep / "report" / "report.md").read_text()
     assert "## Recommendation" in report and "## Steps to target" in report
     assert math.isfinite(json.loads((sweep / "0" / "summary.json").read_text())["target"]["train_time_s"] or 0)
+
+
+def test_a_run_recorded_before_the_target_settings_existed_is_the_same_run_when_they_are_null():
+    from bsstudy.run_identity import differing_keys
+
+    recorded = {"trainer.max_epochs": 30}
+    assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": None}) == []
+    assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": 0.85}) == [
+        "trainer.stop_at.val_acc: '(absent)' -> 0.85"
+    ]
