@@ -50,7 +50,7 @@ def check_target(stop_at) -> None:
 
 def next_check_step(step: int, ratio: float) -> int:
     """The step at which the check after a check at `step` is due: ceil(step * ratio), at least step + 1."""
-    return max(step + 1, math.ceil(step * ratio))
+    return max(step + 1, math.ceil(round(step * ratio, 9)))  # round: 100 * 1.1 is 110.00000000000001 in floats
 
 
 def target_callbacks(stop_at, run_dir: Path) -> list[ValTarget]:

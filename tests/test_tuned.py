@@ -132,7 +132,7 @@ def test_recommendation_answers_when_the_bend_is_inside_the_data_and_the_seeds_a
     runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2))
     table = per_batch_table(runs, seed=0)
     fit = critical_batch(selected_runs(runs, table))
-    assert not fit.why_not and fit.low <= B_CRIT <= fit.high
+    assert not fit.why_not and abs(fit.b_crit / B_CRIT - 1) < 0.15 and fit.low < fit.b_crit < fit.high
     assert largest_useful_batch(fit).told
     # time per step ~ sqrt(B) and steps ~ 1 + 300/B: time is least at B=256 (B=64 and 1024 are clearly slower)
     fastest, best = fastest_batch(table)
@@ -170,7 +170,7 @@ def test_recommendation_cannot_tell_the_lr_when_it_is_at_the_grids_edge():
 # --- the whole study, killed and resumed -------------------------------------------------------------
 
 STUDY = [
-    "-m", "experiment=tuned", "data=synthetic", "data.val_size=512", "model.hidden_sizes=[32]",
+    "-m", "experiment=tuned", "data=synthetic", "data.val_size=512",
     "hydra.sweeper.batch_sizes=[16,64]", "hydra.sweeper.lr_factors=[1,2]", "hydra.sweeper.seeds=[0,1]",
     "trainer.stop_at.val_acc=0.3", "trainer.max_epochs=2", "trainer.chunk_samples=256", "trainer.progress_bar=false",
 ]  # fmt: skip
@@ -199,7 +199,7 @@ def test_tiny_tuned_study_resumes_after_a_kill_skipping_finished_runs_and_writes
     after = summaries(sweep)
     assert len(after) == 6  # 2 B x 2 lrs on seed 0, then each B's selected lr on seed 1
     assert all(after[run] == mtime for run, mtime in done_before.items())  # finished runs were not redone
-    assert second.stderr.count("nothing to do") >= len(done_before)
+    assert (second.stdout + second.stderr).count("nothing to do") >= len(done_before)
     selection = json.loads((sweep / "tuned_selection.json").read_text())
     assert set(selection["selected"]) == {"16", "64"}
     report = (sweep / "report" / "report.md").read_text()
