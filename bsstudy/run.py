@@ -42,6 +42,7 @@ from bsstudy.runfiles import (
 )
 from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
+from bsstudy.target import check_target, target_callbacks
 from bsstudy.wandb_files import log_run_files
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
     check_distributed_config(cfg)
     check_stop_at(cfg.trainer.stop_at)
+    check_target(cfg.trainer.stop_at)
+    if world_size(cfg.trainer) > 1 and target_callbacks(cfg.trainer.stop_at, Path(".")):
+        raise ConfigError("trainer.stop_at.val_acc and trainer.stop_at.max_steps run in one process only (not DDP)")
     if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
@@ -200,10 +204,12 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         # under DDP only rank 0 measures and writes files; the other processes train alongside it
         is_rank_zero = rank_zero_only.rank == 0
         selected = selected_probes(cfg.probes)
+        targets = target_callbacks(cfg.trainer.stop_at, run_dir) if is_rank_zero else []
         probes = [build_probe(p, run_dir / "probes" / name) for name, p in selected.items()] if is_rank_zero else []
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
+            *targets,  # val_acc within the epoch (after the probes: their chunk-end measurements are not in its time)
             *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
             *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
@@ -233,6 +239,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
         summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
+        for target in targets:
+            summary["target"] = target.summary
+            summary |= target.stopped(module.optimizer_steps) or {}
         summary["probes"] = {
             name: probe.summary for name, probe in zip(selected, probes, strict=False) if probe.summary
         }
@@ -306,6 +315,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
         "seed": cfg.seed,
         "optimizer": cfg.optim.name,
         "lr": cfg.optim.lr,
+        "momentum": cfg.optim.get("momentum"),
         "lr_scaling": cfg.optim.lr_scaling,
         "versions": library_versions(),
         "machine": machine(),

@@ -69,13 +69,14 @@ def run_identity(cfg: DictConfig) -> dict:
 
 
 def differing_keys(recorded: dict, current: dict) -> list[str]:
-    """'key: recorded -> current' for each key whose value differs (or that only one of them has)."""
+    """'key: recorded -> current' for each key whose value differs (or that only one of them has). A key the
+    recorded run lacks and the current config leaves null is a setting added since, switched off: no difference."""
     missing = object()
     keys = sorted(set(recorded) | set(current))
     return [
         f"{k}: {recorded.get(k, '(absent)')!r} -> {current.get(k, '(absent)')!r}"
         for k in keys
-        if recorded.get(k, missing) != current.get(k, missing)
+        if recorded.get(k, missing) != current.get(k, missing) and not (k not in recorded and current[k] is None)
     ]
 
 

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from bsstudy import ConfigError, is_positive_int
 
 STOP_AT_KEYS = ("train_loss", "train_acc", "patience", "min_delta")
+TARGET_KEYS = ("val_acc", "val_check_ratio", "max_steps")  # checked within the epoch (bsstudy/target.py)
 NEVER = sys.maxsize  # a patience no run reaches: the threshold alone decides
 
 
@@ -33,8 +34,9 @@ def is_number(value) -> bool:
 
 def check_stop_at(stop_at) -> None:
     """trainer.stop_at's keys and values; raises ConfigError naming `trainer.stop_at.<key>`."""
-    if unknown := sorted(set(stop_at) - set(STOP_AT_KEYS)):
-        raise ConfigError(f"trainer.stop_at.{unknown[0]} is not a setting; allowed: {', '.join(STOP_AT_KEYS)}")
+    if unknown := sorted(set(stop_at) - set(STOP_AT_KEYS) - set(TARGET_KEYS)):
+        allowed = ", ".join(STOP_AT_KEYS + TARGET_KEYS)
+        raise ConfigError(f"trainer.stop_at.{unknown[0]} is not a setting; allowed: {allowed}")
     loss, acc, patience, min_delta = (stop_at.get(key) for key in STOP_AT_KEYS)
     if loss is not None and not (is_number(loss) and loss > 0):
         raise ConfigError(f"trainer.stop_at.train_loss must be null or a number > 0; got {loss!r}")

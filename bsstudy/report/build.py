@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bsstudy.report import budgets, cost, dynamics, geometry, training
+from bsstudy.report import budgets, cost, dynamics, geometry, training, tuned
 from bsstudy.report.document import Section, write_documents
 from bsstudy.report.findings import findings_table
 from bsstudy.report.runs import Sweep, read_sweep
@@ -30,6 +30,7 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
         training.cost_curves_section(sweep),
         budgets.budgets_section(sweep),
         cost.time_to_accuracy_section(sweep, target_acc),
+        tuned.steps_to_target_section(sweep),
         training.scaling_section(sweep),
         dynamics.update_norms_section(sweep),
         dynamics.gradsum_section(sweep),
@@ -40,7 +41,9 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
         cost.speed_section(sweep),
     ]
     findings = Section("Findings", [], [findings_table(sweep)])
-    return [findings, training.runs_section(sweep), *(s for s in drawn if s is not None)]
+    recommendation = tuned.recommendation_section(sweep)  # a tuned study's answer comes first
+    first = [recommendation] if recommendation is not None else []
+    return [*first, findings, training.runs_section(sweep), *(s for s in drawn if s is not None)]
 
 
 def intro(sweep: Sweep) -> list[str]:

@@ -1,0 +1,217 @@
+"""The tuned study: the val_acc target within epochs, the lr selection, the S(B) fit, the edge-of-grid flag, the
+recommendation ("cannot tell" included), and the whole study on synthetic data resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bsstudy import ConfigError
+from bsstudy.report.tuned import (
+    critical_batch,
+    edge_of_grid,
+    fastest_batch,
+    fit_steps,
+    largest_useful_batch,
+    lr_for,
+    per_batch_table,
+    selected_runs,
+)
+from bsstudy.target import check_target, next_check_step
+from bsstudy.tuned import Candidate, lr_grid, select_best
+
+from conftest import ROOT, compose_run
+
+# --- the target and the selection -------------------------------------------------------------------
+
+
+def test_checks_follow_a_geometric_schedule_with_ratio_and_at_least_one_step():
+    # next = max(s + 1, ceil(1.1 s)): every step up to 10, then about 10% apart
+    assert [next_check_step(s, 1.1) for s in (1, 5, 10, 11, 100, 1000)] == [2, 6, 11, 13, 110, 1100]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("val_acc", 1.5, "trainer.stop_at.val_acc"), ("val_check_ratio", 1.0, "trainer.stop_at.val_check_ratio"),
+     ("max_steps", 0, "trainer.stop_at.max_steps")],
+)  # fmt: skip
+def test_bad_target_settings_are_config_errors_naming_the_key(key, value, message):
+    stop_at = {"val_acc": 0.85, "val_check_ratio": 1.1, "max_steps": None} | {key: value}
+    with pytest.raises(ConfigError, match=message):
+        check_target(stop_at)
+
+
+def test_lr_grid_is_centred_on_the_linear_rule_and_keeps_the_effective_step_under_momentum():
+    assert lr_grid(256, 0.1, 64, [0.5, 1, 2]) == [0.2, 0.4, 0.8]  # 0.1 * 256 / 64 = 0.4 in the middle
+    assert lr_grid(64, 0.1, 64, [1], momentum=0.9) == [0.01]  # eta / (1 - m) = 0.1, as without momentum
+
+
+def test_selection_takes_fewest_steps_then_higher_val_acc_then_smaller_lr_and_none_when_none_reached():
+    fast = Candidate(64, 0.2, 0.0, True, 400, 0.851)
+    tie_better_val = Candidate(64, 0.4, 0.0, True, 400, 0.86)
+    tie_same_val = Candidate(64, 0.1, 0.0, True, 400, 0.86)
+    slow = Candidate(64, 0.05, 0.0, True, 900, 0.9)
+    assert select_best([slow, fast, tie_better_val, tie_same_val]) == tie_same_val
+    assert select_best([Candidate(64, 0.1, 0.0, False, None, None)]) is None
+
+
+def test_val_target_stops_within_the_epoch_and_records_the_crossing(tmp_path):
+    # B=16 on 1536 training samples: 96 steps per epoch, chunks of 4 steps; the target stops the run mid-epoch
+    run_dir = tmp_path / "run"
+    overrides = ["data=synthetic", "data.val_size=512", "data.batch_size=16", "optim.lr=0.1", "trainer.max_epochs=5",
+                 "trainer.chunk_samples=64", "trainer.stop_at.val_acc=0.3"]  # fmt: skip
+    from bsstudy.run import train
+
+    summary = train(compose_run(run_dir, overrides))
+    checks = pd.read_csv(run_dir / "target.csv")
+    target = summary["target"]
+    assert target["reached"] and summary["stopped"] == f"val_acc >= 0.3 at step {target['optimizer_steps']}"
+    assert summary["optimizer_steps"] == target["optimizer_steps"]  # stopped at the check that saw the target
+    assert target["optimizer_steps"] % 96 != 0 or target["optimizer_steps"] < 96 * 5  # not only at an epoch end
+    assert (checks.val_acc.iloc[:-1] < 0.3).all() and checks.val_acc.iloc[-1] >= 0.3
+    steps = checks.optimizer_steps.tolist()
+    assert all(b >= next_check_step(a, 1.1) for a, b in zip(steps, steps[1:], strict=False))  # the schedule
+    assert all(b - next_check_step(a, 1.1) < 4 for a, b in zip(steps, steps[1:], strict=False))  # <= one chunk late
+    assert target["previous_check_steps"] == steps[-2]
+    assert 0 < target["train_time_s"] <= summary["train_time_s"] + 1e-9
+
+
+# --- the fit, the edge flag and the recommendation --------------------------------------------------
+
+S_MIN, B_CRIT = 400.0, 300.0
+BATCH_SIZES = [16, 64, 256, 1024, 4096]
+
+
+def noisy_steps(batch_size: int, seeds: int, noise: float, seed: int) -> list[float]:
+    """S(B) = S_min (1 + B_crit / B) times log-normal noise of sd `noise`."""
+    generator = np.random.default_rng([seed, batch_size])
+    return list(S_MIN * (1 + B_CRIT / batch_size) * np.exp(generator.normal(0, noise, seeds)))
+
+
+def test_fit_recovers_b_crit_from_noisy_steps():
+    b = [b for b in BATCH_SIZES for _ in range(3)]
+    s = [x for bs in BATCH_SIZES for x in noisy_steps(bs, 3, 0.05, 0)]
+    s_min, b_crit = fit_steps(b, s)
+    assert abs(b_crit / B_CRIT - 1) < 0.15 and abs(s_min / S_MIN - 1) < 0.1
+
+
+def constructed_runs(steps_of, lrs=(0.05, 0.1, 0.2), best=0.1, seeds=(0, 1, 2), time_per_step=None) -> pd.DataFrame:
+    """Runs as tuned_runs reads them: every B has the lr grid `lrs` on seed 0, where `best` is fastest (others
+    take twice the steps), and `best` again on the other seeds."""
+    time_per_step = time_per_step or (lambda b: 0.001 * b**0.5)
+    rows = []
+    for b in BATCH_SIZES:
+        steps = steps_of(b)
+        for lr in lrs:
+            for i, seed in enumerate(seeds if lr == best else seeds[:1]):
+                s = steps[i] * (1 if lr == best else 2)
+                rows.append({"batch_size": b, "lr": lr, "momentum": 0.0, "seed": seed, "reached": True, "steps": s,
+                             "epochs": s * b / 50000, "train_time_s": s * time_per_step(b), "val_acc": 0.86,
+                             "test_acc": 0.85, "b_simple": 250.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_edge_of_grid_flags_the_lowest_and_the_highest_lr_and_nothing_inside():
+    assert edge_of_grid(0.05, [0.05, 0.1, 0.2]) == "lowest"
+    assert edge_of_grid(0.2, [0.05, 0.1, 0.2]) == "highest"
+    assert edge_of_grid(0.1, [0.05, 0.1, 0.2]) is None
+    table = per_batch_table(constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 1), best=0.2), seed=0)
+    assert (table.edge == "at the highest lr").all()
+
+
+def test_recommendation_answers_when_the_bend_is_inside_the_data_and_the_seeds_agree():
+    runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2))
+    table = per_batch_table(runs, seed=0)
+    fit = critical_batch(selected_runs(runs, table))
+    assert not fit.why_not and abs(fit.b_crit / B_CRIT - 1) < 0.15 and fit.low < fit.b_crit < fit.high
+    assert largest_useful_batch(fit).told
+    # time per step ~ sqrt(B) and steps ~ 1 + 300/B: time is least at B=256 (B=64 and 1024 are clearly slower)
+    fastest, best = fastest_batch(table)
+    assert fastest.told and fastest.answer.startswith("B = 256")
+    answer = lr_for(best, grid_ratio=2.0)
+    assert answer.told and answer.answer.startswith("lr = 0.1 (between 0.05 and 0.2)")
+
+
+def test_recommendation_cannot_tell_with_one_seed():
+    runs = constructed_runs(lambda b: noisy_steps(b, 1, 0.02, 3), seeds=(0,))
+    table = per_batch_table(runs, seed=0)
+    fit = critical_batch(selected_runs(runs, table))
+    assert "too few seeds" in largest_useful_batch(fit).answer and not largest_useful_batch(fit).told
+    fastest, _ = fastest_batch(table)
+    assert fastest.answer.startswith("cannot tell: too few seeds")
+
+
+def test_recommendation_cannot_tell_b_crit_when_steps_scale_perfectly_over_the_whole_range():
+    # S = S_min (1 + 10^6 / B): no bend inside 16 ... 4096, so B_crit's interval reaches beyond the data
+    runs = constructed_runs(lambda b: list(400 * (1 + 1e6 / b) * np.exp([0.0, 0.03, -0.03])))
+    table = per_batch_table(runs, seed=0)
+    answer = largest_useful_batch(critical_batch(selected_runs(runs, table)))
+    assert answer.answer.startswith("cannot tell") and ("beyond the measured" in answer.answer
+                                                        or "unbounded" in answer.answer)  # fmt: skip
+
+
+def test_recommendation_cannot_tell_the_lr_when_it_is_at_the_grids_edge():
+    runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 4), best=0.05)
+    table = per_batch_table(runs, seed=0)
+    fastest, best = fastest_batch(table)
+    assert lr_for(best, 2.0).answer.startswith("cannot tell: lr 0.05 is at the lowest lr")
+    assert not fastest.told
+
+
+# --- the whole study, killed and resumed -------------------------------------------------------------
+
+STUDY = [
+    "-m", "experiment=tuned", "data=synthetic", "data.val_size=512",
+    "hydra.sweeper.batch_sizes=[16,64]", "hydra.sweeper.lr_factors=[1,2]", "hydra.sweeper.seeds=[0,1]",
+    "trainer.stop_at.val_acc=0.3", "trainer.max_epochs=2", "trainer.chunk_samples=256", "trainer.progress_bar=false",
+]  # fmt: skip
+
+
+def summaries(sweep):
+    return {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("*/summary.json")}
+
+
+@pytest.mark.slow
+def test_tiny_tuned_study_resumes_after_a_kill_skipping_finished_runs_and_writes_the_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "bsstudy", *STUDY, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while len(summaries(sweep)) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)  # a hard kill mid-study: no clean-up, no report
+    first.wait()
+    done_before = summaries(sweep)
+    assert 2 <= len(done_before) < 6 and not (sweep / "report").exists()
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = summaries(sweep)
+    assert len(after) == 6  # 2 B x 2 lrs on seed 0, then each B's selected lr on seed 1
+    assert all(after[run] == mtime for run, mtime in done_before.items())  # finished runs were not redone
+    assert (second.stdout + second.stderr).count("nothing to do") >= len(done_before)
+    selection = json.loads((sweep / "tuned_selection.json").read_text())
+    assert set(selection["selected"]) == {"16", "64"}
+    report = (sweep / "report" / "report.md").read_text()
+    assert "## Recommendation" in report and "## Steps to target" in report
+    assert math.isfinite(json.loads((sweep / "0" / "summary.json").read_text())["target"]["train_time_s"] or 0)
+
+
+def test_a_run_recorded_before_the_target_settings_existed_is_the_same_run_when_they_are_null():
+    from bsstudy.run_identity import differing_keys
+
+    recorded = {"trainer.max_epochs": 30}
+    assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": None}) == []
+    assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": 0.85}) == [
+        "trainer.stop_at.val_acc: '(absent)' -> 0.85"
+    ]
