@@ -215,3 +215,13 @@ def test_a_run_recorded_before_the_target_settings_existed_is_the_same_run_when_
     assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": 0.85}) == [
         "trainer.stop_at.val_acc: '(absent)' -> 0.85"
     ]
+
+
+def test_b_crit_cannot_be_told_when_a_fitted_batch_size_has_its_best_lr_at_the_grid_edge():
+    runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2))
+    table = per_batch_table(runs, seed=0)
+    fit = critical_batch(selected_runs(runs, table))
+    assert largest_useful_batch(fit, table).told
+    table.loc[table.batch_size == table.batch_size.max(), "edge"] = "at the lowest lr"
+    answer = largest_useful_batch(fit, table)
+    assert not answer.told and "edge of its grid" in answer.answer and "at the lowest lr" in answer.answer

@@ -257,15 +257,21 @@ def interval_text(mean: float, low: float, high: float, unit: str = "") -> str:
     return f"{mean:.3g}{unit} [{low:.3g}, {high:.3g}]" if math.isfinite(low) else f"{mean:.3g}{unit} (no interval)"
 
 
-def largest_useful_batch(fit: CriticalBatch) -> Answer:
+def largest_useful_batch(fit: CriticalBatch, table: pd.DataFrame | None = None) -> Answer:
+    """B_crit with its interval; cannot tell when the fit has no bend inside the data or when a fitted B's best lr
+    is at the edge of its grid (its steps to target may be those of a mistuned lr, which moves the bend)."""
     question = "Largest batch size before diminishing returns (B_crit of S(B) = S_min (1 + B_crit/B))"
     rests_on = (
         f"steps to target at the selected lr of B = {', '.join(map(str, fit.batch_sizes)) or 'none'}, "
         f"{fit.seeds_per_b} seed(s) each; 95% bootstrap interval over seeds"
     )
+    estimate = f" (point estimate {fit.b_crit:.3g})" if math.isfinite(fit.b_crit) else ""
     if fit.why_not:
-        estimate = f" (point estimate {fit.b_crit:.3g})" if math.isfinite(fit.b_crit) else ""
         return Answer(question, f"cannot tell: {fit.why_not}{estimate}", rests_on)
+    if table is not None and len(at_edge := table[table.batch_size.isin(fit.batch_sizes) & (table.edge != "")]):
+        named = ", ".join(f"B={int(r.batch_size)} {r.edge}" for r in at_edge.itertuples())
+        return Answer(question, f"cannot tell: the fit uses an lr at the edge of its grid ({named}); widen the "
+                      f"grid{estimate}", rests_on)  # fmt: skip
     return Answer(
         question,
         f"B_crit = {interval_text(fit.b_crit, fit.low, fit.high)}: up to about this B, doubling the batch nearly "
@@ -350,7 +356,7 @@ def analyse(sweep_dir: str | Path) -> TunedStudy | None:
     table = per_batch_table(runs, grid_seed(sweep_dir, runs))
     fit = critical_batch(selected_runs(runs, table))
     fastest, best = fastest_batch(table)
-    answers = [largest_useful_batch(fit), fastest, lr_for(best, grid_ratio(runs))]
+    answers = [largest_useful_batch(fit, table), fastest, lr_for(best, grid_ratio(runs))]
     targets = runs.val_acc_target.dropna().unique()
     return TunedStudy(runs, table, fit, answers, float(targets[0]) if len(targets) else None)
 
