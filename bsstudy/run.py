@@ -42,7 +42,7 @@ from bsstudy.runfiles import (
 )
 from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
-from bsstudy.target import check_target, target_callbacks
+from bsstudy.target import check_target, has_target, target_callbacks
 from bsstudy.wandb_files import log_run_files
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def check_config(cfg: DictConfig) -> None:
     check_distributed_config(cfg)
     check_stop_at(cfg.trainer.stop_at)
     check_target(cfg.trainer.stop_at)
-    if world_size(cfg.trainer) > 1 and target_callbacks(cfg.trainer.stop_at, Path(".")):
+    if world_size(cfg.trainer) > 1 and has_target(cfg.trainer.stop_at):
         raise ConfigError("trainer.stop_at.val_acc and trainer.stop_at.max_steps run in one process only (not DDP)")
     if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")

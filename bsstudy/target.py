@@ -31,6 +31,7 @@ import lightning as L
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.evaluate import EpochEvaluation, evaluate
 from bsstudy.runfiles import EpochCSVLogger, synchronized_now
+from bsstudy.stopping import is_number
 
 DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of the step count apart
 
@@ -38,11 +39,9 @@ DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of
 def check_target(stop_at) -> None:
     """trainer.stop_at.val_acc / val_check_ratio / max_steps; raises ConfigError naming the key."""
     acc, ratio, max_steps = stop_at.get("val_acc"), stop_at.get("val_check_ratio"), stop_at.get("max_steps")
-    if acc is not None and not (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 < acc <= 1):
+    if acc is not None and not (is_number(acc) and 0 < acc <= 1):
         raise ConfigError(f"trainer.stop_at.val_acc must be null or a number in (0, 1]; got {acc!r}")
-    if ratio is not None and not (
-        isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1 and math.isfinite(ratio)
-    ):
+    if ratio is not None and not (is_number(ratio) and ratio > 1):
         raise ConfigError(f"trainer.stop_at.val_check_ratio must be null (1.1) or a number > 1; got {ratio!r}")
     if max_steps is not None and not is_positive_int(max_steps):
         raise ConfigError(f"trainer.stop_at.max_steps must be null or a positive integer; got {max_steps!r}")
@@ -53,9 +52,14 @@ def next_check_step(step: int, ratio: float) -> int:
     return max(step + 1, math.ceil(round(step * ratio, 9)))  # round: 100 * 1.1 is 110.00000000000001 in floats
 
 
+def has_target(stop_at) -> bool:
+    """Whether trainer.stop_at sets a val_acc target or a step budget (both are checked within the epoch)."""
+    return stop_at.get("val_acc") is not None or stop_at.get("max_steps") is not None
+
+
 def target_callbacks(stop_at, run_dir: Path) -> list[ValTarget]:
     """A ValTarget when a val_acc target or a step budget is set, else none."""
-    if stop_at.get("val_acc") is None and stop_at.get("max_steps") is None:
+    if not has_target(stop_at):
         return []
     ratio = stop_at.get("val_check_ratio") or DEFAULT_RATIO
     return [ValTarget(run_dir, stop_at.get("val_acc"), ratio, stop_at.get("max_steps"))]

@@ -22,10 +22,8 @@ samples_per_s, warmup). bsstudy/speed_table.py turns the runs of a sweep into th
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ import torch
 
 from bsstudy import ConfigError
 from bsstudy.probes import Probe
-from bsstudy.runfiles import peak_memory, proc_status_bytes, replace_atomically, synchronized_now
+from bsstudy.runfiles import cpu_model, peak_memory, proc_status_bytes, replace_atomically, synchronized_now
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +60,7 @@ def device_name(device: torch.device) -> str:
     """What the numbers hold for: the GPU's name, or the CPU model and torch's thread count."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (cuda)"
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):  # Linux names the CPU model in /proc/cpuinfo
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return f"{model} (cpu, {torch.get_num_threads()} threads)"
+    return f"{cpu_model()} (cpu, {torch.get_num_threads()} threads)"
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float] | tuple[None, None, None]:
