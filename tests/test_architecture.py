@@ -54,3 +54,30 @@ def test_training_never_imports_the_analysis_side(start):
 
 def test_the_check_finds_an_edge_where_there_is_one():
     assert "bsstudy.report.runs" in reachable("bsstudy.report.build")
+
+
+def report_sections_modules() -> list[str]:
+    """Report modules that build a section: they define a top-level function named `*_section`. The rest of
+    bsstudy.report is shared ground (runs, document, figures, uncertainty, at_budget) or puts sections together
+    (build, publish, wandb_report, ...)."""
+    found = []
+    for path in sorted((PACKAGE / "report").glob("[a-z]*.py")):
+        tree = ast.parse(path.read_text())
+        if any(isinstance(n, ast.FunctionDef) and n.name.endswith("_section") for n in tree.body):
+            found.append(f"bsstudy.report.{path.stem}")
+    return found
+
+
+SECTIONS = report_sections_modules()
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_report_sections_do_not_import_each_other(section):
+    """A section reads the sweep through bsstudy.report.runs and draws with the shared modules; what two sections
+    share lives there, so a section can be changed or removed alone."""
+    assert imported_modules(section) & set(SECTIONS) - {section} == set()
+
+
+def test_the_sections_are_found():
+    assert {"bsstudy.report.training", "bsstudy.report.budgets", "bsstudy.report.findings"} <= set(SECTIONS)
+    assert "bsstudy.report.runs" not in SECTIONS and "bsstudy.report.build" not in SECTIONS

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bsstudy.report.budgets import READ_TOLERANCE, budget_table, budgets_section, comparisons, read_point
+from bsstudy.report.at_budget import READ_TOLERANCE, budget_table, comparisons, read_point
+from bsstudy.report.budgets import budgets_section
 from bsstudy.report.findings import NOT_COMPARABLE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, findings_table, kind_of
 from bsstudy.report.runs import read_sweep
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bsstudy.report import budgets, cost, dynamics, geometry, training, tuned
 from bsstudy.report.document import Section, write_documents
-from bsstudy.report.findings import findings_table
+from bsstudy.report.findings import findings_section
 from bsstudy.report.runs import Sweep, read_sweep
 from bsstudy.report.uncertainty import seed_caveat
 
@@ -40,7 +40,7 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
         geometry.landscape_section(sweep),
         cost.speed_section(sweep),
     ]
-    findings = Section("Findings", [], [findings_table(sweep)])
+    findings = findings_section(sweep)
     recommendation = tuned.recommendation_section(sweep)  # a tuned study's answer comes first
     first = [recommendation] if recommendation is not None else []
     return [*first, findings, training.runs_section(sweep), *(s for s in drawn if s is not None)]

@@ -10,19 +10,13 @@ import numpy as np
 import pandas as pd
 
 from bsstudy.report.document import Figure, Section, Table
-from bsstudy.report.figures import band, batch_colours, log_scale, new_figure, to_png
-from bsstudy.report.runs import Sweep
-from bsstudy.report.training import completed_epochs, curve_label, variant_styles
+from bsstudy.report.figures import band, batch_colours, curve_label, log_scale, new_figure, to_png, variant_styles
+from bsstudy.report.runs import Sweep, completed_epochs, representative_runs
 from bsstudy.report.uncertainty import summarize
 
 
 def has_column(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and frame[column].notna().any()
-
-
-def representative_runs(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (variant, B): the one with the smallest seed (for per-run pictures)."""
-    return runs.sort_values(["variant", "batch_size", "seed", "run"]).groupby(["variant", "batch_size"]).head(1)
 
 
 def distance_ratio(curves: pd.DataFrame) -> pd.DataFrame:

@@ -128,3 +128,11 @@ def to_png(fig, tight: bool = True) -> bytes:
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def curve_label(batch_size, variant: str, several_variants: bool) -> str:
+    return f"B={batch_size:g}" + (f" ({variant})" if several_variants and variant else "")
+
+
+def variant_styles(frame) -> dict[str, str]:
+    return {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(sorted(frame.variant.unique()))}

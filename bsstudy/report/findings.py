@@ -40,10 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bsstudy.report import budgets
-from bsstudy.report.document import Table
-from bsstudy.report.geometry import eps_values, probe_numbers
-from bsstudy.report.runs import Sweep
+from bsstudy.report import at_budget as budgets
+from bsstudy.report.document import Section, Table
+from bsstudy.report.runs import Sweep, eps_values, probe_numbers
 from bsstudy.report.uncertainty import mean_ci, side_of_zero
 
 MIN_SEEDS = 3  # seeds with a run at every batch size compared, for any verdict but "too few seeds"
@@ -690,3 +689,7 @@ def findings_table(sweep: Sweep) -> Table:
         row = [claim, source, f.budget, f.n, f.effect, f.rule, f.verdict, f.evidence]
         rows.append(dict(zip(COLUMNS, row, strict=True)))
     return Table("findings", CAPTION, pd.DataFrame(rows, columns=COLUMNS))
+
+
+def findings_section(sweep: Sweep) -> Section:
+    return Section("Findings", [], [findings_table(sweep)])

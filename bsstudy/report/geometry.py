@@ -5,7 +5,6 @@ al. (2018)'s filter-normalized landscapes side by side on one colour scale."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -13,35 +12,16 @@ import numpy as np
 import pandas as pd
 
 from bsstudy.report.document import Figure, Section, Table
-from bsstudy.report.dynamics import representative_runs
 from bsstudy.report.figures import LINESTYLES, batch_axis, batch_colours, errorbar, log_scale, new_figure, to_png
-from bsstudy.report.runs import Sweep
+from bsstudy.report.runs import Sweep, eps_values, probe_numbers, representative_runs
 from bsstudy.report.uncertainty import summarize
 
-SHARPNESS_KEY = re.compile(r"^sharpness_eps_(.+)$")
 MEASURED_POINT = ("train_loss", "grad_norm")  # whole-training-set loss and gradient norm where a probe measured
 
 
 def measured_point_columns(frame: pd.DataFrame) -> list[str]:
     """train_loss and grad_norm, where the probe recorded them: geometry means little away from a minimum."""
     return [c for c in MEASURED_POINT if c in frame]
-
-
-def probe_numbers(sweep: Sweep, probe: str) -> pd.DataFrame:
-    """One row per completed run with the probe's numeric summary entries (run, variant, batch_size, seed, ...)."""
-    rows = []
-    for run in sweep.completed.itertuples():
-        numbers = (sweep.summaries.get(run.run, {}).get("probes") or {}).get(probe) or {}
-        numbers = {k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if numbers:
-            rows.append(
-                {"run": run.run, "variant": run.variant, "batch_size": run.batch_size, "seed": run.seed} | numbers
-            )
-    return pd.DataFrame(rows)
-
-
-def eps_values(frame: pd.DataFrame) -> list[str]:
-    return sorted((m.group(1) for c in frame.columns if (m := SHARPNESS_KEY.match(c))), key=float, reverse=True)
 
 
 def sharpness_section(sweep: Sweep) -> Section | None:

@@ -9,6 +9,7 @@ training, or killed); one whose summary.json cannot be parsed is `unreadable`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,3 +238,32 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
     epochs = identity.merge(epochs.rename(columns={"batch_size": "epoch_batch_size"}), on="run", how="inner")
     problems_frame = pd.DataFrame(problems, columns=["run", "file", "error"])
     return Sweep(path, runs, epochs, problems_frame, all_summaries)
+
+
+SHARPNESS_KEY = re.compile(r"^sharpness_eps_(.+)$")
+
+
+def completed_epochs(sweep: Sweep) -> pd.DataFrame:
+    return sweep.epochs[sweep.epochs.status == "completed"]
+
+
+def representative_runs(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per (variant, B): the one with the smallest seed (for per-run pictures)."""
+    return runs.sort_values(["variant", "batch_size", "seed", "run"]).groupby(["variant", "batch_size"]).head(1)
+
+
+def probe_numbers(sweep: Sweep, probe: str) -> pd.DataFrame:
+    """One row per completed run with the probe's numeric summary entries (run, variant, batch_size, seed, ...)."""
+    rows = []
+    for run in sweep.completed.itertuples():
+        numbers = (sweep.summaries.get(run.run, {}).get("probes") or {}).get(probe) or {}
+        numbers = {k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            rows.append(
+                {"run": run.run, "variant": run.variant, "batch_size": run.batch_size, "seed": run.seed} | numbers
+            )
+    return pd.DataFrame(rows)
+
+
+def eps_values(frame: pd.DataFrame) -> list[str]:
+    return sorted((m.group(1) for c in frame.columns if (m := SHARPNESS_KEY.match(c))), key=float, reverse=True)

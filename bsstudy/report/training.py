@@ -6,27 +6,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bsstudy.report.budgets import final_epochs
+from bsstudy.report.at_budget import final_epochs
 from bsstudy.report.document import Figure, Section, Table
-from bsstudy.report.figures import LINESTYLES, band, batch_axis, batch_colours, errorbar, log_scale, new_figure, to_png
-from bsstudy.report.runs import Sweep, selection_line
+from bsstudy.report.figures import (
+    LINESTYLES,
+    band,
+    batch_axis,
+    batch_colours,
+    curve_label,
+    errorbar,
+    log_scale,
+    new_figure,
+    to_png,
+    variant_styles,
+)
+from bsstudy.report.runs import Sweep, completed_epochs, selection_line
 from bsstudy.report.uncertainty import summarize
 
 CURVES = [("test_acc", "test accuracy"), ("train_acc", "train accuracy"), ("gap", "gap = train acc - test acc")]
 FINAL = ["final_test_acc", "final_train_acc", "final_gap", "final_test_loss", "train_time_per_epoch_s"]
 SELECTED = ["best_val_acc", "test_acc_at_best_val"]  # at the epoch of highest val accuracy (data.val_size > 0)
-
-
-def curve_label(batch_size, variant: str, several_variants: bool) -> str:
-    return f"B={batch_size:g}" + (f" ({variant})" if several_variants and variant else "")
-
-
-def variant_styles(frame: pd.DataFrame) -> dict[str, str]:
-    return {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(sorted(frame.variant.unique()))}
-
-
-def completed_epochs(sweep: Sweep) -> pd.DataFrame:
-    return sweep.epochs[sweep.epochs.status == "completed"]
 
 
 def runs_section(sweep: Sweep) -> Section:
