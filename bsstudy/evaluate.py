@@ -55,7 +55,7 @@ class EpochEvaluation(L.Callback):
     """Writes one row per epoch to every logger: full-pass train/test (and val) loss and accuracy, the gap,
     the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
 
-    Extra columns that other callbacks put into `pl_module.epoch_extras` during the epoch join the row.
+    Extra columns that probes put into `pl_module.record.columns` (model.EpochRecord) during the epoch join the row.
     """
 
     def __init__(self, eval_chunk_size: int):
@@ -70,13 +70,13 @@ class EpochEvaluation(L.Callback):
         self.epoch_start = synchronized_now(pl_module.device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        epoch_time = synchronized_now(pl_module.device) - self.epoch_start - pl_module.epoch_probe_time_s
+        epoch_time = synchronized_now(pl_module.device) - self.epoch_start - pl_module.record.probe_time_s
         self.train_time_s += epoch_time
         extra = {
             "train_loss_running": pl_module.running_train_loss(),
             "epoch_time_s": epoch_time,
-            "probe_time_s": pl_module.epoch_probe_time_s,
-            **pl_module.epoch_extras,
+            "probe_time_s": pl_module.record.probe_time_s,
+            **pl_module.record.columns,
         }
         self.log_row(trainer, pl_module, epoch=trainer.current_epoch + 1, extra=extra)
 
@@ -107,7 +107,6 @@ class EpochEvaluation(L.Callback):
         # float64, so that a threshold at the next float of a target compares exactly (bsstudy/stopping.py)
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in numbers.items()})
-        pl_module.last_row = row
         log.info(
             "epoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
             epoch,

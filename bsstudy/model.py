@@ -9,7 +9,7 @@ epoch's seeded permutation. Chunks end on step boundaries, so epochs (and checkp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
@@ -148,6 +148,40 @@ class EpochPlan:
     lr: float
 
 
+@dataclass
+class EpochRecord:
+    """What probes add to the epoch being trained: the one interface between StudyModule and the probes.
+
+    - `columns`: extra columns of this epoch's metrics.csv row (`record.columns |= {...}` before the
+      epoch's evaluation runs);
+    - `probe_time_s`: time spent in probes' measurements this epoch, kept out of the training time
+      (`Probe.timed` adds to it);
+    - `update_sq_norms`: a [steps of the epoch, parameters] buffer a probe asks for with
+      `track_update_norms`; every step then writes ||theta_{t+1} - theta_t||^2 per parameter into its row.
+    """
+
+    columns: dict = field(default_factory=dict)
+    probe_time_s: float = 0.0
+    update_sq_norms: torch.Tensor | None = None
+
+    def start_epoch(self) -> None:
+        """A new epoch: no columns, no probe time (a requested update-norm buffer stays: probes ask for it in
+        their own on_train_epoch_start, which Lightning calls before the module's)."""
+        self.columns, self.probe_time_s = {}, 0.0
+
+    def track_update_norms(self, steps: int, n_params: int, device: torch.device) -> torch.Tensor:
+        self.update_sq_norms = torch.zeros(steps, n_params, device=device)
+        return self.update_sq_norms
+
+    def take_update_norms(self) -> torch.Tensor:
+        """The epoch's update-norm buffer; steps stop writing update norms until it is asked for again."""
+        norms, self.update_sq_norms = self.update_sq_norms, None
+        return norms
+
+    def update_norms_of(self, step: int) -> torch.Tensor | None:
+        return None if self.update_sq_norms is None else self.update_sq_norms[step]
+
+
 class StudyModule(L.LightningModule):
     """Trains `net` on `data` with batch size B (or a schedule of them), k-fold gradient accumulation
     and the lr of the `optim` config; `optimizer_steps` and `samples_seen` count what really happened."""
@@ -175,7 +209,7 @@ class StudyModule(L.LightningModule):
         self.samples_seen = 0
         self.diverged = False
         self.world_size, self.rank = 1, 0  # DDP processes of the run and this one's rank; set in setup()
-        self.update_sq_norms: torch.Tensor | None = None  # [steps of the epoch, parameters], set by a probe
+        self.record = EpochRecord()  # what probes add to the epoch (columns, probe time, update norms)
 
     def epoch_plan(self, epoch: int) -> EpochPlan:
         """Batch size, steps and lr of `epoch` (0-based), from data.batch_size(_schedule) and the optim config.
@@ -205,8 +239,7 @@ class StudyModule(L.LightningModule):
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         self.epoch_samples = 0
         self.epoch_steps = 0
-        self.epoch_extras = {}  # columns that probes add to this epoch's metrics.csv row
-        self.epoch_probe_time_s = 0.0  # time spent in probes' measurements, kept out of the training time
+        self.record.start_epoch()
 
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
@@ -216,7 +249,7 @@ class StudyModule(L.LightningModule):
             if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
-            self.take_step(optimizer, indices, None if self.update_sq_norms is None else self.update_sq_norms[step])
+            self.take_step(optimizer, indices, self.record.update_norms_of(step))
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
             self.diverged = True

@@ -95,7 +95,7 @@ class ValTarget(L.Callback):
     def train_time_s(self, pl_module) -> float:
         """Training time so far: the finished epochs' (EpochEvaluation) plus this epoch's, probes excluded."""
         now = synchronized_now(pl_module.device)
-        return self.evaluation.train_time_s + now - self.evaluation.epoch_start - pl_module.epoch_probe_time_s
+        return self.evaluation.train_time_s + now - self.evaluation.epoch_start - pl_module.record.probe_time_s
 
     def check(self, trainer: L.Trainer, pl_module, steps: int) -> None:
         start = synchronized_now(pl_module.device)
@@ -131,7 +131,7 @@ class ValTarget(L.Callback):
             self.previous_check = steps
             self.due = next_check_step(steps, self.ratio)
         self.summary["checks"] = self.checks
-        pl_module.epoch_probe_time_s += synchronized_now(pl_module.device) - start
+        pl_module.record.probe_time_s += synchronized_now(pl_module.device) - start
 
     def stopped(self, optimizer_steps: int) -> dict | None:
         """summary.json's `stopped` when this callback stopped the run (target or step budget), else None."""

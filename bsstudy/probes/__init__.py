@@ -1,17 +1,26 @@
 """Probes: Lightning callbacks that measure the training and never change it.
 
-A probe is one module here plus one config file, `bsstudy/conf/probes/<name>.yaml`, holding its
-`_target_` and its settings (`probes.<name>.*`). Select probes with `probes=[update_norms,...]`.
-run.py builds each one with `out_dir=<run>/probes/<name>`, where it writes its files, and puts
-it before the per-epoch evaluation, so the columns it adds to `pl_module.epoch_extras` in
-`on_train_epoch_end` join that epoch's row of metrics.csv. Its headline numbers go into
-`self.summary` (a dict of JSON-able values), which run.py writes into `summary.json` under
-`probes.<name>` when the run ends. Wrap costly measurements in `with self.timed(pl_module):` so
-their time goes to metrics.csv's `probe_time_s`, not to the training time.
+A probe is one module here plus one config file, `bsstudy/conf/probes/<name>.yaml` (its `_target_` and its
+settings, `probes.<name>.*`); select probes with `probes=[update_norms,...]`. Adding one edits nothing else:
+
+- run.py builds it with `out_dir=<run>/probes/<name>` (its files go there) and puts it before the per-epoch
+  evaluation;
+- per step and per epoch it talks to the training only through `pl_module.record` (model.EpochRecord): the
+  columns it adds to this epoch's metrics.csv row (`record.columns`), the time of its measurements
+  (`with self.timed(pl_module):`, kept out of the training time) and, if it asks, every step's update norms;
+- its headline numbers go into `self.summary` (JSON-able), written to summary.json under `probes.<name>`;
+- it declares what the report shows of it (class attributes below): the report finds the probes of a sweep in
+  the runs' configs and shows each with the section its class names, or with the generic probe section
+  (bsstudy/report/probes.py: its summary numbers per batch size and its `epoch_columns` against epochs).
+
+An example with every part: bsstudy/probes/weight_norm.py + bsstudy/conf/probes/weight_norm.yaml.
 """
+
+from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 
@@ -19,7 +28,13 @@ from bsstudy.runfiles import synchronized_now
 
 
 class Probe(L.Callback):
-    """Base of every probe: owns its output folder."""
+    """Base of every probe: owns its output folder and declares what the report reads from it."""
+
+    epoch_columns: ClassVar[tuple[str, ...]] = ()
+    """The columns it adds to metrics.csv (the generic section draws them against epochs)."""
+    report_section: ClassVar[str | None] = None
+    """"module:function" of the report section that shows its files (the function takes the Sweep and returns a
+    Section or None); None: the generic probe section. Named as text, so training never imports the report."""
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
@@ -31,7 +46,7 @@ class Probe(L.Callback):
         """Count the time of a measurement as probe time, so the epoch's training time stays honest."""
         start = synchronized_now(pl_module.device)
         yield
-        pl_module.epoch_probe_time_s += synchronized_now(pl_module.device) - start
+        pl_module.record.probe_time_s += synchronized_now(pl_module.device) - start
 
 
 class FinalWeightsProbe(Probe):

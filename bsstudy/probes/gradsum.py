@@ -307,6 +307,8 @@ def replace_regime(path, table: pd.DataFrame, regime: int) -> None:
 class GradSum(Probe):
     """The gradient-sum-norm experiment at the end of each epoch of `at_epochs`, on copies of the weights."""
 
+    report_section = "bsstudy.report.dynamics:gradsum_section"
+
     def __init__(
         self,
         out_dir,

@@ -27,6 +27,8 @@ class Hessian(FinalWeightsProbe):
     """Extreme Hessian eigenvalues (Lanczos: largest algebraic and largest magnitude) and trace
     (Hutchinson) of the training loss."""
 
+    report_section = "bsstudy.report.geometry:sharpness_section"
+
     def __init__(
         self,
         out_dir,

@@ -49,6 +49,8 @@ def resolve_other(other: str | Path) -> tuple[Path, Path | None]:
 class Interpolation(Probe):
     """Train and test loss and accuracy along (1 - alpha) theta_this + alpha theta_other."""
 
+    report_section = "bsstudy.report.geometry:interpolation_section"
+
     def __init__(
         self,
         out_dir,

@@ -24,6 +24,8 @@ from bsstudy.streams import DIRECTIONS_LANDSCAPE, torch_generator
 class Landscape(FinalWeightsProbe):
     """Loss and accuracy on a grid of theta + alpha d1 + beta d2, and along theta + alpha d1."""
 
+    report_section = "bsstudy.report.geometry:landscape_section"
+
     def __init__(
         self,
         out_dir,

@@ -86,6 +86,9 @@ def batch_gradient_sq_norms(
 class NoiseScale(Probe):
     """B_simple = tr(Sigma)/|G|^2 from two batch sizes, `measurements_per_epoch` times per epoch."""
 
+    report_section = "bsstudy.report.dynamics:noise_scale_section"
+    epoch_columns = ("noise_scale", "grad_sq_norm", "grad_trace_cov")
+
     def __init__(self, out_dir, small_batch: int, big_batch: int, measurements_per_epoch: int, ema: float):
         super().__init__(out_dir)
         if not (small_batch >= 1 and big_batch > small_batch and big_batch % small_batch == 0):
@@ -139,7 +142,7 @@ class NoiseScale(Probe):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.smoothed:
-            pl_module.epoch_extras |= {**self.smoothed, "noise_scale": self.noise_scale()}
+            pl_module.record.columns |= {**self.smoothed, "noise_scale": self.noise_scale()}
 
     def state_dict(self) -> dict:
         return {"smoothed": self.smoothed}

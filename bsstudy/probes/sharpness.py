@@ -23,6 +23,8 @@ from bsstudy.streams import DIRECTIONS_SHARPNESS, torch_generator
 class Sharpness(FinalWeightsProbe):
     """Keskar et al.'s eps-box sharpness of the trained network, with the random-point baseline."""
 
+    report_section = "bsstudy.report.geometry:sharpness_section"
+
     def __init__(
         self,
         out_dir,

@@ -84,6 +84,8 @@ def write_chunks_csv(path: Path, rows: list[dict]) -> None:
 class Speed(Probe):
     """Per-chunk step time and throughput, epoch time and peak memory; headline numbers in summary.json."""
 
+    report_section = "bsstudy.report.cost:speed_section"
+
     def __init__(self, out_dir: str | Path, warmup_chunks: int = 2):
         super().__init__(out_dir)
         if not (type(warmup_chunks) is int and warmup_chunks >= 0):
@@ -120,7 +122,7 @@ class Speed(Probe):
         )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        seconds = synchronized_now(pl_module.device) - self.epoch_start - pl_module.epoch_probe_time_s
+        seconds = synchronized_now(pl_module.device) - self.epoch_start - pl_module.record.probe_time_s
         self.epoch_times_s.append(seconds)
         write_chunks_csv(self.out_dir / "chunks.csv", self.rows)
 

@@ -3,7 +3,7 @@
 Per optimizer step t: ||theta_{t+1} - theta_t||_2 of the whole model and of each layer (weight
 and bias together). Per epoch e: the epoch distance ||theta_end(e) - theta_start(e)||_2, the
 distance from initialization ||theta_end(e) - theta_0||_2, and the median and quartiles of the
-step norms. The step norms come from the training step itself (StudyModule.update_sq_norms), so
+step norms. The step norms come from the training step itself (StudyModule.record, model.EpochRecord), so
 the probe adds no pass over the weights per step.
 
 Files in <run>/probes/update_norms/: `epoch_<e>.npz` (arrays `total` and `layer_<i>`, one value
@@ -51,6 +51,9 @@ def step_norm_table(update_sq_norms: torch.Tensor, layer_of_param: list[int]) ->
 class UpdateNorms(Probe):
     """Step norms, epoch distance and distance from initialization; medians and distances join metrics.csv."""
 
+    report_section = "bsstudy.report.dynamics:update_norms_section"
+    epoch_columns = ("update_norm_median", "epoch_distance", "distance_from_init")
+
     def on_train_start(self, trainer, pl_module) -> None:
         path = self.out_dir / "theta0.pt"
         if trainer.current_epoch == 0 or not path.exists():
@@ -62,12 +65,12 @@ class UpdateNorms(Probe):
         self.theta_start = flat_parameters(pl_module.net)
         n_params = len(list(pl_module.net.parameters()))
         steps = pl_module.epoch_plan(trainer.current_epoch).steps
-        pl_module.update_sq_norms = torch.zeros(steps, n_params, device=pl_module.device)
+        pl_module.record.track_update_norms(steps, n_params, pl_module.device)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
-        table = step_norm_table(pl_module.update_sq_norms[: pl_module.epoch_steps], layer_of_parameters(pl_module.net))
-        pl_module.update_sq_norms = None
+        norms = pl_module.record.take_update_norms()[: pl_module.epoch_steps]
+        table = step_norm_table(norms, layer_of_parameters(pl_module.net))
         np.savez(self.out_dir / f"epoch_{epoch:03d}.npz", **table)
         theta = flat_parameters(pl_module.net)
         q25, median, q75 = torch.quantile(torch.from_numpy(table["total"]), QUANTILES).tolist()
@@ -76,7 +79,7 @@ class UpdateNorms(Probe):
             "epoch_distance": epoch_distance(theta, self.theta_start),
             "distance_from_init": epoch_distance(theta, self.theta0),
         }
-        pl_module.epoch_extras |= row
+        pl_module.record.columns |= row
         self.epochs_csv.log_metrics(
             {"epoch": epoch, "steps": pl_module.epoch_steps, **row, "update_norm_q25": q25, "update_norm_q75": q75}
             | {f"{k}_median": float(np.median(v)) for k, v in table.items() if k != "total"}

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bsstudy.report import budgets, cost, dynamics, geometry, training, tuned
+from bsstudy.report import budgets, cost, training, tuned
 from bsstudy.report.document import Section, write_documents
 from bsstudy.report.findings import findings_section
+from bsstudy.report.probes import probe_sections
 from bsstudy.report.runs import Sweep, read_sweep
 from bsstudy.report.uncertainty import seed_caveat
 
@@ -32,13 +33,7 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
         cost.time_to_accuracy_section(sweep, target_acc),
         tuned.steps_to_target_section(sweep),
         training.scaling_section(sweep),
-        dynamics.update_norms_section(sweep),
-        dynamics.gradsum_section(sweep),
-        dynamics.noise_scale_section(sweep),
-        geometry.sharpness_section(sweep),
-        geometry.interpolation_section(sweep),
-        geometry.landscape_section(sweep),
-        cost.speed_section(sweep),
+        *probe_sections(sweep),  # each probe's own section, or the generic one (bsstudy/report/probes.py)
     ]
     findings = findings_section(sweep)
     recommendation = tuned.recommendation_section(sweep)  # a tuned study's answer comes first

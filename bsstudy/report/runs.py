@@ -65,6 +65,7 @@ class Sweep:
     epochs: pd.DataFrame
     problems: pd.DataFrame
     summaries: dict[str, dict] = field(default_factory=dict)
+    probe_targets: dict[str, str] = field(default_factory=dict)  # probe name -> its class (`_target_`), from configs
 
     def run_dir(self, run: str) -> Path:
         return self.path if run == self.path.name and is_run_folder(self.path) else self.path / run
@@ -237,7 +238,18 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "epoch"])
     epochs = identity.merge(epochs.rename(columns={"batch_size": "epoch_batch_size"}), on="run", how="inner")
     problems_frame = pd.DataFrame(problems, columns=["run", "file", "error"])
-    return Sweep(path, runs, epochs, problems_frame, all_summaries)
+    return Sweep(path, runs, epochs, problems_frame, all_summaries, probe_targets(configs))
+
+
+def probe_targets(configs: dict[str, dict]) -> dict[str, str]:
+    """{probe name: the `_target_` its runs were configured with} over the sweep's run configs."""
+    found = {}
+    for config in configs.values():
+        for key, value in config.items():
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "probes" and parts[2] == "_target_" and isinstance(value, str):
+                found.setdefault(parts[1], value)
+    return dict(sorted(found.items()))
 
 
 SHARPNESS_KEY = re.compile(r"^sharpness_eps_(.+)$")

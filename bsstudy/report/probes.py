@@ -1,0 +1,100 @@
+"""The sections of a sweep's probes, found from the probes its runs were configured with.
+
+Each probe class names its report section (`Probe.report_section`, "module:function"); a probe that names
+none gets the generic section below: its summary numbers (summary.json probes.<name>) per batch size, mean
+[95% interval] over seeds, its `epoch_columns` against epochs, and the files it wrote. So a new probe appears
+in the report without any edit here (bsstudy/probes/__init__.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bsstudy.report.document import Figure, Section, Table
+from bsstudy.report.figures import band, batch_colours, curve_label, new_figure, to_png, variant_styles
+from bsstudy.report.runs import Sweep, completed_epochs, probe_numbers
+from bsstudy.report.uncertainty import summarize
+
+IDENTITY = ["run", "variant", "batch_size", "seed"]
+
+
+def probe_class(target: str):
+    """The class a `_target_` names, or None when it cannot be imported (a probe since removed)."""
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def named_function(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def probe_sections(sweep: Sweep) -> list[Section]:
+    """One section per probe in the sweep (probes that share a section, sharpness and hessian, share it once)."""
+    sections, shown = [], set()
+    for name, target in sweep.probe_targets.items():
+        probe = probe_class(target)
+        spec = getattr(probe, "report_section", None)
+        if spec in shown:
+            continue
+        shown.add(spec or name)
+        section = named_function(spec)(sweep) if spec else generic_section(sweep, name, probe)
+        if section is not None:
+            sections.append(section)
+    return sections
+
+
+def first_line(probe) -> str:
+    doc = (getattr(probe, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def summary_table(sweep: Sweep, name: str) -> Table | None:
+    numbers = probe_numbers(sweep, name)
+    columns = [c for c in numbers.columns if c not in IDENTITY]
+    if numbers.empty or not columns:
+        return None
+    table = summarize(numbers, ["variant", "batch_size"], columns)
+    caption = f"summary.json probes.{name}: mean [95% interval] over seeds per batch size."
+    return Table(f"{name}_summary", caption, table)
+
+
+def epoch_figure(sweep: Sweep, name: str, columns: list[str]) -> Figure | None:
+    epochs = completed_epochs(sweep)
+    columns = [c for c in columns if c in epochs and epochs[c].notna().any()]
+    if not columns:
+        return None
+    colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
+    curves = summarize(epochs, ["variant", "batch_size", "epoch"], columns)
+    fig, axes = new_figure(len(columns))
+    for ax, column in zip(axes[0], columns, strict=True):
+        for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
+            label = curve_label(batch_size, variant, len(styles) > 1)
+            band(ax, c.epoch, c, column, colours[batch_size], label, styles[variant])
+        ax.set(xlabel="epoch", ylabel=column, title=column)
+        ax.legend(fontsize=7)
+    caption = f"Probe {name}: its metrics.csv columns per epoch, mean and 95% band over seeds per batch size."
+    return Figure(f"{name}_epochs", caption, to_png(fig))
+
+
+def files_line(sweep: Sweep, name: str) -> str:
+    """The files the probe wrote, as found in the first run that has its folder."""
+    for run in sweep.runs.run:
+        folder = sweep.run_dir(run) / "probes" / name
+        if folder.is_dir():
+            files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+            return f"Files in <run>/probes/{name}/: {', '.join(files) or 'none'}."
+    return f"No run has a probes/{name}/ folder."
+
+
+def generic_section(sweep: Sweep, name: str, probe) -> Section | None:
+    table = summary_table(sweep, name)
+    figure = epoch_figure(sweep, name, list(getattr(probe, "epoch_columns", ())))
+    if table is None and figure is None:
+        return None
+    known = first_line(probe) if probe is not None else "its class cannot be imported here"
+    text = [f"Probe `{name}`: {known}", files_line(sweep, name)]
+    return Section(f"Probe: {name}", text, [table] if table is not None else [], [figure] if figure else [])
