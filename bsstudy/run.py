@@ -33,10 +33,10 @@ from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     RunCheckpoints,
+    RunFolder,
     library_versions,
     machine,
     peak_memory,
-    read_metrics,
     resume_checkpoint,
     write_json,
 )
@@ -177,7 +177,7 @@ def requeued_by_slurm() -> bool:
 
 def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
     """Fit the run in `run_dir` (from checkpoints/last.ckpt with resume=true) and write its summary."""
-    summary_path = run_dir / "summary.json"
+    summary_path = RunFolder(run_dir).summary_path
     started = time.perf_counter()
     module = trainer = summary = None
     restore_signal_handlers = STOP.install()
@@ -296,8 +296,7 @@ def interruption_message(err: BaseException, epochs_completed: int) -> str:
 
 def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, status: str, wall_time_s: float) -> dict:
     """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
-    metrics_path = run_dir / "metrics.csv"
-    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    rows = RunFolder(run_dir).metrics()
     summary = {
         "status": status,
         "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,

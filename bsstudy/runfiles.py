@@ -1,7 +1,13 @@
-"""What a run leaves in its folder: metrics.csv, summary.json, checkpoints/.
+"""The run folder, the one contract between training and analysis: what a run leaves in it, named once here
+(RunFolder), and how every file of it is written (atomically: write_json, write_table, checkpoints).
 
-metrics.csv is rewritten whole (atomically) after every epoch, so it is never half-written and
-survives a resume; summary.json is written once, atomically, when the run has ended.
+    <run>/.hydra/config.yaml   the resolved config (Hydra)     <run>/metrics.csv    one row per epoch
+    <run>/summary.json         written when the run has ended  <run>/checkpoints/   last.ckpt, epoch=<e>.ckpt
+    <run>/probes/<name>/       each probe's files (bsstudy/probes/)
+
+metrics.csv is rewritten whole (atomically) after every epoch, so it is never half-written and survives a
+resume; summary.json is written once, atomically, when the run has ended. Training writes through this
+module; the report, the geometry commands, the speed table and the bench read through it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,24 @@ def write_json(path: Path, obj: dict) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
+def write_table(path: Path, rows, columns: list[str] | None = None) -> None:
+    """Write a table to the CSV file `path`, atomically: `rows` is a list of dicts (the header is `columns`,
+    else every key in first-seen order; a missing cell is empty) or a pandas DataFrame. Every CSV file
+    bsstudy writes goes through here."""
+    if hasattr(rows, "to_csv"):
+        replace_atomically(Path(path), lambda tmp: rows.to_csv(tmp, index=False))
+        return
+    header = columns or list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_atomically(Path(path), write)
+
+
 class EpochCSVLogger(Logger):
     """A Lightning logger that keeps `<run_dir>/metrics.csv` (or another file) as one row per epoch.
 
@@ -71,15 +95,7 @@ class EpochCSVLogger(Logger):
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-        columns = list(dict.fromkeys(k for r in self.rows for k in r))
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(self.rows)
-
-        replace_atomically(self.path, write)
+        write_table(self.path, self.rows)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -214,9 +230,77 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus}
 
 
+class RunFolder:
+    """One run's folder: where each of its files is, and reading them. Readers raise on a corrupt file (the
+    report catches that per run and lists it); a file not written yet reads as None."""
+
+    CONFIG, SUMMARY, METRICS, CHECKPOINTS, PROBES = (
+        ".hydra/config.yaml",
+        "summary.json",
+        "metrics.csv",
+        "checkpoints",
+        "probes",
+    )
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def probe_dir(self, name: str) -> Path:
+        return self.path / self.PROBES / name
+
+    def is_run(self) -> bool:
+        """It holds a resolved config, a summary or metrics (a run still going may lack some)."""
+        return any(p.exists() for p in (self.config_path, self.summary_path, self.metrics_path))
+
+    def config(self):
+        """The resolved config (an OmegaConf DictConfig, interpolations unresolved); FileNotFoundError without."""
+        from omegaconf import OmegaConf
+
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a bsstudy run folder: no {self.config_path}")
+        return OmegaConf.load(self.config_path)
+
+    def summary(self) -> dict | None:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.metrics_path) if self.metrics_path.exists() else []
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def merge_probe_summary(self, name: str, numbers: dict) -> None:
+        """Add `numbers` to summary.json under probes.<name> (as the probe would have), atomically."""
+        summary = self.summary() or {}
+        summary.setdefault("probes", {})[name] = numbers
+        self.write_summary(summary)
+
+
 def is_run_folder(path: Path) -> bool:
-    """A run's folder holds its resolved config, its summary or its metrics (a run still going may lack some)."""
-    return any((path / name).exists() for name in (".hydra/config.yaml", "summary.json", "metrics.csv"))
+    return RunFolder(path).is_run()
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -225,3 +309,8 @@ def run_folders(path: Path) -> list[Path]:
         return [path]
     runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
     return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def runs_of(path: str | Path) -> list[RunFolder]:
+    """The runs of a sweep folder (or [the run] for a run folder), in job order."""
+    return [RunFolder(p) for p in run_folders(Path(path))]

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from bsstudy.runfiles import run_folders
+from bsstudy.runfiles import runs_of, write_table
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +59,14 @@ def speed_runs(sweep_dir: Path) -> list[tuple[dict, list[dict]]]:
     """(summary, timed chunks) of every run under `sweep_dir` that has the speed probe's results; a run whose
     summary.json cannot be read is left out with a warning (the report lists it among its problems)."""
     runs = []
-    for run_dir in run_folders(Path(sweep_dir)):
+    for run in runs_of(sweep_dir):
         try:
-            summary = json.loads((run_dir / "summary.json").read_text())
+            summary = run.summary() or {}
         except (OSError, ValueError) as err:
-            log.warning("speed table: %s left out: %s", run_dir, err)
+            log.warning("speed table: %s left out: %s", run.path, err)
             continue
-        if "speed" in (summary.get("probes") or {}) and (run_dir / "probes" / "speed" / "chunks.csv").exists():
-            runs.append((summary, read_timed_chunks(run_dir)))
+        if "speed" in (summary.get("probes") or {}) and (run.probe_dir("speed") / "chunks.csv").exists():
+            runs.append((summary, read_timed_chunks(run.path)))
     return runs
 
 
@@ -206,10 +205,7 @@ def mebibytes(value: int | None) -> str:
 
 
 def write_speed_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table(path, rows, ROW_KEYS)
 
 
 def report_sweep(sweep_dir: Path) -> str:

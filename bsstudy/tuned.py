@@ -19,11 +19,11 @@ is one `python -m bsstudy -m experiment=tuned` command); this module holds what 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from bsstudy import ConfigError, is_positive_int
+from bsstudy.runfiles import RunFolder
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,6 @@ def select_best(candidates: list[Candidate]) -> Candidate | None:
 def read_summary(run_dir: Path) -> dict | None:
     """<run>/summary.json, or None when the run wrote none (it never started, or it was killed)."""
     try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
+        return RunFolder(run_dir).summary()
     except (OSError, ValueError):
         return None

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bsstudy.data import TensorData, load_data
 from bsstudy.model import MLP
-from bsstudy.runfiles import run_folders, write_json
+from bsstudy.runfiles import RunFolder, run_folders
 
 
 @dataclass
@@ -31,10 +30,7 @@ class LoadedRun:
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a bsstudy run folder: no {path}")
-    return OmegaConf.load(path)
+    return RunFolder(run_dir).config()
 
 
 def load_weights(net: MLP, checkpoint: Path) -> MLP:
@@ -55,13 +51,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt", geometry_bn: st
         cfg.model.geometry_bn = geometry_bn
     data = load_data(cfg.data, cfg.seed)
     net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
-    load_weights(net, run_dir / "checkpoints" / checkpoint)
+    load_weights(net, RunFolder(run_dir).checkpoints / checkpoint)
     return LoadedRun(run_dir, cfg, net.eval(), data)
 
 
 def is_run_dir(path: str | Path) -> bool:
     """A run whose network can be rebuilt: it has its resolved config."""
-    return (Path(path) / ".hydra" / "config.yaml").is_file()
+    return RunFolder(path).config_path.is_file()
 
 
 def runs_of(path: str | Path) -> list[Path]:
@@ -90,7 +86,4 @@ def pick_pair(sweep_dir: str | Path, batch_sizes: tuple[int, int] | None = None)
 
 def merge_into_summary(run_dir: Path, name: str, numbers: dict) -> None:
     """Add `numbers` to <run>/summary.json under probes.<name> (as the probe would have), atomically."""
-    path = Path(run_dir) / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary.setdefault("probes", {})[name] = numbers
-    write_json(path, summary)
+    RunFolder(run_dir).merge_probe_summary(name, numbers)

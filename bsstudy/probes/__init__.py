@@ -13,7 +13,7 @@ settings, `probes.<name>.*`); select probes with `probes=[update_norms,...]`. Ad
   the runs' configs and shows each with the section its class names, or with the generic probe section
   (bsstudy/report/probes.py: its summary numbers per batch size and its `epoch_columns` against epochs).
 
-An example with every part: bsstudy/probes/weight_norm.py + bsstudy/conf/probes/weight_norm.yaml.
+docs/architecture.md ("Adding a probe") walks through a complete small example.
 """
 
 from __future__ import annotations

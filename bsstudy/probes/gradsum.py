@@ -55,7 +55,7 @@ from bsstudy import ConfigError, is_positive_int
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP
 from bsstudy.probes import Probe
-from bsstudy.runfiles import replace_atomically, write_json
+from bsstudy.runfiles import write_json, write_table
 from bsstudy.streams import rng
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def replace_regime(path, table: pd.DataFrame, regime: int) -> None:
     if path.exists():
         kept = pd.read_csv(path)
         table = pd.concat([kept[kept["regime"] != regime], table]).sort_values(["regime", "batch_size"], kind="stable")
-    replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+    write_table(path, table)
 
 
 class GradSum(Probe):

@@ -12,7 +12,6 @@ set). Batch norm follows run_a's model.geometry_bn (under "running" the running 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
 from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
 from bsstudy.geometry.runs import is_run_dir, load_weights, run_config
 from bsstudy.probes import Probe
-from bsstudy.runfiles import replace_atomically, write_json
+from bsstudy.runfiles import RunFolder, write_json, write_table
 
 
 def recorded_batch_size(run_dir: Path | None) -> int | None:
@@ -33,8 +32,7 @@ def recorded_batch_size(run_dir: Path | None) -> int | None:
         return None
     if is_run_dir(run_dir):
         return run_config(run_dir).data.batch_size
-    summary = run_dir / "summary.json"
-    return json.loads(summary.read_text()).get("batch_size") if summary.is_file() else None
+    return (RunFolder(run_dir).summary() or {}).get("batch_size")
 
 
 def resolve_other(other: str | Path) -> tuple[Path, Path | None]:
@@ -119,7 +117,7 @@ class Interpolation(Probe):
         theta_b = train.model.flatten(dict(net_b.named_parameters())).detach()
         alphas = np.linspace(self.alpha_min, self.alpha_max, self.points)
         table = pd.DataFrame(interpolate(evaluate, train.model.theta, theta_b, alphas))
-        replace_atomically(self.out_dir / "interpolation.csv", lambda tmp: table.to_csv(tmp, index=False))
+        write_table(self.out_dir / "interpolation.csv", table)
         inside = table[(table.alpha >= 0) & (table.alpha <= 1)]
         ends = np.interp([0.0, 1.0], table.alpha, table.train_loss)
         at_b = {f"other_{k}": v for k, v in measured_point(net_b, data, self.chunk_size).items()}

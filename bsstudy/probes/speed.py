@@ -22,7 +22,6 @@ samples_per_s, warmup). bsstudy/speed_table.py turns the runs of a sweep into th
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 
 from bsstudy import ConfigError
 from bsstudy.probes import Probe
-from bsstudy.runfiles import cpu_model, peak_memory, proc_status_bytes, replace_atomically, synchronized_now
+from bsstudy.runfiles import cpu_model, peak_memory, proc_status_bytes, synchronized_now, write_table
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +71,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float] | tuple[None, N
 
 
 def write_chunks_csv(path: Path, rows: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CHUNK_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    replace_atomically(path, write)
+    write_table(path, rows, CHUNK_COLUMNS)
 
 
 class Speed(Probe):

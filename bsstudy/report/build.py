@@ -15,6 +15,7 @@ from bsstudy.report.findings import findings_section
 from bsstudy.report.probes import probe_sections
 from bsstudy.report.runs import Sweep, read_sweep
 from bsstudy.report.uncertainty import seed_caveat
+from bsstudy.runfiles import write_table
 
 
 def seeds_per_condition(sweep: Sweep) -> int:
@@ -57,9 +58,9 @@ def intro(sweep: Sweep) -> list[str]:
     ]
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
+def write_tidy_table(frame: pd.DataFrame, path: Path) -> None:
     """CSV always; parquet beside it when pyarrow is installed."""
-    frame.to_csv(path.with_suffix(".csv"), index=False)
+    write_table(path.with_suffix(".csv"), frame)
     if importlib.util.find_spec("pyarrow") is not None:
         frame.to_parquet(path.with_suffix(".parquet"), index=False)
 
@@ -74,7 +75,7 @@ def build_report(sweep_dir: str | Path, target_acc: float | None = None, out_dir
     out = Path(out_dir) if out_dir else sweep.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections = report_sections(sweep, target_acc)
-    write_table(sweep.epochs, out / "epochs")
-    write_table(sweep.runs, out / "runs")
+    write_tidy_table(sweep.epochs, out / "epochs")
+    write_tidy_table(sweep.runs, out / "runs")
     write_documents(out, f"bsstudy report: {sweep.path.name}", intro(sweep), sections)
     return out

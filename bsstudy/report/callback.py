@@ -11,7 +11,6 @@ accuracy only in a sweep without validation split) with `hydra.callbacks.report.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bsstudy.report.build import build_report
-from bsstudy.runfiles import run_folders
+from bsstudy.runfiles import runs_of
 
 log = logging.getLogger(__name__)
 UNFINISHED_STATUSES = ("failed", "interrupted")  # a diverged run ended: its result is that it diverged
@@ -54,9 +53,9 @@ class ReportCallback(Callback):
 def unfinished_runs(sweep_dir: Path) -> list[str]:
     """'<folder>: <status>' for every run of the sweep whose summary.json says it failed or was interrupted."""
     found = []
-    for folder in run_folders(sweep_dir) if sweep_dir.is_dir() else []:
+    for folder in runs_of(sweep_dir) if sweep_dir.is_dir() else []:
         try:
-            status = json.loads((folder / "summary.json").read_text()).get("status")
+            status = (folder.summary() or {}).get("status")
         except (OSError, ValueError):
             continue  # no summary (yet): nothing to say about it here
         if status in UNFINISHED_STATUSES:

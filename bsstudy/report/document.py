@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bsstudy.runfiles import write_table
+
 NUMERIC = re.compile(r"^[-+0-9.e–]+( \[[-+0-9.e]+, [-+0-9.e]+\])?$")
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -147,6 +149,6 @@ def write_documents(out_dir: Path, title: str, intro: list[str], sections: list[
         for figure in section.figures:
             (out_dir / "figures" / f"{figure.name}.png").write_bytes(figure.png)
         for table in section.tables:
-            table.frame.to_csv(out_dir / "tables" / f"{table.name}.csv", index=False)
+            write_table(out_dir / "tables" / f"{table.name}.csv", table.frame)
     (out_dir / "report.html").write_text(render_html(title, intro, sections))
     (out_dir / "report.md").write_text(render_markdown(title, intro, sections))

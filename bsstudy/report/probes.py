@@ -19,12 +19,22 @@ IDENTITY = ["run", "variant", "batch_size", "seed"]
 
 
 def probe_class(target: str):
-    """The class a `_target_` names, or None when it cannot be imported (a probe since removed)."""
-    module, _, name = target.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    """The class a `_target_` names (or the one Probe subclass defined in a module that `target` names), or None
+    when it cannot be imported (a probe since removed)."""
+    from bsstudy.probes import Probe
+
+    for module, name in ((target, None), target.rpartition(".")[::2]):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        if name is not None:
+            return getattr(found, name, None)
+        classes = [c for c in vars(found).values() if isinstance(c, type) and issubclass(c, Probe)]
+        own = [c for c in classes if c.__module__ == found.__name__]
+        if len(own) == 1:
+            return own[0]
+    return None
 
 
 def named_function(spec: str):

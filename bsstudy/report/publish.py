@@ -23,7 +23,7 @@ import yaml
 
 from bsstudy.report.build import build_report
 from bsstudy.report.runs import Sweep, read_sweep
-from bsstudy.runfiles import machine, run_folders
+from bsstudy.runfiles import RunFolder, machine, run_folders
 
 COPIED = ["report.md", "runs.csv", "epochs.csv"]  # plus figures/ and tables/
 SWEEP_PLACEHOLDER = "<sweep>"
@@ -73,9 +73,9 @@ def run_times(sweep: Sweep) -> tuple[list[tuple[datetime, datetime]], str]:
         if summary.get("finished_at") and summary.get("wall_time_s") is not None:
             end = datetime.fromisoformat(summary["finished_at"])
             spans.append((end - timedelta(seconds=float(summary["wall_time_s"])), end))
-        elif (run_dir / "summary.json").exists() and (run_dir / ".hydra" / "config.yaml").exists():
+        elif (folder := RunFolder(run_dir)).summary_path.exists() and folder.config_path.exists():
             from_files = True
-            stamp = [(run_dir / f).stat().st_mtime for f in (".hydra/config.yaml", "summary.json")]
+            stamp = [p.stat().st_mtime for p in (folder.config_path, folder.summary_path)]
             spans.append(tuple(datetime.fromtimestamp(t, timezone.utc) for t in stamp))
     return spans, "file modification times" if from_files else "summary.json (finished_at, wall_time_s)"
 

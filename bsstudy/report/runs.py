@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bsstudy.runfiles import is_run_folder, run_folders
+from bsstudy.runfiles import RunFolder, is_run_folder, run_folders
 
 RUN_COLUMNS = [
     "run",
@@ -104,8 +104,7 @@ def attempt(problems: list[dict], run: str, file: str, read: Callable):
 
 
 def read_config(run_dir: Path) -> dict:
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    return flatten(OmegaConf.to_container(cfg, resolve=False))
+    return flatten(OmegaConf.to_container(RunFolder(run_dir).config(), resolve=False))
 
 
 def read_metrics_frame(path: Path) -> pd.DataFrame:
@@ -238,17 +237,21 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "epoch"])
     epochs = identity.merge(epochs.rename(columns={"batch_size": "epoch_batch_size"}), on="run", how="inner")
     problems_frame = pd.DataFrame(problems, columns=["run", "file", "error"])
-    return Sweep(path, runs, epochs, problems_frame, all_summaries, probe_targets(configs))
+    return Sweep(path, runs, epochs, problems_frame, all_summaries, probe_targets(configs, all_summaries))
 
 
-def probe_targets(configs: dict[str, dict]) -> dict[str, str]:
-    """{probe name: the `_target_` its runs were configured with} over the sweep's run configs."""
+def probe_targets(configs: dict[str, dict], summaries: dict[str, dict]) -> dict[str, str]:
+    """{probe name: the `_target_` its runs were configured with} over the sweep's run configs; a probe known
+    only from a summary (a run folder without .hydra/) gets "bsstudy.probes.<name>" (its module, by convention)."""
     found = {}
+    for summary in summaries.values():
+        for name in summary.get("probes") or {}:
+            found.setdefault(name, f"bsstudy.probes.{name}")
     for config in configs.values():
         for key, value in config.items():
             parts = key.split(".")
             if len(parts) == 3 and parts[0] == "probes" and parts[2] == "_target_" and isinstance(value, str):
-                found.setdefault(parts[1], value)
+                found[parts[1]] = value
     return dict(sorted(found.items()))
 
 
