@@ -81,3 +81,20 @@ def test_report_sections_do_not_import_each_other(section):
 def test_the_sections_are_found():
     assert {"bsstudy.report.training", "bsstudy.report.budgets", "bsstudy.report.findings"} <= set(SECTIONS)
     assert "bsstudy.report.runs" not in SECTIONS and "bsstudy.report.build" not in SECTIONS
+
+
+@pytest.mark.cli
+def test_importing_the_training_loads_nothing_of_the_analysis_side():
+    """`import bsstudy.run` adds no report module, matplotlib, pandas or scipy to what `import lightning` loads.
+    (Lightning itself imports torchmetrics, which imports matplotlib.pyplot whenever matplotlib is installed, so
+    the check starts from there: what bsstudy adds is what bsstudy controls.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning; before = set(sys.modules); import bsstudy.run; "
+        "print(sorted(m for m in set(sys.modules) - before "
+        "if m.startswith(('bsstudy.report', 'bsstudy.probes', 'matplotlib', 'pandas', 'scipy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
