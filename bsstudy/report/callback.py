@@ -59,7 +59,7 @@ def unfinished_runs(sweep_dir: Path) -> list[str]:
         except (OSError, ValueError):
             continue  # no summary (yet): nothing to say about it here
         if status in UNFINISHED_STATUSES:
-            found.append(f"{folder.resolve()}: {status}")
+            found.append(f"{folder.path.resolve()}: {status}")
     return found
 
 
