@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import RunFolderError
-from bsstudy.config_checks import require_bool
+from bsstudy.config import ROOT_RULES, check_value
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
     """Decide what this start does with the folder: None = train (fresh, or resume from last.ckpt); a summary =
     nothing to do (the run already ended). Raises RunFolderError naming the way out when the folder holds
     another run, or a run that this start would mix its files with."""
-    require_bool("resume", cfg.resume)
+    check_value("resume", cfg.resume, ROOT_RULES["resume"])
     summary = read_summary(run_dir)
     recorded = read_identity(run_dir)
     if not cfg.resume:
