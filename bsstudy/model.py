@@ -170,12 +170,13 @@ class StudyModule(L.LightningModule):
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
         plan = self.plan
-        first = chunk * plan.steps_per_chunk
+        first, steps_before = chunk * plan.steps_per_chunk, self.optimizer_steps
         for step in range(first, min(first + plan.steps_per_chunk, plan.steps)):
             if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             self.take_step(optimizer, indices, None if self.update_sq_norms is None else self.update_sq_norms[step])
+        self.count_lightning_steps(self.optimizer_steps - steps_before)
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
             self.diverged = True
@@ -215,6 +216,12 @@ class StudyModule(L.LightningModule):
         x, y = self.data.x_train[indices], self.data.y_train[indices]
         self.epoch_loss_sum += fast_sgd_step(self.net.layers, optimizer, x, y, update_sq_norms)
         self.count_step(len(indices))
+
+    def count_lightning_steps(self, steps: int) -> None:
+        """Tell Lightning about the optimizer steps of a chunk: the raw optimizer bypasses the wrapper that counts
+        them, and `trainer.global_step` (which ModelCheckpoint compares to skip a save already made, and which
+        +trainer.max_steps caps) would stay 0. It then equals `optimizer_steps`."""
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(steps)
 
     def count_step(self, n: int) -> None:
         self.optimizer_steps += 1

@@ -140,6 +140,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             *targets,  # val_acc within the epoch (after the probes: their chunk-end measurements are not in its time)
             *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
             *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
+            *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # the callbacks group
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
             StopAtChunkBoundary(STOP),
         ]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import timedelta
 
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 STOP_AT_KEYS = ("train_loss", "train_acc", "patience", "min_delta")
@@ -62,7 +63,8 @@ def stop_at_callbacks(stop_at) -> list[EarlyStopping]:
 
 def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
     """Why training ended and after which epoch (metrics.csv's epoch): {"stopped": ..., "stopped_epoch": e}.
-    Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks) too."""
+    Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks, the callbacks group) too, then a
+    Timer whose duration is used up."""
     if diverged:
         return {"stopped": "diverged", "stopped_epoch": epochs_completed}
     for cb in trainer.callbacks if trainer else []:
@@ -76,4 +78,11 @@ def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
         else:
             reason = cb.stopping_reason_message or cb.stopping_reason.name.lower()
         return {"stopped": f"{reason} at epoch {epoch}", "stopped_epoch": epoch}
+    for cb in trainer.callbacks if trainer else []:
+        if isinstance(cb, Timer) and cb.time_remaining() is not None and cb.time_remaining() <= 0:
+            limit = timedelta(seconds=cb._duration)
+            return {
+                "stopped": f"timer: {limit} of training at epoch {epochs_completed}",
+                "stopped_epoch": epochs_completed,
+            }
     return {"stopped": "max_epochs", "stopped_epoch": epochs_completed}
