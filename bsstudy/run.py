@@ -28,6 +28,7 @@ from bsstudy.distributed import world_size
 from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import fast_step_blocker
 from bsstudy.model import MLP, StudyModule
+from bsstudy.parallel import launcher_summary
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     RunCheckpoints,
@@ -266,6 +267,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
+            "launcher": launcher_summary(cfg),  # what a parallel sweep set after Hydra saved .hydra/config.yaml
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary
