@@ -14,11 +14,9 @@ last step of an epoch whose n is not a multiple of W).
 
 from __future__ import annotations
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
 
 DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
 
@@ -40,35 +38,6 @@ def per_device_batch_size(batch_size: int, world: int) -> int:
             f"split evenly over the processes"
         )
     return batch_size // world
-
-
-def check_distributed_config(cfg) -> None:
-    """trainer.strategy / devices / num_nodes, and every (scheduled) batch size divisible by W."""
-    trainer = cfg.trainer
-    if trainer.strategy not in ("auto", *DDP_STRATEGIES):
-        raise ConfigError(f"trainer.strategy must be one of {['auto', *DDP_STRATEGIES]}; got {trainer.strategy!r}")
-    if not is_positive_int(trainer.num_nodes):
-        raise ConfigError(f"trainer.num_nodes must be a positive integer; got {trainer.num_nodes!r}")
-    if trainer.strategy == "auto":
-        return
-    devices = trainer.devices
-    device_list = (
-        not isinstance(devices, (int, str)) and devices and all(isinstance(d, int) and d >= 0 for d in devices)
-    )
-    if not (is_positive_int(devices) or device_list):
-        raise ConfigError(
-            f"trainer.devices must be a positive integer or a list of device indices under trainer=ddp; got {devices!r}"
-        )
-    world = world_size(trainer)
-    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
-        per_device_batch_size(batch_size, world)
-    if world > 1 and HydraConfig.get().mode == RunMode.MULTIRUN and not launched_externally():
-        raise ConfigError(
-            "trainer=ddp inside a local -m sweep: Lightning starts the extra processes by re-running the "
-            "command line, which would re-run the whole sweep. Run one command per run "
-            "(python -m bsstudy trainer=ddp data.batch_size=...), or sweep with hydra/launcher=slurm, "
-            "where SLURM starts one task per device"
-        )
 
 
 def launched_externally() -> bool:

@@ -51,6 +51,18 @@ def validation_columns(net: torch.nn.Module, data, chunk_size: int) -> dict[str,
     return {"val_loss": val["loss"], "val_acc": val["acc"]}
 
 
+def log_for_monitors(pl_module, row: dict) -> None:
+    """The row's numeric columns through Lightning's logging (`log_dict`, per epoch), so that monitoring
+    callbacks (trainer.stop_at's EarlyStopping, the `callbacks` group's EarlyStopping and ModelCheckpoint)
+    find them in `trainer.callback_metrics` by metrics.csv's column names.
+
+    Not sent to the loggers again (logger=False): metrics.csv has the row already. float64 with batch_size=1,
+    so Lightning's epoch mean is the value itself, bit for bit, and a threshold at the next float of a target
+    compares exactly (bsstudy/stopping.py)."""
+    numbers = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in row.items() if isinstance(v, (int, float))}
+    pl_module.log_dict(numbers, on_step=False, on_epoch=True, logger=False, batch_size=1)
+
+
 class EpochEvaluation(L.Callback):
     """Writes one row per epoch to every logger: full-pass train/test (and val) loss and accuracy, the gap,
     the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
@@ -103,10 +115,8 @@ class EpochEvaluation(L.Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
-        # monitoring callbacks (trainer.stop_at's EarlyStopping, the user's own) read the row from here;
-        # float64, so that a threshold at the next float of a target compares exactly (bsstudy/stopping.py)
-        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in numbers.items()})
+        if epoch > 0:
+            log_for_monitors(pl_module, row)
         log.info(
             "epoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
             epoch,

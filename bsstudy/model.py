@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
 from bsstudy.fast_step import fast_sgd_step
 
@@ -61,10 +61,7 @@ class MLP(nn.Module):
     def from_config(cls, model_cfg, input_size: int, num_classes: int) -> MLP:
         """The MLP of the `model` config group (configs written before `batch_norm` or `geometry_bn` existed
         have neither: no batch norm, running statistics)."""
-        batch_norm = model_cfg.get("batch_norm", False)
-        if not isinstance(batch_norm, bool):
-            raise ConfigError(f"model.batch_norm must be true or false; got {batch_norm!r}")
-        geometry_bn = check_geometry_bn(model_cfg.get("geometry_bn", "running"))
+        batch_norm, geometry_bn = model_cfg.get("batch_norm", False), model_cfg.get("geometry_bn", "running")
         return cls(input_size, list(model_cfg.hidden_sizes), num_classes, batch_norm, geometry_bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,44 +87,6 @@ def value_at(schedule, epoch: int, default):
     largest key <= epoch, or `default` before the first key. None is an empty schedule."""
     keys = [k for k in (schedule or {}) if k <= epoch]
     return schedule[max(keys)] if keys else default
-
-
-def check_schedule(name: str, schedule, is_value_ok, allowed: str, example: str = "{0: 1024, 10: 64}") -> None:
-    """A schedule is null or a mapping {epoch >= 0: value}; the error names the key, what is allowed and an
-    example of that schedule."""
-    if schedule is None:
-        return
-    if not hasattr(schedule, "items") or not all(
-        isinstance(k, int) and k >= 0 and is_value_ok(v) for k, v in schedule.items()
-    ):
-        raise ConfigError(
-            f"{name} must be null or a mapping {{epoch >= 0: {allowed}}}, e.g. {example}; got {schedule!r}"
-        )
-
-
-def check_optim_config(cfg) -> None:
-    """Validate the `optim` group before anything is built."""
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name must be one of {list(OPTIMIZERS)}; got {cfg.name!r}")
-    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
-        raise ConfigError(f"optim.lr must be a number > 0; got {cfg.lr!r}")
-    if cfg.lr_scaling not in LR_SCALINGS:
-        raise ConfigError(f"optim.lr_scaling must be one of {list(LR_SCALINGS)}; got {cfg.lr_scaling!r}")
-    for key in ("base_batch_size", "accumulate"):
-        if not is_positive_int(cfg[key]):
-            raise ConfigError(f"optim.{key} must be a positive integer; got {cfg[key]!r}")
-    if not (isinstance(cfg.warmup_epochs, (int, float)) and cfg.warmup_epochs >= 0):
-        raise ConfigError(f"optim.warmup_epochs must be a number >= 0; got {cfg.warmup_epochs!r}")
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0; got {cfg.weight_decay!r}")
-    if cfg.name == "adam" and cfg.momentum:
-        raise ConfigError("optim.momentum is an SGD setting; Adam uses optim.betas. Leave optim.momentum at 0.")
-    if cfg.name == "sgd" and not 0 <= cfg.momentum < 1:
-        raise ConfigError(f"optim.momentum must be in [0, 1); got {cfg.momentum!r}")
-    check_schedule(
-        "optim.lr_schedule", cfg.lr_schedule, lambda v: isinstance(v, (int, float)) and v > 0, "factor > 0",
-        example="{10: 0.2, 20: 0.04}",
-    )  # fmt: skip
 
 
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -244,12 +203,13 @@ class StudyModule(L.LightningModule):
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
         plan = self.plan
-        first = chunk * plan.steps_per_chunk
+        first, steps_before = chunk * plan.steps_per_chunk, self.optimizer_steps
         for step in range(first, min(first + plan.steps_per_chunk, plan.steps)):
             if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             self.take_step(optimizer, indices, self.record.update_norms_of(step))
+        self.count_lightning_steps(self.optimizer_steps - steps_before)
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
             self.diverged = True
@@ -289,6 +249,12 @@ class StudyModule(L.LightningModule):
         x, y = self.data.x_train[indices], self.data.y_train[indices]
         self.epoch_loss_sum += fast_sgd_step(self.net.layers, optimizer, x, y, update_sq_norms)
         self.count_step(len(indices))
+
+    def count_lightning_steps(self, steps: int) -> None:
+        """Tell Lightning about the optimizer steps of a chunk: the raw optimizer bypasses the wrapper that counts
+        them, and `trainer.global_step` (which ModelCheckpoint compares to skip a save already made, and which
+        +trainer.max_steps caps) would stay 0. It then equals `optimizer_steps`."""
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(steps)
 
     def count_step(self, n: int) -> None:
         self.optimizer_steps += 1

@@ -84,8 +84,48 @@ def parallel_jobs() -> int | None:
     return effective_n_jobs(hydra_cfg.launcher.n_jobs)  # n_jobs = -1 means one per core
 
 
+SET_BY_LAUNCHER: dict[str, object] = {}  # key -> value the launcher gave the running job (summary.json `launcher`)
+COMPOSED: dict[str, object] = {}  # key -> its value as composed, before the launcher set it (the run's identity)
+
+
+def set_by_launcher(cfg: DictConfig, key: str, value) -> None:
+    """Set `key` (e.g. trainer.devices) for this job, remembering the composed value: Hydra saved .hydra/config.yaml
+    before, so the run's own files say what was used (summary.json), and a resumed run that is given another
+    GPU is still the same run (bsstudy/run_identity.py compares the composed value)."""
+    COMPOSED[key] = OmegaConf.select(cfg, key)
+    OmegaConf.update(cfg, key, value)
+    SET_BY_LAUNCHER[key] = value
+
+
+def launcher_summary(cfg: DictConfig) -> dict:
+    """summary.json's `launcher`: the sweep's launcher (null for a single run), jobs at a time, the torch threads
+    and trainer.devices the run used, and which of them the launcher set."""
+    hydra_cfg = HydraConfig.get()
+    target = hydra_cfg.launcher.get("_target_") if hydra_cfg.mode == RunMode.MULTIRUN else None
+    devices = cfg.trainer.devices
+    return {
+        "name": target.rsplit(".", 1)[-1] if target else None,
+        "jobs_at_a_time": parallel_jobs() or 1,
+        "threads": torch.get_num_threads(),
+        "devices": OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices,
+        "set_by_launcher": {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+                            for k, v in SET_BY_LAUNCHER.items()},
+    }  # fmt: skip
+
+
 @contextmanager
 def job_share(cfg: DictConfig) -> Iterator[None]:
+    """`share` (below) with what it set forgotten when the job ends: joblib reuses a worker for the next job."""
+    try:
+        with share(cfg):
+            yield
+    finally:
+        SET_BY_LAUNCHER.clear()
+        COMPOSED.clear()
+
+
+@contextmanager
+def share(cfg: DictConfig) -> Iterator[None]:
     """Give this sweep job its share of the machine (module docstring) by setting trainer.threads or
     trainer.devices in `cfg`, for as long as the block runs; outside a parallel sweep, change nothing."""
     jobs = parallel_jobs()
@@ -97,12 +137,12 @@ def job_share(cfg: DictConfig) -> Iterator[None]:
         waited = time.perf_counter()
         lock_dir = Path(hydra_cfg.sweep.dir) / ".gpu_locks"
         with claimed_slot(lock_dir, gpus, hydra_cfg.job.num % gpus) as gpu:
-            cfg.trainer.devices = [gpu]
+            set_by_launcher(cfg, "trainer.devices", [gpu])
             log.info("parallel sweep: job %d runs on GPU %d (waited %.1f s)", hydra_cfg.job.num, gpu,
                      time.perf_counter() - waited)  # fmt: skip
             yield
     else:
         if cfg.trainer.threads is None:
-            cfg.trainer.threads = threads_per_job(available_cores(), jobs)
+            set_by_launcher(cfg, "trainer.threads", threads_per_job(available_cores(), jobs))
         log.info("parallel sweep: %d jobs at a time, %d torch threads each", jobs, cfg.trainer.threads)
         yield

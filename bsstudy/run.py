@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
@@ -22,14 +21,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy import ConfigError, is_positive_int
-from bsstudy.config_checks import check_config_holes
-from bsstudy.data import DATASETS, load_data
-from bsstudy.distributed import check_distributed_config, world_size
+from bsstudy import ConfigError
+from bsstudy.config import check_batch_size, check_config, trainer_arguments
+from bsstudy.data import load_data
+from bsstudy.distributed import world_size
 from bsstudy.evaluate import EpochEvaluation
-from bsstudy.extras import require
-from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
-from bsstudy.model import MLP, StudyModule, check_optim_config, check_schedule
+from bsstudy.fast_step import fast_step_blocker
+from bsstudy.model import MLP, StudyModule
+from bsstudy.parallel import launcher_summary
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     RunCheckpoints,
@@ -41,81 +40,11 @@ from bsstudy.runfiles import (
     write_json,
 )
 from bsstudy.stop_signals import STOP, RunInterrupted, StopAtChunkBoundary
-from bsstudy.stopping import check_stop_at, stop_at_callbacks, stopped
-from bsstudy.target import check_target, has_target, target_callbacks
+from bsstudy.stopping import stop_at_callbacks, stopped
+from bsstudy.target import target_callbacks
 from bsstudy.wandb_files import log_run_files
 
 log = logging.getLogger(__name__)
-
-
-# trainer.* keys that are bsstudy's own settings, and Trainer arguments that bsstudy sets itself
-BSSTUDY_TRAINER_KEYS = (
-    "threads", "chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks",
-)  # fmt: skip
-SET_BY_BSSTUDY = (
-    "logger", "callbacks", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "log_every_n_steps",
-    "reload_dataloaders_every_n_epochs", "limit_val_batches", "default_root_dir", "use_distributed_sampler",
-)  # fmt: skip
-
-
-def trainer_arguments(trainer_cfg: DictConfig) -> dict:
-    """The Lightning Trainer arguments of the `trainer` group: every key that is not one of bsstudy's own
-    settings passes through (precision, deterministic, max_time, ...); an unknown key is a ConfigError."""
-    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *SET_BY_BSSTUDY}
-    arguments = {}
-    for key, value in trainer_cfg.items():
-        if key in BSSTUDY_TRAINER_KEYS:
-            continue
-        if key not in allowed:
-            why = "is set by bsstudy" if key in SET_BY_BSSTUDY else "is no bsstudy setting and no Trainer argument"
-            raise ConfigError(
-                f"trainer.{key} {why}; trainer.* takes {sorted(BSSTUDY_TRAINER_KEYS)} and the arguments of "
-                f"lightning.Trainer except {sorted(SET_BY_BSSTUDY)}"
-            )
-        arguments[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return arguments
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Everything that can be checked before the data is loaded; raises ConfigError naming the key."""
-    check_config_holes(cfg)
-    trainer_arguments(cfg.trainer)
-    if "wandb" in cfg.logger:
-        require("wandb", "wandb", "logger=wandb")
-    if not is_positive_int(cfg.data.batch_size):
-        raise ConfigError(f"data.batch_size must be a positive integer; got {cfg.data.batch_size!r}")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name must be one of {DATASETS}; got {cfg.data.name!r}")
-    check_schedule("data.batch_size_schedule", cfg.data.batch_size_schedule, is_positive_int, "batch size")
-    if not isinstance(cfg.data.drop_last, bool):
-        raise ConfigError(f"data.drop_last must be true or false; got {cfg.data.drop_last!r}")
-    check_optim_config(cfg.optim)
-    for key in ("max_epochs", "chunk_samples", "eval_chunk_size"):
-        if not is_positive_int(cfg.trainer[key]):
-            raise ConfigError(f"trainer.{key} must be a positive integer; got {cfg.trainer[key]!r}")
-    if cfg.trainer.threads is not None and not is_positive_int(cfg.trainer.threads):
-        raise ConfigError(f"trainer.threads must be null or a positive integer; got {cfg.trainer.threads!r}")
-    if cfg.trainer.fast_step not in FAST_STEP_MODES:
-        raise ConfigError(f"trainer.fast_step must be one of {list(FAST_STEP_MODES)}; got {cfg.trainer.fast_step!r}")
-    check_distributed_config(cfg)
-    check_stop_at(cfg.trainer.stop_at)
-    check_target(cfg.trainer.stop_at)
-    if world_size(cfg.trainer) > 1 and has_target(cfg.trainer.stop_at):
-        raise ConfigError("trainer.stop_at.val_acc and trainer.stop_at.max_steps run in one process only (not DDP)")
-    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
-        raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
-    if not all(is_positive_int(e) for e in cfg.checkpoint.at_epochs):
-        raise ConfigError(f"checkpoint.at_epochs must be a list of positive integers; got {cfg.checkpoint.at_epochs}")
-
-
-def check_batch_size(cfg: DictConfig, n_train: int) -> None:
-    """Every effective batch (accumulate x batch size, scheduled ones too) must fit in the training set."""
-    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
-        if batch_size * cfg.optim.accumulate > n_train:
-            raise ConfigError(
-                f"data.batch_size ({batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
-                f"the training set size, {n_train} for data={cfg.data.name}"
-            )
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -212,6 +141,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             *targets,  # val_acc within the epoch (after the probes: their chunk-end measurements are not in its time)
             *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
             *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
+            *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # the callbacks group
             RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
             StopAtChunkBoundary(STOP),
         ]
@@ -336,6 +266,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
+            "launcher": launcher_summary(cfg),  # what a parallel sweep set after Hydra saved .hydra/config.yaml
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary

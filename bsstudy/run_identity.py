@@ -28,7 +28,8 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import RunFolderError
-from bsstudy.config_checks import require_bool
+from bsstudy.config import ROOT_RULES, check_value
+from bsstudy.parallel import COMPOSED
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,14 @@ def flatten(tree, prefix: str = "") -> dict:
 def run_identity(cfg: DictConfig) -> dict:
     """The resolved config as {dotted key: value}, without the keys that may change on resume."""
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if not is_resumable_key(str(k))])
-    return {k: v for k, v in flatten(OmegaConf.to_container(kept, resolve=True)).items() if not is_resumable_key(k)}
+    identity = flatten(OmegaConf.to_container(kept, resolve=True)) | composed_values()
+    return {k: v for k, v in identity.items() if not is_resumable_key(k)}
+
+
+def composed_values() -> dict:
+    """The values a launcher replaced for this job (a parallel sweep's GPU), as composed: a resumed job given
+    another GPU is the same run."""
+    return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in COMPOSED.items()}
 
 
 def differing_keys(recorded: dict, current: dict) -> list[str]:
@@ -133,7 +141,7 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
     """Decide what this start does with the folder: None = train (fresh, or resume from last.ckpt); a summary =
     nothing to do (the run already ended). Raises RunFolderError naming the way out when the folder holds
     another run, or a run that this start would mix its files with."""
-    require_bool("resume", cfg.resume)
+    check_value("resume", cfg.resume, ROOT_RULES["resume"])
     summary = read_summary(run_dir)
     recorded = read_identity(run_dir)
     if not cfg.resume:

@@ -17,35 +17,15 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import timedelta
 
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-
-from bsstudy import ConfigError, is_positive_int
 
 STOP_AT_KEYS = ("train_loss", "train_acc", "patience", "min_delta")
 TARGET_KEYS = ("val_acc", "val_check_ratio", "max_steps")  # checked within the epoch (bsstudy/target.py)
+# their values are checked with the rest of the config (bsstudy/config.py)
 NEVER = sys.maxsize  # a patience no run reaches: the threshold alone decides
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_stop_at(stop_at) -> None:
-    """trainer.stop_at's keys and values; raises ConfigError naming `trainer.stop_at.<key>`."""
-    if unknown := sorted(set(stop_at) - set(STOP_AT_KEYS) - set(TARGET_KEYS)):
-        allowed = ", ".join(STOP_AT_KEYS + TARGET_KEYS)
-        raise ConfigError(f"trainer.stop_at.{unknown[0]} is not a setting; allowed: {allowed}")
-    loss, acc, patience, min_delta = (stop_at.get(key) for key in STOP_AT_KEYS)
-    if loss is not None and not (is_number(loss) and loss > 0):
-        raise ConfigError(f"trainer.stop_at.train_loss must be null or a number > 0; got {loss!r}")
-    if acc is not None and not (is_number(acc) and 0 < acc <= 1):
-        raise ConfigError(f"trainer.stop_at.train_acc must be null or a number in (0, 1]; got {acc!r}")
-    if patience is not None and not is_positive_int(patience):
-        raise ConfigError(f"trainer.stop_at.patience must be null or a positive integer; got {patience!r}")
-    if not (is_number(min_delta) and min_delta >= 0):
-        raise ConfigError(f"trainer.stop_at.min_delta must be a number >= 0; got {min_delta!r}")
 
 
 def stop_at_callbacks(stop_at) -> list[EarlyStopping]:
@@ -83,7 +63,8 @@ def stop_at_callbacks(stop_at) -> list[EarlyStopping]:
 
 def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
     """Why training ended and after which epoch (metrics.csv's epoch): {"stopped": ..., "stopped_epoch": e}.
-    Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks) too."""
+    Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks, the callbacks group) too, then a
+    Timer whose duration is used up."""
     if diverged:
         return {"stopped": "diverged", "stopped_epoch": epochs_completed}
     for cb in trainer.callbacks if trainer else []:
@@ -97,4 +78,11 @@ def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
         else:
             reason = cb.stopping_reason_message or cb.stopping_reason.name.lower()
         return {"stopped": f"{reason} at epoch {epoch}", "stopped_epoch": epoch}
+    for cb in trainer.callbacks if trainer else []:
+        if isinstance(cb, Timer) and cb.time_remaining() is not None and cb.time_remaining() <= 0:
+            limit = timedelta(seconds=cb._duration)
+            return {
+                "stopped": f"timer: {limit} of training at epoch {epochs_completed}",
+                "stopped_epoch": epochs_completed,
+            }
     return {"stopped": "max_epochs", "stopped_epoch": epochs_completed}

@@ -28,23 +28,11 @@ from pathlib import Path
 
 import lightning as L
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
 from bsstudy.evaluate import EpochEvaluation, evaluate
 from bsstudy.runfiles import EpochCSVLogger, synchronized_now
-from bsstudy.stopping import is_number
 
 DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of the step count apart
-
-
-def check_target(stop_at) -> None:
-    """trainer.stop_at.val_acc / val_check_ratio / max_steps; raises ConfigError naming the key."""
-    acc, ratio, max_steps = stop_at.get("val_acc"), stop_at.get("val_check_ratio"), stop_at.get("max_steps")
-    if acc is not None and not (is_number(acc) and 0 < acc <= 1):
-        raise ConfigError(f"trainer.stop_at.val_acc must be null or a number in (0, 1]; got {acc!r}")
-    if ratio is not None and not (is_number(ratio) and ratio > 1):
-        raise ConfigError(f"trainer.stop_at.val_check_ratio must be null (1.1) or a number > 1; got {ratio!r}")
-    if max_steps is not None and not is_positive_int(max_steps):
-        raise ConfigError(f"trainer.stop_at.max_steps must be null or a positive integer; got {max_steps!r}")
 
 
 def next_check_step(step: int, ratio: float) -> int:

@@ -72,3 +72,8 @@ def test_any_lightning_trainer_argument_passes_through_and_an_unknown_one_is_nam
     ):
         with pytest.raises(ConfigError, match=message):
             train(compose_run(tmp_path / override[1:9], ["data=synthetic", override]))
+
+
+def test_trainer_deterministic_true_reaches_lightning_and_the_run_completes(tmp_path):
+    summary = train(compose_run(tmp_path, [*TINY, "trainer.deterministic=true"]))
+    assert summary["status"] == "completed"

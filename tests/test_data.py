@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
+from bsstudy.config import DATA_RULES, check_settings
 from bsstudy.data import TensorData, epoch_permutation, load_data, read_idx, steps_per_epoch
 
 
@@ -81,7 +82,7 @@ def test_missing_files_without_download_list_places_and_ways_out(tmp_path):
 
 def test_unknown_dataset_name_lists_the_choices():
     with pytest.raises(ConfigError, match=r"data.name must be one of .*fashion_mnist.*got 'cifar'"):
-        load_data(data_cfg(name="cifar"), seed=0)
+        check_settings(data_cfg(name="cifar"), DATA_RULES, "data")
 
 
 def test_digits_needs_no_files_and_splits_by_test_fraction():

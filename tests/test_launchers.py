@@ -113,3 +113,30 @@ def test_the_sweep_bench_reports_the_largest_relative_difference_between_runs():
     assert max_relative_difference(runs, runs) == 0.0
     assert max_relative_difference(runs, other) == pytest.approx(0.001 / 1.001)  # |a - b| / max(|a|, |b|)
     assert max_relative_difference(runs, [other[0][:1]]) == float("inf")  # a run with fewer epochs
+
+
+def test_what_the_parallel_launcher_sets_is_in_summary_json_and_a_resumed_job_is_the_same_run(tmp_path):
+    from bsstudy.parallel import job_share, set_by_launcher
+    from bsstudy.run_identity import run_identity
+
+    parallel = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra.mode=MULTIRUN"]
+    cfg = compose_run(tmp_path, [*TINY, *parallel, "trainer.max_epochs=1"])
+    with job_share(cfg):
+        summary = train(cfg)
+    threads = threads_per_job(available_cores(), 2)
+    assert summary["launcher"] == {
+        "name": "JoblibLauncher", "jobs_at_a_time": 2, "threads": threads, "devices": 1,
+        "set_by_launcher": {"trainer.threads": threads},
+    }  # fmt: skip
+    assert json.loads((tmp_path / "summary.json").read_text())["launcher"] == summary["launcher"]
+    resumed = compose_run(tmp_path, [*TINY, *parallel, "trainer.max_epochs=2", "resume=true"])
+    with job_share(resumed):
+        assert train(resumed)["epochs_completed"] == 2  # the same run, continued
+    # a job given GPU 1 (trainer.devices=[1]) on its first start and GPU 0 when resumed is the same run
+    identities = []
+    for gpu in (1, 0):
+        job = compose_run(tmp_path, [*TINY, "trainer=gpu"])
+        with job_share(job):
+            set_by_launcher(job, "trainer.devices", [gpu])
+            identities.append(run_identity(job))
+    assert identities[0] == identities[1] and identities[0]["trainer.devices"] == 1

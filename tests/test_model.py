@@ -5,8 +5,9 @@ import torch
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
+from bsstudy.config import check_optim
 from bsstudy.data import TensorData
-from bsstudy.model import MLP, StudyModule, check_optim_config, effective_lr, warmup_factor
+from bsstudy.model import MLP, StudyModule, effective_lr, warmup_factor
 
 OPTIM = {
     "name": "sgd",
@@ -93,15 +94,15 @@ def test_last_partial_step_keeps_the_remaining_samples():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"lr": 0}, r"optim.lr must be a number > 0; got 0"),
+        ({"lr": 0}, r"optim.lr must be a number > 0 and finite; got 0"),
         ({"lr": -1.0}, r"optim.lr must be a number > 0"),
         ({"lr_scaling": "cubic"}, r"optim.lr_scaling must be one of \['none', 'linear', 'sqrt'\]; got 'cubic'"),
         ({"accumulate": 0}, r"optim.accumulate must be a positive integer"),
         ({"name": "rmsprop"}, r"optim.name must be one of \['sgd', 'adam'\]"),
         ({"name": "adam", "momentum": 0.9}, r"optim.momentum is an SGD setting"),
-        ({"momentum": 1.5}, r"optim.momentum must be in \[0, 1\)"),
+        ({"momentum": 1.5}, r"optim.momentum must be a number in \[0, 1\); got 1.5"),
     ],
 )
 def test_bad_optim_settings_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
-        check_optim_config(OmegaConf.create(OPTIM | override))
+        check_optim(OmegaConf.create(OPTIM | override))

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bsstudy import ConfigError
+from bsstudy.config import STOP_AT_RULES, check_settings
 from bsstudy.report.tuned import (
     critical_batch,
     edge_of_grid,
@@ -26,7 +27,7 @@ from bsstudy.report.tuned import (
     per_batch_table,
     selected_runs,
 )
-from bsstudy.target import check_target, next_check_step
+from bsstudy.target import next_check_step
 from bsstudy.tuned import Candidate, lr_grid, select_best
 
 from conftest import ROOT, compose_run
@@ -47,7 +48,7 @@ def test_checks_follow_a_geometric_schedule_with_ratio_and_at_least_one_step():
 def test_bad_target_settings_are_config_errors_naming_the_key(key, value, message):
     stop_at = {"val_acc": 0.85, "val_check_ratio": 1.1, "max_steps": None} | {key: value}
     with pytest.raises(ConfigError, match=message):
-        check_target(stop_at)
+        check_settings(stop_at, STOP_AT_RULES, "trainer.stop_at")
 
 
 def test_lr_grid_is_centred_on_the_linear_rule_and_keeps_the_effective_step_under_momentum():

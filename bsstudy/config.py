@@ -1,0 +1,380 @@
+"""Every setting of a run, except the probes' own, checked in one place before any data is loaded.
+
+A table of `Rule`s says what each key's value must be (type, range, choices, null allowed); one pass over the
+config applies it, and the few checks that relate several keys are the small named functions below. Every error
+is a one-line ConfigError naming the full key and what is allowed, e.g.
+`data.batch_size must be a positive integer; got 0`. A probe checks its own settings with the same tools:
+
+>>> from omegaconf import OmegaConf
+>>> check_settings(OmegaConf.create({"every": 0}), {"every": Rule("int", min=1)}, "probes.speed")
+Traceback (most recent call last):
+...
+bsstudy.ConfigError: probes.speed.every must be a positive integer; got 0
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from bsstudy import ConfigError
+from bsstudy.data import DATASETS
+from bsstudy.distributed import DDP_STRATEGIES, launched_externally, per_device_batch_size, world_size
+from bsstudy.extras import require
+from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
+from bsstudy.model import GEOMETRY_BN, LR_SCALINGS, OPTIMIZERS
+from bsstudy.stopping import STOP_AT_KEYS, TARGET_KEYS
+from bsstudy.target import has_target
+
+
+def is_number(value) -> bool:
+    """An int or float that is finite (not a bool, not inf, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value) -> bool:
+    """An int and not a bool, which Python counts as an int."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting's value must be.
+
+    kind: "int", "number" (finite), "bool", "str", "choice" (one of `choices`), "list" (each item follows
+    `each`), "schedule" ({epoch >= 0: value following `each`}) or "mapping" (any {name: settings}).
+    min / max bound an int or number (`open_min` / `open_max`: the bound itself is not allowed); `nullable`:
+    null is allowed too; `says` replaces the generated description where an error text is already known to
+    users; `example` is appended as ", e.g. <example>".
+
+    >>> Rule("number", min=0, max=1, open_min=True, nullable=True).error("trainer.stop_at.train_acc", 1.5)
+    'trainer.stop_at.train_acc must be null or a number in (0, 1]; got 1.5'
+    >>> Rule("int", min=1).error("data.batch_size", 64) is None
+    True
+    """
+
+    kind: str
+    min: float | None = None
+    max: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    choices: tuple = ()
+    nullable: bool = False
+    each: Rule | None = None
+    says: str | None = None
+    example: str | None = None
+
+    def error(self, key: str, value) -> str | None:
+        """The one-line error for `value` at `key`, or None when the value is allowed."""
+        if self.allows(value):
+            return None
+        example = f", e.g. {self.example}" if self.example else ""
+        return f"{key} must be {self.describe()}{example}; got {value!r}"
+
+    def allows(self, value) -> bool:
+        if value is None:
+            return self.nullable
+        return self.in_kind(value) and self.in_range(value)
+
+    def in_kind(self, value) -> bool:
+        if self.kind == "int":
+            return is_int(value)
+        if self.kind == "number":
+            return is_number(value)
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str)
+        if self.kind == "choice":
+            return value in self.choices
+        if self.kind == "list":
+            return isinstance(value, (list, tuple, ListConfig)) and all(self.each.allows(v) for v in value)
+        if self.kind == "schedule":
+            return isinstance(value, (Mapping, DictConfig)) and all(
+                is_int(k) and k >= 0 and self.each.allows(v) for k, v in value.items()
+            )
+        if self.kind == "mapping":
+            return isinstance(value, (Mapping, DictConfig))
+        raise ValueError(f"unknown Rule kind {self.kind!r}")
+
+    def in_range(self, value) -> bool:
+        if self.kind not in ("int", "number"):
+            return True
+        above = self.min is None or (value > self.min if self.open_min else value >= self.min)
+        below = self.max is None or (value < self.max if self.open_max else value <= self.max)
+        return above and below
+
+    def describe(self) -> str:
+        """What the value must be, in words: "a positive integer", "null or a number in (0, 1]", ..."""
+        if self.says:
+            return self.says
+        return f"null or {self.describe_value()}" if self.nullable else self.describe_value()
+
+    def describe_value(self) -> str:
+        if self.kind == "int" and self.min == 1 and self.max is None:
+            return "a positive integer"
+        if self.kind in ("int", "number"):
+            return f"{'an integer' if self.kind == 'int' else 'a number'}{self.describe_range()}"
+        if self.kind == "choice":
+            return f"one of {list(self.choices)}"
+        if self.kind in ("list", "schedule"):
+            items = self.each.describe_value().replace("a positive integer", "positive integers")
+            items = items.replace("a number", "numbers").replace("an integer", "integers")
+            return f"a list of {items}" if self.kind == "list" else f"a mapping {{epoch >= 0: {items}}}"
+        return {"bool": "true or false", "str": "a string", "mapping": "a mapping {name: settings}"}[self.kind]
+
+    def describe_range(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f" in {'(' if self.open_min else '['}{self.min:g}, {self.max:g}{')' if self.open_max else ']'}"
+        if self.min is not None:
+            return f" {'>' if self.open_min else '>='} {self.min:g}"
+        if self.max is not None:
+            return f" {'<' if self.open_max else '<='} {self.max:g}"
+        return ""
+
+
+POSITIVE_INT = Rule("int", min=1)
+BOOL = Rule("bool")
+FRACTION = Rule("number", min=0, max=1, open_min=True, open_max=True)
+
+ROOT_RULES = {
+    "seed": Rule("int", min=0),
+    "resume": BOOL,
+    "data": Rule("mapping"),
+    "model": Rule("mapping"),
+    "optim": Rule("mapping"),
+    "trainer": Rule("mapping"),
+    "logger": Rule("mapping"),
+    "probes": Rule("mapping"),  # each probe checks its own settings when it is built
+    "checkpoint": Rule("mapping"),
+    "callbacks": Rule("mapping", nullable=True),
+}
+DATA_RULES = {
+    "name": Rule("choice", choices=tuple(DATASETS)),
+    "batch_size": POSITIVE_INT,
+    "batch_size_schedule": Rule("schedule", each=POSITIVE_INT, nullable=True, example="{0: 1024, 10: 64}",
+                                says="null or a mapping {epoch >= 0: batch size}"),
+    "drop_last": BOOL,
+    "root": Rule("str"),
+    "download": BOOL,
+    "val_size": Rule("int", min=0),  # its upper bound, the training set's size, is checked when the data is loaded
+    "train_size": Rule("int", min=1, nullable=True),
+    "test_size": Rule("int", min=1, nullable=True),
+    "test_fraction": FRACTION,  # data=digits
+    "n_train": POSITIVE_INT,  # data=synthetic: n_train ... class_sep
+    "n_test": POSITIVE_INT,
+    "input_size": POSITIVE_INT,
+    "num_classes": POSITIVE_INT,
+    "class_sep": Rule("number", min=0),
+}  # fmt: skip
+MODEL_RULES = {
+    "hidden_sizes": Rule("list", each=POSITIVE_INT, example="[1024, 1024]"),
+    "batch_norm": BOOL,
+    "geometry_bn": Rule("choice", choices=GEOMETRY_BN),
+}
+OPTIM_RULES = {
+    "name": Rule("choice", choices=OPTIMIZERS),
+    "lr": Rule("number", min=0, open_min=True, says="a number > 0 and finite"),
+    "momentum": Rule("number", min=0, max=1, open_max=True),
+    "weight_decay": Rule("number", min=0, says="a finite number >= 0"),
+    "lr_scaling": Rule("choice", choices=LR_SCALINGS),
+    "base_batch_size": POSITIVE_INT,
+    "lr_schedule": Rule("schedule", each=Rule("number", min=0, open_min=True), nullable=True,
+                        says="null or a mapping {epoch >= 0: factor > 0}", example="{10: 0.2, 20: 0.04}"),
+    "warmup_epochs": Rule("number", min=0),
+    "accumulate": POSITIVE_INT,
+    "betas": Rule("list", each=Rule("number", min=0, max=1, open_max=True)),  # optim=adam
+}  # fmt: skip
+TRAINER_RULES = {  # bsstudy's own keys and the Trainer arguments it reads; trainer_arguments checks the others
+    "max_epochs": POSITIVE_INT,
+    "strategy": Rule("choice", choices=("auto", *DDP_STRATEGIES)),
+    "num_nodes": POSITIVE_INT,
+    "threads": Rule("int", min=1, nullable=True),
+    "chunk_samples": POSITIVE_INT,
+    "eval_chunk_size": POSITIVE_INT,
+    "fast_step": Rule("choice", choices=FAST_STEP_MODES),
+    "progress_bar": BOOL,
+    "stop_at": Rule("mapping"),
+    "callbacks": Rule("mapping"),
+}
+STOP_AT_RULES = {
+    "train_loss": Rule("number", min=0, open_min=True, nullable=True),
+    "train_acc": Rule("number", min=0, max=1, open_min=True, nullable=True),
+    "patience": Rule("int", min=1, nullable=True),
+    "min_delta": Rule("number", min=0),
+    "val_acc": Rule("number", min=0, max=1, open_min=True, nullable=True),
+    "val_check_ratio": Rule("number", min=1, open_min=True, nullable=True, says="null (1.1) or a number > 1"),
+    "max_steps": Rule("int", min=1, nullable=True),
+}
+assert list(STOP_AT_RULES) == [*STOP_AT_KEYS, *TARGET_KEYS]  # the order of the "allowed:" list users know
+CHECKPOINT_RULES = {
+    "at_epochs": Rule("list", each=POSITIVE_INT),
+    "save_last": BOOL,
+}
+GROUP_RULES = {  # the nodes whose every key is a setting of the table
+    "data": DATA_RULES,
+    "model": MODEL_RULES,
+    "optim": OPTIM_RULES,
+    "trainer.stop_at": STOP_AT_RULES,
+    "checkpoint": CHECKPOINT_RULES,
+}
+
+# trainer.* keys that are bsstudy's own settings, and Trainer arguments that bsstudy sets itself
+BSSTUDY_TRAINER_KEYS = (
+    "threads", "chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks",
+)  # fmt: skip
+SET_BY_BSSTUDY = (
+    "logger", "callbacks", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "log_every_n_steps",
+    "reload_dataloaders_every_n_epochs", "limit_val_batches", "default_root_dir", "use_distributed_sampler",
+)  # fmt: skip
+
+
+def check_value(key: str, value, rule: Rule) -> None:
+    """Raise ConfigError when `value`, the setting `key`, breaks `rule`."""
+    if (message := rule.error(key, value)) is not None:
+        raise ConfigError(message)
+
+
+def full_key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def check_values(node, rules: dict[str, Rule], prefix: str) -> None:
+    """Every key of `node` that has a rule follows it; keys without one are not looked at."""
+    for key, value in node.items():
+        if key in rules:
+            check_value(full_key(prefix, key), value, rules[key])
+
+
+def check_known(node, rules: dict[str, Rule], prefix: str) -> None:
+    """Every key of `node` is one of `rules` (Hydra's `_target_` aside): a misspelled key is not ignored."""
+    if unknown := sorted(set(node) - set(rules) - {"_target_"}):
+        raise ConfigError(f"{full_key(prefix, unknown[0])} is not a setting; allowed: {', '.join(rules)}")
+
+
+def check_settings(node, rules: dict[str, Rule], prefix: str) -> None:
+    """`node` (the settings under `prefix`) holds only keys of `rules`, each with a value its rule allows;
+    raises ConfigError("<prefix>.<key> must be ...; got ...") or ("<prefix>.<key> is not a setting; ...")."""
+    check_known(node, rules, prefix)
+    check_values(node, rules, prefix)
+
+
+def node_at(cfg, path: str):
+    for part in path.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def trainer_arguments(trainer_cfg: DictConfig) -> dict:
+    """The Lightning Trainer arguments of the `trainer` group: every key that is not one of bsstudy's own
+    settings passes through (precision, deterministic, max_time, ...); an unknown key is a ConfigError."""
+    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *SET_BY_BSSTUDY}
+    arguments = {}
+    for key, value in trainer_cfg.items():
+        if key in BSSTUDY_TRAINER_KEYS:
+            continue
+        if key not in allowed:
+            why = "is set by bsstudy" if key in SET_BY_BSSTUDY else "is no bsstudy setting and no Trainer argument"
+            raise ConfigError(
+                f"trainer.{key} {why}; trainer.* takes {sorted(BSSTUDY_TRAINER_KEYS)} and the arguments of "
+                f"lightning.Trainer except {sorted(SET_BY_BSSTUDY)}"
+            )
+        arguments[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return arguments
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked before the data is loaded: the table in one pass, then the checks that
+    relate several keys. Raises ConfigError naming the key."""
+    check_settings(cfg, ROOT_RULES, "")
+    check_values(cfg.trainer, TRAINER_RULES, "trainer")
+    for path, rules in GROUP_RULES.items():
+        check_settings(node_at(cfg, path), rules, path)
+    trainer_arguments(cfg.trainer)
+    check_callback_group(cfg.get("callbacks"))
+    check_checkpoint_epochs(cfg.checkpoint.at_epochs, cfg.trainer.max_epochs)
+    check_adam_momentum(cfg.optim)
+    check_distributed(cfg)
+    check_fast_step_on(cfg)
+    if "wandb" in cfg.logger:
+        require("wandb", "wandb", "logger=wandb")
+
+
+def check_optim(optim: DictConfig) -> None:
+    """The `optim` group alone: its table and the Adam/momentum rule."""
+    check_settings(optim, OPTIM_RULES, "optim")
+    check_adam_momentum(optim)
+
+
+def check_callback_group(callbacks) -> None:
+    """callbacks.<name>: each a Lightning callback config with a `_target_` (the `callbacks` group)."""
+    for name, callback in (callbacks or {}).items():
+        if not (isinstance(callback, (Mapping, DictConfig)) and "_target_" in callback):
+            raise ConfigError(
+                f"callbacks.{name} must be a callback config with a _target_ (callbacks=[early_stopping, ...]); "
+                f"got {callback!r}"
+            )
+
+
+def check_checkpoint_epochs(at_epochs, max_epochs: int) -> None:
+    """checkpoint.at_epochs: epochs the run reaches (1 ... trainer.max_epochs)."""
+    if beyond := [e for e in at_epochs if e > max_epochs]:
+        raise ConfigError(
+            f"checkpoint.at_epochs has epochs beyond trainer.max_epochs={max_epochs}: {beyond}; no checkpoint would "
+            "be written there. Drop them or raise trainer.max_epochs"
+        )
+
+
+def check_adam_momentum(optim: DictConfig) -> None:
+    if optim.name == "adam" and optim.momentum:
+        raise ConfigError("optim.momentum is an SGD setting; Adam uses optim.betas. Leave optim.momentum at 0.")
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """trainer=ddp: devices given as a count or indices, every (scheduled) batch size divisible by the number of
+    processes, no local -m sweep (Lightning would re-run it), and no within-epoch target (one process only)."""
+    trainer = cfg.trainer
+    if trainer.strategy == "auto":
+        return
+    devices = trainer.devices
+    device_list = not isinstance(devices, (int, str)) and devices and all(is_int(d) and d >= 0 for d in devices)
+    if not ((is_int(devices) and devices >= 1) or device_list):
+        raise ConfigError(
+            f"trainer.devices must be a positive integer or a list of device indices under trainer=ddp; got {devices!r}"
+        )
+    world = world_size(trainer)
+    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
+        per_device_batch_size(batch_size, world)
+    if world > 1 and HydraConfig.get().mode == RunMode.MULTIRUN and not launched_externally():
+        raise ConfigError(
+            "trainer=ddp inside a local -m sweep: Lightning starts the extra processes by re-running the "
+            "command line, which would re-run the whole sweep. Run one command per run "
+            "(python -m bsstudy trainer=ddp data.batch_size=...), or sweep with hydra/launcher=slurm, "
+            "where SLURM starts one task per device"
+        )
+    if world > 1 and has_target(trainer.stop_at):
+        raise ConfigError("trainer.stop_at.val_acc and trainer.stop_at.max_steps run in one process only (not DDP)")
+
+
+def check_fast_step_on(cfg: DictConfig) -> None:
+    """trainer.fast_step=on insists on the exact hand-written step: name what blocks it."""
+    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
+        raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
+
+
+def check_batch_size(cfg: DictConfig, n_train: int) -> None:
+    """Once the data is loaded: every effective batch (accumulate x batch size, scheduled ones too) must fit in
+    the training set."""
+    for batch_size in [cfg.data.batch_size, *(cfg.data.batch_size_schedule or {}).values()]:
+        if batch_size * cfg.optim.accumulate > n_train:
+            raise ConfigError(
+                f"data.batch_size ({batch_size}) x optim.accumulate ({cfg.optim.accumulate}) must be at most "
+                f"the training set size, {n_train} for data={cfg.data.name}"
+            )
