@@ -1,7 +1,6 @@
 """The `callbacks` config group (bsstudy/conf/callbacks/): Lightning callbacks that monitor metrics.csv's columns
 through Lightning's own logging, on a tiny synthetic run each."""
 
-import pytest
 import torch
 
 from bsstudy import CONF_DIR
@@ -52,7 +51,6 @@ def test_timer_stops_when_its_duration_is_used_up(tmp_path):
 
 
 def test_rich_progress_bar_replaces_the_tqdm_bar(tmp_path):
-    pytest.importorskip("rich")
     summary = train(compose_run(tmp_path, [*TINY, "callbacks=[rich_progress_bar]", "trainer.progress_bar=true",
                                            "trainer.max_epochs=2"]))  # fmt: skip
     assert summary["status"] == "completed"
