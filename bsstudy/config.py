@@ -49,7 +49,8 @@ class Rule:
     """What one setting's value must be.
 
     kind: "int", "number" (finite), "bool", "str", "choice" (one of `choices`), "list" (each item follows
-    `each`), "schedule" ({epoch >= 0: value following `each`}) or "mapping" (any {name: settings}).
+    `each`), "schedule" ({epoch >= 0: value following `each`}), "mapping" (any {name: settings}) or "any"
+    (a declared setting whose value its owner checks, e.g. against the model).
     min / max bound an int or number (`open_min` / `open_max`: the bound itself is not allowed); `nullable`:
     null is allowed too; `says` replaces the generated description where an error text is already known to
     users; `example` is appended as ", e.g. <example>".
@@ -102,6 +103,8 @@ class Rule:
             )
         if self.kind == "mapping":
             return isinstance(value, (Mapping, DictConfig))
+        if self.kind == "any":  # a setting whose values the probe checks itself (they depend on the model)
+            return True
         raise ValueError(f"unknown Rule kind {self.kind!r}")
 
     def in_range(self, value) -> bool:
@@ -142,6 +145,7 @@ class Rule:
 
 POSITIVE_INT = Rule("int", min=1)
 BOOL = Rule("bool")
+SAMPLES = Rule("int", min=1, nullable=True, says="null (all samples) or a positive integer")  # a subset size
 FRACTION = Rule("number", min=0, max=1, open_min=True, open_max=True)
 
 ROOT_RULES = {

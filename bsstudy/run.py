@@ -13,7 +13,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
@@ -21,7 +20,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy import ConfigError
 from bsstudy.config import check_batch_size, check_config, trainer_arguments
 from bsstudy.data import load_data
 from bsstudy.distributed import world_size
@@ -29,6 +27,7 @@ from bsstudy.evaluate import EpochEvaluation
 from bsstudy.fast_step import fast_step_blocker
 from bsstudy.model import MLP, StudyModule
 from bsstudy.parallel import launcher_summary
+from bsstudy.probes import build_probe
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     RunCheckpoints,
@@ -69,16 +68,6 @@ def selected_probes(probes_cfg: DictConfig) -> dict[str, DictConfig]:
     for name in probes_cfg.keys() - selected.keys():
         log.warning("probes.%s has settings but is not among the selected probes; ignored", name)
     return selected
-
-
-def build_probe(probe_cfg: DictConfig, out_dir: Path):
-    """Instantiate one probe; a ConfigError from its settings reaches the user as itself, not wrapped by Hydra."""
-    try:
-        return instantiate(probe_cfg, out_dir=out_dir)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
 
 
 def train(cfg: DictConfig) -> dict:
@@ -134,7 +123,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         is_rank_zero = rank_zero_only.rank == 0
         selected = selected_probes(cfg.probes)
         targets = target_callbacks(cfg.trainer.stop_at, run_dir) if is_rank_zero else []
-        probes = [build_probe(p, run_dir / "probes" / name) for name, p in selected.items()] if is_rank_zero else []
+        probes = (
+            [build_probe(name, p, run_dir / "probes" / name) for name, p in selected.items()] if is_rank_zero else []
+        )
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),

@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.func import grad, hessian, jvp
 
-from bsstudy import ConfigError
+from bsstudy import CONF_DIR, ConfigError
 from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_lambda_max_and_abs_max
 from bsstudy.geometry.objective import FlatModel, SubsetLoss
 from bsstudy.model import MLP
-from bsstudy.probes.hessian import Hessian
+from bsstudy.probes import build_probe
 from bsstudy.report.geometry import hessian_columns, hessian_table
 
 
@@ -95,8 +96,10 @@ def test_lanczos_on_a_tiny_mlp_matches_the_dense_hessian(batch_norm, geometry_bn
     [("tol", 0.0), ("tol", 1.5), ("k", 0), ("ncv", 1), ("max_hvps", 10), ("trace_rel_tol", -1.0)],
 )
 def test_bad_lanczos_settings_are_config_errors_naming_the_key(tmp_path, key, value):
+    cfg = OmegaConf.load(CONF_DIR / "probes" / "hessian.yaml")
+    cfg[key] = value
     with pytest.raises(ConfigError, match=rf"probes\.hessian\.{key}"):
-        Hessian(tmp_path, **{key: value})
+        build_probe("hessian", cfg, tmp_path)
 
 
 def test_hessian_report_table_shows_the_worst_residual_and_the_runs_that_did_not_converge():

@@ -5,9 +5,13 @@ import subprocess
 
 import pytest
 import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
+from bsstudy.config import check_settings
 from bsstudy.model import EpochRecord
+from bsstudy.probes import build_probe
 from bsstudy.probes.weight_norm import WeightNorm, weight_norm
 from bsstudy.report import build_report
 from bsstudy.run import train
@@ -57,6 +61,23 @@ def test_a_probe_talks_to_the_training_through_the_epoch_record():
     assert weight_norm(net) == pytest.approx(torch.cat([net.weight.flatten(), net.bias]).norm().item())
 
 
-def test_a_bad_probe_setting_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"probes.weight_norm.per_layer must be true or false; got 'yes'"):
-        WeightNorm(tmp_path, per_layer="yes")
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"per_layer": "yes"}, r"^probes.weight_norm.per_layer must be true or false; got 'yes'$"),
+        ({"per_layr": True}, r"^probes.weight_norm.per_layr is not a setting; allowed: per_layer$"),
+    ],
+)
+def test_a_probe_declares_its_settings_and_a_bad_one_is_named(tmp_path, settings, message):
+    cfg = OmegaConf.create({"_target_": "bsstudy.probes.weight_norm.WeightNorm", **settings})
+    with pytest.raises(ConfigError, match=message):
+        build_probe("weight_norm", cfg, tmp_path)
+    assert isinstance(build_probe("weight_norm", OmegaConf.create({"_target_": cfg._target_}), tmp_path), WeightNorm)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "bsstudy" / "conf" / "probes").glob("*.yaml")))
+def test_every_probe_config_holds_only_settings_its_class_declares(name, tmp_path):
+    cfg = OmegaConf.load(ROOT / "bsstudy" / "conf" / "probes" / f"{name}.yaml")
+    declared = get_class(cfg._target_).settings
+    assert set(cfg) - {"_target_"} == set(declared), f"{name}.yaml and {cfg._target_}.settings differ"
+    check_settings(cfg, declared, f"probes.{name}")  # the shipped defaults pass their own rules

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import CONF_DIR
 from bsstudy.geometry.runs import load_run, merge_into_summary, pick_pair, runs_of
+from bsstudy.probes import build_probe
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu", g
     """Run the `name` probe on a finished run: files to <run>/probes/<name>/, numbers merged into its
     summary.json under probes.<name>. `geometry_bn` (running, batch) replaces the run's model.geometry_bn."""
     run = load_run(run_dir, geometry_bn=geometry_bn)
-    probe = instantiate(probe_settings(name, overrides), out_dir=run.run_dir / "probes" / name)
+    probe = build_probe(name, probe_settings(name, overrides), run.run_dir / "probes" / name)
     summary = probe.measure(run.net.to(device), run.data.to(device), run.seed)
     merge_into_summary(run.run_dir, name, summary | {"source": "python -m bsstudy.geometry"})
     log.info("%s of %s: %s", name, run_dir, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
@@ -61,7 +61,7 @@ def interpolate_runs(
     if out_dir is None:
         parent = Path(os.path.commonpath([a.run_dir.resolve(), b.run_dir.resolve()]))
         out_dir = parent / "geometry" / f"interpolation_{a.batch_size}_{b.batch_size}"
-    probe = instantiate(probe_settings("interpolation", overrides), out_dir=out_dir)
+    probe = build_probe("interpolation", probe_settings("interpolation", overrides), out_dir)
     meta = {"run_a": str(a.run_dir), "run_b": str(b.run_dir), "batch_size_a": a.batch_size,
             "batch_size_b": b.batch_size, "seed_a": a.seed, "seed_b": b.seed}  # fmt: skip
     summary = probe.measure(a.net.to(device), b.net.to(device), a.data.to(device), a.seed, meta)

@@ -3,8 +3,9 @@
 A probe is one module here plus one config file, `bsstudy/conf/probes/<name>.yaml` (its `_target_` and its
 settings, `probes.<name>.*`); select probes with `probes=[update_norms,...]`. Adding one edits nothing else:
 
-- run.py builds it with `out_dir=<run>/probes/<name>` (its files go there) and puts it before the per-epoch
-  evaluation;
+- it declares its settings (`settings`, a table of config.Rule); `build_probe` checks them, naming
+  `probes.<name>.<key>`, and builds it with `out_dir=<run>/probes/<name>` (its files go there); run.py puts it
+  before the per-epoch evaluation;
 - per step and per epoch it talks to the training only through `pl_module.record` (model.EpochRecord): the
   columns it adds to this epoch's metrics.csv row (`record.columns`), the time of its measurements
   (`with self.timed(pl_module):`, kept out of the training time) and, if it asks, every step's update norms;
@@ -23,13 +24,20 @@ from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 
+from bsstudy import ConfigError
+from bsstudy.config import Rule, check_settings
 from bsstudy.runfiles import synchronized_now
 
 
 class Probe(L.Callback):
     """Base of every probe: owns its output folder and declares what the report reads from it."""
 
+    settings: ClassVar[dict[str, Rule]] = {}
+    """Its settings (the keys of its yaml) and what each value must be; build_probe checks them, naming
+    `probes.<name>.<key>`, and refuses a key not declared. Checks across keys stay in __init__."""
     epoch_columns: ClassVar[tuple[str, ...]] = ()
     """The columns it adds to metrics.csv (the generic section draws them against epochs)."""
     report_section: ClassVar[str | None] = None
@@ -61,3 +69,15 @@ class FinalWeightsProbe(Probe):
 
     def measure(self, net, data, seed: int) -> dict:
         raise NotImplementedError
+
+
+def build_probe(name: str, probe_cfg, out_dir: Path) -> Probe:
+    """Check the settings of probe `name` against what its class declares, then build it writing to `out_dir`;
+    a ConfigError from its __init__ reaches the user as itself, not wrapped by Hydra."""
+    check_settings(probe_cfg, get_class(probe_cfg._target_).settings, f"probes.{name}")
+    try:
+        return instantiate(probe_cfg, out_dir=out_dir)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise

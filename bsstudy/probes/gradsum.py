@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
+from bsstudy.config import BOOL, POSITIVE_INT, Rule
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP
 from bsstudy.probes import Probe
@@ -308,6 +309,17 @@ class GradSum(Probe):
     """The gradient-sum-norm experiment at the end of each epoch of `at_epochs`, on copies of the weights."""
 
     report_section = "bsstudy.report.dynamics:gradsum_section"
+    settings = {
+        "at_epochs": Rule("list", each=POSITIVE_INT),
+        "batch_sizes": Rule("list", each=POSITIVE_INT),
+        "trials": POSITIVE_INT,
+        "samples": POSITIVE_INT,
+        "update": BOOL,
+        "reduction": Rule("choice", choices=tuple(REDUCTIONS)),
+        "common_samples": BOOL,
+        "params": Rule("any"),  # 'last', 'all' or parameter names: checked against the model when training starts
+        "trials_per_pass": POSITIVE_INT,
+    }
 
     def __init__(
         self,
@@ -324,18 +336,10 @@ class GradSum(Probe):
     ):
         super().__init__(out_dir)
         for key, values in (("at_epochs", at_epochs), ("batch_sizes", batch_sizes)):
-            if not values or not all(is_positive_int(v) for v in values):
+            if not values:
                 raise ConfigError(f"probes.gradsum.{key} must be a non-empty list of positive integers; got {values}")
-        for key, value in (("trials", trials), ("samples", samples), ("trials_per_pass", trials_per_pass)):
-            if not is_positive_int(value):
-                raise ConfigError(f"probes.gradsum.{key} must be a positive integer; got {value!r}")
         if max(batch_sizes) > samples:
             raise ConfigError(f"probes.gradsum.batch_sizes must be at most probes.gradsum.samples ({samples})")
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"probes.gradsum.reduction must be one of {list(REDUCTIONS)}; got {reduction!r}")
-        for key, value in (("update", update), ("common_samples", common_samples)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"probes.gradsum.{key} must be true or false; got {value!r}")
         self.at_epochs, self.batch_sizes = sorted(set(at_epochs)), sorted(set(batch_sizes))
         self.trials, self.samples, self.trials_per_pass = trials, samples, trials_per_pass
         self.update, self.reduction, self.common_samples, self.params = update, reduction, common_samples, params

@@ -15,9 +15,10 @@ import time
 
 import torch
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
+from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
 from bsstudy.geometry.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
-from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
+from bsstudy.geometry.objective import measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
 from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
@@ -28,6 +29,17 @@ class Hessian(FinalWeightsProbe):
     (Hutchinson) of the training loss."""
 
     report_section = "bsstudy.report.geometry:sharpness_section"
+    settings = {
+        "k": POSITIVE_INT,
+        "tol": Rule("number", min=0, max=1, open_min=True, open_max=True),
+        "ncv": POSITIVE_INT,
+        "max_hvps": POSITIVE_INT,
+        "trace_max_samples": POSITIVE_INT,
+        "trace_min_samples": POSITIVE_INT,
+        "trace_rel_tol": Rule("number", min=0, open_min=True),
+        "train_samples": SAMPLES,
+        "chunk_size": POSITIVE_INT,
+    }
 
     def __init__(
         self,
@@ -43,22 +55,12 @@ class Hessian(FinalWeightsProbe):
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)
-        ints = {"k": k, "max_hvps": max_hvps, "trace_max_samples": trace_max_samples,
-                "trace_min_samples": trace_min_samples, "chunk_size": chunk_size}  # fmt: skip
-        for key, value in ints.items():
-            if not is_positive_int(value):
-                raise ConfigError(f"probes.hessian.{key} must be a positive integer; got {value!r}")
-        if not (is_positive_int(ncv) and ncv > k):
+        if ncv <= k:
             raise ConfigError(f"probes.hessian.ncv must be an integer > probes.hessian.k ({k}); got {ncv!r}")
         if max_hvps < ncv:
             raise ConfigError(
                 f"probes.hessian.max_hvps must be >= probes.hessian.ncv ({ncv}), one Lanczos basis; got {max_hvps}"
             )
-        if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
-            raise ConfigError(f"probes.hessian.tol must be a number in (0, 1); got {tol!r}")
-        if not (isinstance(trace_rel_tol, (int, float)) and trace_rel_tol > 0):
-            raise ConfigError(f"probes.hessian.trace_rel_tol must be a number > 0; got {trace_rel_tol!r}")
-        check_sample_size("probes.hessian.train_samples", train_samples)
         self.k, self.tol, self.ncv, self.max_hvps = k, tol, ncv, max_hvps
         self.trace_max_samples, self.trace_min_samples, self.trace_rel_tol = (
             trace_max_samples,

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError
+from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
 from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
-from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
+from bsstudy.geometry.objective import measured_point, subset_loss
 from bsstudy.geometry.runs import is_run_dir, load_weights, run_config
 from bsstudy.probes import Probe
 from bsstudy.runfiles import RunFolder, write_json, write_table
@@ -48,6 +49,15 @@ class Interpolation(Probe):
     """Train and test loss and accuracy along (1 - alpha) theta_this + alpha theta_other."""
 
     report_section = "bsstudy.report.geometry:interpolation_section"
+    settings = {
+        "other": Rule("str", nullable=True),
+        "points": Rule("int", min=2),
+        "alpha_min": Rule("number"),
+        "alpha_max": Rule("number"),
+        "train_samples": SAMPLES,
+        "test_samples": SAMPLES,
+        "chunk_size": POSITIVE_INT,
+    }
 
     def __init__(
         self,
@@ -61,14 +71,8 @@ class Interpolation(Probe):
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)
-        if not is_positive_int(points) or points < 2:
-            raise ConfigError(f"probes.interpolation.points must be an integer >= 2; got {points!r}")
-        if not (isinstance(alpha_min, (int, float)) and isinstance(alpha_max, (int, float)) and alpha_min < alpha_max):
+        if not alpha_min < alpha_max:
             raise ConfigError(f"probes.interpolation.alpha_min must be < alpha_max; got {alpha_min!r}, {alpha_max!r}")
-        if not is_positive_int(chunk_size):
-            raise ConfigError(f"probes.interpolation.chunk_size must be a positive integer; got {chunk_size!r}")
-        check_sample_size("probes.interpolation.train_samples", train_samples)
-        check_sample_size("probes.interpolation.test_samples", test_samples)
         self.other, self.points, self.alpha_min, self.alpha_max = other, points, alpha_min, alpha_max
         self.train_samples, self.test_samples, self.chunk_size = train_samples, test_samples, chunk_size
 

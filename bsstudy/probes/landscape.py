@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy.config import BOOL, POSITIVE_INT, SAMPLES, Rule
 from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
-from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
+from bsstudy.geometry.objective import measured_point, subset_loss
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.streams import DIRECTIONS_LANDSCAPE, torch_generator
 
@@ -25,6 +25,17 @@ class Landscape(FinalWeightsProbe):
     """Loss and accuracy on a grid of theta + alpha d1 + beta d2, and along theta + alpha d1."""
 
     report_section = "bsstudy.report.geometry:landscape_section"
+    settings = {
+        "points": POSITIVE_INT,
+        "span": Rule("number", min=0, open_min=True),
+        "curve_points": POSITIVE_INT,
+        "include_biases": BOOL,
+        "direction_seed": Rule("int", min=0, nullable=True, says="null (the run's seed) or an integer >= 0"),
+        "train_samples": SAMPLES,
+        "test_samples": Rule("int", min=0, nullable=True),
+        "chunk_size": POSITIVE_INT,
+        "plot": BOOL,
+    }
 
     def __init__(
         self,
@@ -40,18 +51,6 @@ class Landscape(FinalWeightsProbe):
         plot: bool = True,
     ):
         super().__init__(out_dir)
-        for key, value in (("points", points), ("curve_points", curve_points), ("chunk_size", chunk_size)):
-            if not is_positive_int(value):
-                raise ConfigError(f"probes.landscape.{key} must be a positive integer; got {value!r}")
-        if not (isinstance(span, (int, float)) and span > 0):
-            raise ConfigError(f"probes.landscape.span must be a number > 0; got {span!r}")
-        if direction_seed is not None and not (isinstance(direction_seed, int) and direction_seed >= 0):
-            raise ConfigError(
-                "probes.landscape.direction_seed must be null (the run's seed) or an integer >= 0; "
-                f"got {direction_seed!r}"
-            )
-        check_sample_size("probes.landscape.train_samples", train_samples)
-        check_sample_size("probes.landscape.test_samples", test_samples, allow_zero=True)
         self.points, self.span, self.curve_points, self.include_biases = points, span, curve_points, include_biases
         self.direction_seed, self.train_samples, self.test_samples = direction_seed, train_samples, test_samples
         self.chunk_size, self.plot = chunk_size, plot

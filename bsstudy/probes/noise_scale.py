@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError
+from bsstudy.config import POSITIVE_INT, Rule
 from bsstudy.geometry.objective import has_batch_norm
 from bsstudy.probes import Probe
 from bsstudy.runfiles import EpochCSVLogger
@@ -88,6 +89,12 @@ class NoiseScale(Probe):
 
     report_section = "bsstudy.report.dynamics:noise_scale_section"
     epoch_columns = ("noise_scale", "grad_sq_norm", "grad_trace_cov")
+    settings = {
+        "small_batch": POSITIVE_INT,
+        "big_batch": POSITIVE_INT,
+        "measurements_per_epoch": POSITIVE_INT,
+        "ema": Rule("number", min=0, max=1, open_max=True),
+    }
 
     def __init__(self, out_dir, small_batch: int, big_batch: int, measurements_per_epoch: int, ema: float):
         super().__init__(out_dir)
@@ -96,10 +103,6 @@ class NoiseScale(Probe):
                 "probes.noise_scale.big_batch must be a larger multiple of probes.noise_scale.small_batch; "
                 f"got big_batch={big_batch}, small_batch={small_batch}"
             )
-        if not 0 <= ema < 1:
-            raise ConfigError(f"probes.noise_scale.ema must be in [0, 1); got {ema}")
-        if measurements_per_epoch < 1:
-            raise ConfigError(f"probes.noise_scale.measurements_per_epoch must be >= 1; got {measurements_per_epoch}")
         self.small_batch, self.big_batch, self.ema = small_batch, big_batch, ema
         self.measurements_per_epoch = measurements_per_epoch
         self.smoothed: dict[str, float] = {}  # EMA of |G|^2 and tr(Sigma); saved with checkpoints

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 
-from bsstudy import ConfigError, is_positive_int
-from bsstudy.geometry.objective import check_sample_size, measured_point, subset_loss
+from bsstudy import ConfigError
+from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
+from bsstudy.geometry.objective import measured_point, subset_loss
 from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
 from bsstudy.probes import FinalWeightsProbe
 from bsstudy.runfiles import write_json
@@ -24,6 +25,14 @@ class Sharpness(FinalWeightsProbe):
     """Keskar et al.'s eps-box sharpness of the trained network, with the random-point baseline."""
 
     report_section = "bsstudy.report.geometry:sharpness_section"
+    settings = {
+        "eps": Rule("list", each=Rule("number", min=0, open_min=True)),
+        "iterations": POSITIVE_INT,
+        "subspace_dim": Rule("int", min=0, nullable=True),
+        "random_samples": POSITIVE_INT,
+        "train_samples": SAMPLES,
+        "chunk_size": POSITIVE_INT,
+    }
 
     def __init__(
         self,
@@ -36,13 +45,8 @@ class Sharpness(FinalWeightsProbe):
         chunk_size: int = 8192,
     ):
         super().__init__(out_dir)
-        if not eps or not all(isinstance(e, (int, float)) and e > 0 for e in eps):
-            raise ConfigError(f"probes.sharpness.eps must be a list of numbers > 0; got {eps}")
-        for key, value in (("iterations", iterations), ("random_samples", random_samples), ("chunk_size", chunk_size)):
-            if not is_positive_int(value):
-                raise ConfigError(f"probes.sharpness.{key} must be a positive integer; got {value!r}")
-        check_sample_size("probes.sharpness.subspace_dim", subspace_dim, allow_zero=True)
-        check_sample_size("probes.sharpness.train_samples", train_samples)
+        if not eps:
+            raise ConfigError(f"probes.sharpness.eps must be a non-empty list of numbers > 0; got {eps}")
         self.eps, self.iterations, self.subspace_dim = [float(e) for e in eps], iterations, subspace_dim or 0
         self.random_samples, self.train_samples, self.chunk_size = random_samples, train_samples, chunk_size
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bsstudy import ConfigError
+from bsstudy.config import Rule
 from bsstudy.probes import Probe
 from bsstudy.runfiles import cpu_model, peak_memory, proc_status_bytes, synchronized_now, write_table
 
@@ -78,11 +78,10 @@ class Speed(Probe):
     """Per-chunk step time and throughput, epoch time and peak memory; headline numbers in summary.json."""
 
     report_section = "bsstudy.report.cost:speed_section"
+    settings = {"warmup_chunks": Rule("int", min=0)}
 
     def __init__(self, out_dir: str | Path, warmup_chunks: int = 2):
         super().__init__(out_dir)
-        if not (type(warmup_chunks) is int and warmup_chunks >= 0):
-            raise ConfigError(f"probes.speed.warmup_chunks must be an integer >= 0; got {warmup_chunks!r}")
         self.warmup_chunks = warmup_chunks
         self.rows: list[dict] = []
         self.epoch_times_s: list[float] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from bsstudy import ConfigError
+from bsstudy.config import BOOL
 from bsstudy.probes import Probe
 from bsstudy.runfiles import EpochCSVLogger
 
@@ -33,11 +33,10 @@ class WeightNorm(Probe):
     """The weight norm after every epoch, whole network and per layer."""
 
     epoch_columns = ("weight_norm",)
+    settings = {"per_layer": BOOL}
 
     def __init__(self, out_dir, per_layer: bool = True):
         super().__init__(out_dir)
-        if not isinstance(per_layer, bool):
-            raise ConfigError(f"probes.weight_norm.per_layer must be true or false; got {per_layer!r}")
         self.per_layer = per_layer
 
     def on_train_start(self, trainer, pl_module) -> None:
