@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from bsstudy import CONF_DIR
 from bsstudy.parallel import available_cores, threads_per_job
-from bsstudy.runfiles import read_metrics, run_folders
+from bsstudy.runfiles import RunFolder, run_folders
 
 CONF = CONF_DIR
 COMMON = ["trainer.progress_bar=false", "checkpoint.save_last=false"]
@@ -63,7 +63,7 @@ def run_sweep(command: list[str], cwd: Path) -> float:
 def run_metrics(sweep_dir: Path) -> list[list[dict]]:
     """Every run's metrics.csv without the wall-clock columns, in job order."""
     return [
-        [{k: v for k, v in row.items() if not k.endswith("_time_s")} for row in read_metrics(d / "metrics.csv")]
+        [{k: v for k, v in row.items() if not k.endswith("_time_s")} for row in RunFolder(d).metrics()]
         for d in run_folders(sweep_dir)
     ]
 

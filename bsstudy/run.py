@@ -124,7 +124,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         selected = selected_probes(cfg.probes)
         targets = target_callbacks(cfg.trainer.stop_at, run_dir) if is_rank_zero else []
         probes = (
-            [build_probe(name, p, run_dir / "probes" / name) for name, p in selected.items()] if is_rank_zero else []
+            [build_probe(name, p, RunFolder(run_dir).probe_dir(name)) for name, p in selected.items()]
+            if is_rank_zero
+            else []
         )
         callbacks = [
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row

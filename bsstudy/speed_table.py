@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from bsstudy.runfiles import runs_of, write_table
+from bsstudy.runfiles import RunFolder, runs_of, write_table
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def is_power_of_two(n: int) -> bool:
 
 def read_timed_chunks(run_dir: Path) -> list[dict]:
     """The chunks of one run that count (warm-up left out), numbers parsed."""
-    with (run_dir / "probes" / "speed" / "chunks.csv").open(newline="") as f:
+    with (RunFolder(run_dir).probe_dir("speed") / "chunks.csv").open(newline="") as f:
         return [
             {"step_time_s": float(r["step_time_s"]), "samples_per_s": float(r["samples_per_s"])}
             for r in csv.DictReader(f)

@@ -12,7 +12,7 @@ import csv
 import logging
 from pathlib import Path
 
-from bsstudy.runfiles import parse_number
+from bsstudy.runfiles import RunFolder, parse_number
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def parse_value(text: str):
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """W&B key -> file: metrics.csv, then probes/<name>/*.csv and *.png in name order."""
-    found = {"files/metrics": run_dir / "metrics.csv"} if (run_dir / "metrics.csv").exists() else {}
-    for path in sorted((run_dir / "probes").glob("*/*")):
+    folder = RunFolder(run_dir)
+    found = {"files/metrics": folder.metrics_path} if folder.metrics_path.exists() else {}
+    for path in sorted((folder.path / folder.PROBES).glob("*/*")):
         if path.suffix in (".csv", ".png"):
             found[f"files/{path.parent.name}/{path.stem}"] = path
     return found

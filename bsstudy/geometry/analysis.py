@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from bsstudy import CONF_DIR
 from bsstudy.geometry.runs import load_run, merge_into_summary, pick_pair, runs_of
 from bsstudy.probes import build_probe
+from bsstudy.runfiles import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu", g
     """Run the `name` probe on a finished run: files to <run>/probes/<name>/, numbers merged into its
     summary.json under probes.<name>. `geometry_bn` (running, batch) replaces the run's model.geometry_bn."""
     run = load_run(run_dir, geometry_bn=geometry_bn)
-    probe = build_probe(name, probe_settings(name, overrides), run.run_dir / "probes" / name)
+    probe = build_probe(name, probe_settings(name, overrides), RunFolder(run.run_dir).probe_dir(name))
     summary = probe.measure(run.net.to(device), run.data.to(device), run.seed)
     merge_into_summary(run.run_dir, name, summary | {"source": "python -m bsstudy.geometry"})
     log.info("%s of %s: %s", name, run_dir, {k: v for k, v in summary.items() if isinstance(v, (int, float))})

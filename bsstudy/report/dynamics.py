@@ -32,7 +32,7 @@ def step_norm_histograms(sweep: Sweep, colours) -> bytes | None:
     """Histograms of the per-step update norms of the last epoch, one run per batch size, medians marked."""
     norms = {}
     for run in representative_runs(sweep, sweep.completed).itertuples():
-        files = sorted((sweep.run_dir(run.run) / "probes" / "update_norms").glob("epoch_*.npz"))
+        files = sorted((sweep.probe_dir(run.run, "update_norms")).glob("epoch_*.npz"))
         if not files:
             continue
         try:
@@ -140,7 +140,7 @@ def read_gradsum(sweep: Sweep) -> list[tuple[object, pd.DataFrame, dict]]:
     """(run row, summary.csv, fit.json) of every completed run with gradsum results."""
     found = []
     for run in sweep.completed.itertuples():
-        folder = sweep.run_dir(run.run) / "probes" / "gradsum"
+        folder = sweep.probe_dir(run.run, "gradsum")
         if not (folder / "summary.csv").exists():
             continue
         try:

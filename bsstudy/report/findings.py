@@ -453,7 +453,7 @@ def read_gradsum_fits(sweep: Sweep) -> list[GradsumFit]:
     "n_trials", "settings", ...}}); an unreadable file becomes a problem of its run."""
     fits = []
     for run in sweep.runs[sweep.runs.status.isin(FINISHED)].itertuples():
-        path = sweep.run_dir(run.run) / "probes" / "gradsum" / "fit.json"
+        path = sweep.probe_dir(run.run, "gradsum") / "fit.json"
         if not path.exists():
             continue
         try:

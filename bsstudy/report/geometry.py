@@ -177,7 +177,7 @@ def interpolation_section(sweep: Sweep) -> Section | None:
 def landscape_section(sweep: Sweep) -> Section | None:
     grids = []
     for run in representative_runs(sweep, sweep.completed).itertuples():
-        path = sweep.run_dir(run.run) / "probes" / "landscape" / "landscape.npz"
+        path = sweep.probe_dir(run.run, "landscape") / "landscape.npz"
         if not path.exists():
             continue
         try:

@@ -93,7 +93,7 @@ def epoch_figure(sweep: Sweep, name: str, columns: list[str]) -> Figure | None:
 def files_line(sweep: Sweep, name: str) -> str:
     """The files the probe wrote, as found in the first run that has its folder."""
     for run in sweep.runs.run:
-        folder = sweep.run_dir(run) / "probes" / name
+        folder = sweep.probe_dir(run, name)
         if folder.is_dir():
             files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
             return f"Files in <run>/probes/{name}/: {', '.join(files) or 'none'}."

@@ -70,6 +70,9 @@ class Sweep:
     def run_dir(self, run: str) -> Path:
         return self.path if run == self.path.name and is_run_folder(self.path) else self.path / run
 
+    def probe_dir(self, run: str, probe: str) -> Path:
+        return RunFolder(self.run_dir(run)).probe_dir(probe)
+
     @property
     def completed(self) -> pd.DataFrame:
         return self.runs[self.runs.status == "completed"]
@@ -218,13 +221,14 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
         config = {}
         if (run_dir / ".hydra" / "config.yaml").exists():
             config = attempt(problems, name, ".hydra/config.yaml", lambda d=run_dir: read_config(d)) or {}
-        summary_path = run_dir / "summary.json"
+        folder = RunFolder(run_dir)
+        summary_path = folder.summary_path
         summary = (summaries or {}).get(name)
         if summary is None and summary_path.exists():
             summary = attempt(problems, name, "summary.json", lambda p=summary_path: json.loads(p.read_text()))
         metrics = None
-        if (run_dir / "metrics.csv").exists():
-            metrics = attempt(problems, name, "metrics.csv", lambda d=run_dir: read_metrics_frame(d / "metrics.csv"))
+        if folder.metrics_path.exists():
+            metrics = attempt(problems, name, "metrics.csv", lambda p=folder.metrics_path: read_metrics_frame(p))
         status = status_of(summary, summary is not None or summary_path.exists())
         records.append(run_record(name, config, summary, metrics, status))
         configs[name] = config

@@ -28,7 +28,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from bsstudy.report.document import Figure, Section, Table
 from bsstudy.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
 from bsstudy.report.uncertainty import mean_ci
-from bsstudy.runfiles import run_folders
+from bsstudy.runfiles import RunFolder, run_folders
 from bsstudy.streams import rng
 from bsstudy.tuned import Candidate, candidate_from_summary, read_summary, select_best
 
@@ -43,7 +43,7 @@ MIN_BATCH_SIZES = 3  # batch sizes with a selected lr needed to fit two paramete
 def b_simple_at(run_dir: Path, steps: int | None) -> float:
     """B_simple (the smoothed noise_scale column) of the last measurement at or before `steps` (the target
     crossing), else the first one after it; NaN without measurements."""
-    path = Path(run_dir) / "probes" / "noise_scale" / "measurements.csv"
+    path = RunFolder(run_dir).probe_dir("noise_scale") / "measurements.csv"
     if steps is None or not path.exists():
         return math.nan
     rows = pd.read_csv(path)
