@@ -12,7 +12,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report publish wandb-report report-check bench lint clean
+.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report publish wandb-report report-check bench gpu-check lint clean
 
 install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
@@ -70,6 +70,9 @@ report-check: install  ## render <sweep>/report/report.html in headless Chromium
 bench: install  ## the training loop and evaluation against plain PyTorch loops; a parallel vs sequential sweep
 	$(BIN)/python -m bsstudy.bench $(ARGS)
 	$(BIN)/python -m bsstudy.bench_sweep
+
+gpu-check: install  ## on one GPU, < 5 min: fast vs autograd step per B, speed probe, parallel launcher, reference-study estimate; ARGS=--cpu: dry run
+	$(BIN)/python -m bsstudy.gpu_check $(ARGS)
 
 lint: install  ## ruff check + ruff format --check
 	$(BIN)/ruff check .

@@ -19,6 +19,10 @@ Eval cases, in seconds per full evaluation (training set + test set):
     bsstudy           evaluate() on both sets (eval mode, inference mode, torchmetrics)
     bare              a bare inference-mode forward pass over the same samples in the same chunks
 
+`--device cuda|cpu|auto` (auto: a GPU if there is one): on a GPU, kernels run asynchronously, so every
+timing starts and ends with torch.cuda.synchronize (runfiles.synchronized_now) and the ratios mean the
+same as on the CPU; `--device cuda` on a machine without CUDA is a one-line error.
+
 `python -m bsstudy.bench --json` prints the rows as JSON: {"what", "impl", "batch_size", "median_s",
 "min_s", "repeats"}. Ratios below 1 mean faster than the reference.
 """
@@ -32,7 +36,6 @@ import logging
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +50,16 @@ from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP, StudyModule
+from bsstudy.probes.speed import device_name
 from bsstudy.probes.update_norms import UpdateNorms
+from bsstudy.runfiles import synchronized_now
 
 CONF = CONF_DIR
 STEPS_PER_REPEAT = {2: 400, 64: 60, 256: 16, 1024: 5}  # about 0.3-0.5 s per case and repeat: fine interleaving
 TUTORIAL_BATCH_SIZES = (2, 64, 1024)
 EVAL_CHUNK = 10_000
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+CPU = torch.device("cpu")
 STATS = ("median_s", "min_s")  # ratios are shown for both: medians, and fastest repeats (robust to a busy machine)
 
 
@@ -86,16 +93,25 @@ def sgd_config():
     return OmegaConf.load(CONF / "optim" / "sgd.yaml")
 
 
+def bench_device(name: str) -> torch.device:
+    """The device of `--device`: auto is cuda where torch sees a GPU, else cpu; cuda without one is an error."""
+    if name not in DEVICE_CHOICES:
+        raise SystemExit(f"bsstudy.bench: --device must be one of {list(DEVICE_CHOICES)}; got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bsstudy.bench: --device cuda, but torch sees no CUDA GPU here (use --device cpu or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def new_net(data: TensorData) -> MLP:
     torch.manual_seed(0)
-    return MLP(data.input_size, [1024, 1024], data.num_classes)
+    return MLP(data.input_size, [1024, 1024], data.num_classes).to(data.x_train.device)
 
 
 def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Callable[[], None]:
     """The plain loop: slices of a seeded permutation, autograd + SGD (or the bare fast step)."""
     net = new_net(data)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    order = epoch_permutation(data.n_train, 0, 0)
+    order = epoch_permutation(data.n_train, 0, 0).to(data.x_train.device)
 
     def run() -> None:
         for step in range(steps):
@@ -112,13 +128,13 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
 
 
 class EpochTimer(L.Callback):
-    """Wall time of the training epoch alone (Trainer set-up and teardown excluded)."""
+    """Wall time of the training epoch alone (Trainer set-up and teardown excluded), synchronized on a GPU."""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+        self.start = synchronized_now(pl_module.device)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = synchronized_now(pl_module.device) - self.start
 
 
 def lightning_loop(
@@ -128,13 +144,14 @@ def lightning_loop(
     (with the update_norms probe writing to `probe_dir`, if given)."""
     subset = TensorData(data.name, data.x_train[: steps * batch_size], data.y_train[: steps * batch_size],
                         data.x_test, data.y_test)  # fmt: skip
+    accelerator = "gpu" if data.x_train.device.type == "cuda" else "cpu"
     chunk_samples = OmegaConf.load(CONF / "trainer" / "cpu.yaml").chunk_samples
 
     def run() -> float:
         module = StudyModule(new_net(data), subset, sgd_config(), batch_size, False, chunk_samples, 0, fast_step=fast)
         timer = EpochTimer()
         probes = [UpdateNorms(probe_dir)] if probe_dir else []
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, callbacks=[*probes, timer],
+        trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, callbacks=[*probes, timer],
                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                             num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)  # fmt: skip
         trainer.fit(module)
@@ -144,8 +161,9 @@ def lightning_loop(
     return run
 
 
-def tutorial_loop(root: Path, batch_size: int, steps: int) -> Callable[[], None]:
-    """The tutorial way: torchvision dataset, per-item ToTensor/Normalize/flatten, DataLoader, autograd."""
+def tutorial_loop(root: Path, batch_size: int, steps: int, device: torch.device) -> Callable[[], None]:
+    """The tutorial way: torchvision dataset, per-item ToTensor/Normalize/flatten, DataLoader, autograd
+    (each batch copied to `device`)."""
     from torchvision import datasets, transforms
 
     transform = transforms.Compose(
@@ -156,13 +174,14 @@ def tutorial_loop(root: Path, batch_size: int, steps: int) -> Callable[[], None]
     else:
         dataset = datasets.FakeData(60_000, (1, 28, 28), 10, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    net = MLP(784, [1024, 1024], 10)
+    net = MLP(784, [1024, 1024], 10).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
 
     def run() -> None:
         for step, (x, y) in enumerate(loader):
             if step == steps:
                 break
+            x, y = x.to(device), y.to(device)
             loss = F.nll_loss(net(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -214,18 +233,19 @@ def step_cases(data: TensorData, tmp: Path, batch_sizes: list[int], scale: float
             Case("step", "bsstudy_update_norms", b, n, lightning_loop(data, b, n, True, tmp / "update_norms")),
         ]
         if b in TUTORIAL_BATCH_SIZES:
-            cases.append(Case("step", "tutorial", b, n, tutorial_loop(tutorial_root, b, n)))
+            cases.append(Case("step", "tutorial", b, n, tutorial_loop(tutorial_root, b, n, data.x_train.device)))
     return cases
 
 
-def measure(cases: list[Case], repeats: int) -> list[dict]:
-    """Run every case once to warm up, then `repeats` interleaved rounds; seconds per unit."""
+def measure(cases: list[Case], repeats: int, device: torch.device = CPU) -> list[dict]:
+    """Run every case once to warm up, then `repeats` interleaved rounds; seconds per unit, each timing
+    between two synchronizations of `device` (a GPU's queued kernels count to the case that queued them)."""
     seconds: dict[int, list[float]] = {i: [] for i in range(len(cases))}
     for round_ in range(repeats + 1):
         for i, case in enumerate(cases):
-            start = time.perf_counter()
+            start = synchronized_now(device)
             inner = case.run()
-            elapsed = inner if inner is not None else time.perf_counter() - start
+            elapsed = inner if inner is not None else synchronized_now(device) - start
             if round_ > 0:
                 seconds[i].append(elapsed / case.units)
     return [
@@ -247,11 +267,11 @@ def ratio(rows: list[dict], what: str, batch_size: int | None, impl: str, refere
     return value[impl] / value[reference] if impl in value and reference in value else None
 
 
-def print_table(rows: list[dict], data: TensorData) -> None:
+def print_table(rows: list[dict], data: TensorData, device: torch.device = CPU) -> None:
     def fmt(value: float | None, spec: str) -> str:
         return format(value, spec) if value is not None else "-"
 
-    print(f"bsstudy bench | device cpu | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+    print(f"bsstudy bench | device {device_name(device)} | torch {torch.__version__} | "
           f"data {data.name} ({data.n_train} train) | {rows[0]['repeats']} interleaved repeats")  # fmt: skip
     impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms"]
     ratios = [
@@ -286,18 +306,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     parser.add_argument("--repeats", type=int, default=11, help="interleaved repeats after the warm-up round")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 64, 256, 1024])
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda where torch sees a GPU)")
     parser.add_argument("--quick", action="store_true", help="few steps and 2 repeats: checks it runs, not speed")
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per repeat: no banners
+    device = bench_device(args.device)
     repeats, scale = (2, 0.05) if args.quick else (args.repeats, 1.0)
-    data = load_bench_data()
+    data = load_bench_data().to(device)
     with tempfile.TemporaryDirectory() as tmp:
         cases = step_cases(data, Path(tmp), args.batch_sizes, scale) + eval_cases(data)
-        rows = measure(cases, repeats)
+        rows = measure(cases, repeats, device)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print_table(rows, data)
+        print_table(rows, data, device)
 
 
 if __name__ == "__main__":

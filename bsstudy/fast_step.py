@@ -10,7 +10,8 @@ and SGD (PyTorch's convention, dampening 0, no Nesterov) is
 
     g_i = dW_i + wd W_i,   buf_i = mu buf_i + g_i (buf_i = g_i at the first step),   W_i -= lr buf_i
 
-Without momentum the update is applied in place with one `addmm_` per layer, so no gradient
+Without momentum the update is applied in place, one `addmm_` per layer (or, for a few rows on
+a CPU where that is faster, a few rank-1 `addr_`: `update_kernel` measures which), so no gradient
 tensor is ever written and re-read, and autograd's bookkeeping and the optimizer's separate pass
 disappear. dz_{i-1} is computed before W_i changes. The result is the same as the autograd path
 up to float32 rounding (summation order differs); tests/test_fast_step.py checks it.
@@ -19,6 +20,8 @@ with the autograd path.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -93,8 +96,12 @@ def fast_sgd_step(
     return loss_sum
 
 
-RANK1_MAX_ROWS = 4  # measured on a 2-core AMD EPYC with MKL: B rank-1 updates beat one addmm_ up to B = 4
 GRAM_MAX_ROWS = 64  # above this, materializing dz^T h (it replaces addmm_, so costs only memory) is cheaper
+UPDATE_KERNELS = ("auto", "rank1", "addmm")
+UPDATE_KERNEL = "auto"  # "rank1" or "addmm" force one kernel everywhere (tests, benchmarks)
+RANK1_CANDIDATE_MAX_ROWS = 8  # the rank-1 loop costs n addr_ passes over W: past a few rows it never wins
+KERNEL_TRIALS = 5  # interleaved timings per kernel; the fastest counts (robust to other processes)
+KERNEL_CHOICES: dict[tuple, str] = {}  # (device, weight shape, n, threads) -> "rank1" or "addmm", per process
 
 
 def subtract_outer(
@@ -102,21 +109,70 @@ def subtract_outer(
 ) -> torch.Tensor | None:
     """weight -= lr * dz^T h, in place; with `track`, return ||dz^T h||_F^2 (the lr is applied by the caller).
 
-    On the CPU, MKL's addmm_ with an inner dimension of 2-4 is about 3x slower than that many
-    rank-1 `addr_` updates, so tiny batches take the loop. The norm of a product of n rows comes
-    from two n x n Gram matrices, ||dz^T h||_F^2 = sum((dz dz^T) * (h h^T)), for small n.
+    The product goes into the weights either as one `addmm_` or as n rank-1 `addr_` updates, whichever
+    `update_kernel` finds faster for this shape. The norm of a product of n rows comes from two n x n
+    Gram matrices, ||dz^T h||_F^2 = sum((dz dz^T) * (h h^T)), for small n.
     """
     n = len(h)
     if track and n > GRAM_MAX_ROWS:
         update = torch.mm(dz.t(), h)
         weight.add_(update, alpha=-lr)
         return torch.dot(update.view(-1), update.view(-1))
-    if weight.device.type == "cpu" and n <= RANK1_MAX_ROWS:
-        for dz_row, h_row in zip(dz, h, strict=True):
-            weight.addr_(dz_row, h_row, alpha=-lr)
+    if update_kernel(weight, n) == "rank1":
+        subtract_rank1(weight, dz, h, lr)
     else:
         weight.addmm_(dz.t(), h, alpha=-lr)
     return torch.dot(dz.mm(dz.t()).view(-1), h.mm(h.t()).view(-1)) if track else None
+
+
+def subtract_rank1(weight: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, lr: float) -> None:
+    """weight -= lr * sum_k dz_k^T h_k, one rank-1 `addr_` per row: the same update as one addmm_."""
+    for dz_row, h_row in zip(dz, h, strict=True):
+        weight.addr_(dz_row, h_row, alpha=-lr)
+
+
+def update_kernel(weight: torch.Tensor, n: int) -> str:
+    """The kernel ("rank1" or "addmm") for weight -= lr dz^T h with n rows: UPDATE_KERNEL if forced, else measured.
+
+    The choice used to be a constant, RANK1_MAX_ROWS = 4, measured on a 2-core AMD EPYC with MKL, where
+    addmm_ with an inner dimension of 2-4 was about 3x slower than that many addr_. On a 2-core Intel
+    Xeon the opposite holds (two addr_ 221 us, one addmm_ 150 us at B=2; issue 17), and even on the EPYC
+    the winner moves with the thread count. So on the CPU, for n <= RANK1_CANDIDATE_MAX_ROWS, both kernels
+    are timed once per process and (device, shape, n, threads) on scratch tensors, and the faster is kept
+    in KERNEL_CHOICES. On a GPU one addmm_ launch beats n launches: no measurement.
+    """
+    if UPDATE_KERNEL != "auto":
+        if UPDATE_KERNEL not in UPDATE_KERNELS:
+            raise ValueError(f"fast_step.UPDATE_KERNEL must be one of {list(UPDATE_KERNELS)}; got {UPDATE_KERNEL!r}")
+        return UPDATE_KERNEL
+    if weight.device.type != "cpu" or n > RANK1_CANDIDATE_MAX_ROWS:
+        return "addmm"
+    key = (str(weight.device), tuple(weight.shape), n, torch.get_num_threads())
+    if key not in KERNEL_CHOICES:
+        KERNEL_CHOICES[key] = faster_update_kernel(weight, n)
+    return KERNEL_CHOICES[key]
+
+
+def faster_update_kernel(weight: torch.Tensor, n: int, trials: int = KERNEL_TRIALS) -> str:
+    """Time both kernels on scratch tensors of the shape of `weight` with n rows (a warm-up call each,
+    then `trials` interleaved calls) and name the one with the faster best time: on a shared machine
+    the fastest call is the least disturbed. CPU only: the kernels run synchronously, so perf_counter
+    measures them (torch.utils.benchmark.Timer would add its own threading setup to each call)."""
+    scratch = torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
+    dz = torch.randn(n, weight.shape[0], dtype=weight.dtype, device=weight.device)
+    h = torch.randn(n, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    kernels = {
+        "rank1": lambda: subtract_rank1(scratch, dz, h, 1e-3),
+        "addmm": lambda: scratch.addmm_(dz.t(), h, alpha=-1e-3),
+    }
+    best = dict.fromkeys(kernels, float("inf"))
+    for trial in range(trials + 1):
+        for name, kernel in kernels.items():
+            start = time.perf_counter()
+            kernel()
+            if trial > 0:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return min(best, key=best.get)
 
 
 def sgd_update(

@@ -11,7 +11,7 @@ ROW_KEYS = {"what", "impl", "batch_size", "median_s", "min_s", "repeats"}
 
 @pytest.mark.slow  # runs the quick benchmark: about 35 s on 2 busy cores
 def test_bench_json_rows_cover_every_case_in_the_documented_format(capsys):
-    main(["--quick", "--json", "--batch-sizes", "2", "64"])
+    main(["--quick", "--json", "--device", "cpu", "--batch-sizes", "2", "64"])
     rows = json.loads(capsys.readouterr().out)
     assert all(set(row) == ROW_KEYS for row in rows)
     steps = {(r["impl"], r["batch_size"]) for r in rows if r["what"] == "step"}
@@ -37,3 +37,37 @@ def test_bench_table_prints_times_and_both_kinds_of_ratio(capsys):
     assert "4000.0" in out and "1000.0" in out  # microseconds per step
     assert "0.25 | 0.25" in out  # bsstudy/raw of medians | of fastest repeats
     assert "ratio 1.10 | 1.10" in out
+
+
+def test_bench_device_cuda_without_a_gpu_is_a_one_line_error_naming_the_flag(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--device", "cuda"])
+    message = str(exit_.value.code)
+    assert "--device cuda" in message and "\n" not in message
+
+
+def test_bench_device_auto_is_the_cpu_without_a_gpu_and_unknown_names_are_errors(monkeypatch):
+    import torch
+
+    from bsstudy.bench import bench_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_device("auto") == bench_device("cpu") == torch.device("cpu")
+    with pytest.raises(SystemExit, match=r"--device must be one of \['auto', 'cpu', 'cuda'\]; got 'tpu'"):
+        bench_device("tpu")
+
+
+def test_measure_gives_seconds_per_unit_on_the_cpu_path():
+    import time
+
+    import torch
+
+    from bsstudy.bench import Case, measure
+
+    rows = measure([Case("step", "sleep", 2, 4, lambda: time.sleep(0.004)),
+                    Case("step", "timed", 2, 2, lambda: 0.01)], repeats=2, device=torch.device("cpu"))  # fmt: skip
+    assert rows[0]["min_s"] >= 0.001  # 4 ms over 4 units
+    assert rows[1]["median_s"] == rows[1]["min_s"] == 0.005  # a case's own seconds win over the clock

@@ -66,3 +66,70 @@ def test_auto_uses_the_fast_step_only_where_it_is_exact(tmp_path, overrides, use
 def test_forcing_the_fast_step_where_it_is_not_exact_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.fast_step=on is not exact with optim.name=adam"):
         train(compose_run(tmp_path, ["data=synthetic", "optim=adam", "trainer.fast_step=on"]))
+
+
+@pytest.fixture
+def update_kernel(monkeypatch):
+    """Set fast_step.UPDATE_KERNEL for one test, with an empty cache of measured choices."""
+    from bsstudy import fast_step
+
+    monkeypatch.setattr(fast_step, "KERNEL_CHOICES", {})
+    return lambda kernel: monkeypatch.setattr(fast_step, "UPDATE_KERNEL", kernel)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_rank1_and_addmm_kernels_give_the_same_update(update_kernel, rows):
+    from bsstudy.fast_step import subtract_outer
+
+    g = torch.Generator().manual_seed(rows)
+    weight, dz, h = (
+        torch.randn(64, 48, generator=g),
+        torch.randn(rows, 64, generator=g),
+        torch.randn(rows, 48, generator=g),
+    )
+    updated = {}
+    for kernel in ("rank1", "addmm"):
+        update_kernel(kernel)
+        updated[kernel] = weight.clone()
+        norm = subtract_outer(updated[kernel], dz, h, 0.1, track=True)
+        torch.testing.assert_close(norm, torch.mm(dz.t(), h).square().sum())  # ||dz^T h||_F^2 via the Gram matrices
+    torch.testing.assert_close(updated["rank1"], updated["addmm"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(updated["addmm"], weight - 0.1 * dz.t() @ h, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ["rank1", "addmm"])
+def test_fast_step_with_either_kernel_gives_the_same_parameters_as_autograd(update_kernel, kernel):
+    update_kernel(kernel)
+    slow, fast = trained(False, 2, 40), trained(True, 2, 40)
+    for (name, p), q in zip(slow.net.named_parameters(), fast.net.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_kernel_is_measured_once_per_shape_and_rows_then_cached(update_kernel, monkeypatch):
+    from bsstudy import fast_step
+
+    measured = []
+    monkeypatch.setattr(fast_step, "faster_update_kernel", lambda w, n: measured.append((tuple(w.shape), n)) or "rank1")
+    weight = torch.zeros(16, 8)
+    assert [fast_step.update_kernel(weight, n) for n in (2, 2, 3, 2)] == ["rank1"] * 4
+    assert measured == [((16, 8), 2), ((16, 8), 3)]
+    threads, cache = torch.get_num_threads(), fast_step.KERNEL_CHOICES
+    assert cache == {("cpu", (16, 8), 2, threads): "rank1", ("cpu", (16, 8), 3, threads): "rank1"}
+    assert fast_step.update_kernel(weight, fast_step.RANK1_CANDIDATE_MAX_ROWS + 1) == "addmm"  # never measured
+    update_kernel("addmm")
+    assert fast_step.update_kernel(weight, 2) == "addmm"  # the override wins over the cache
+    assert len(measured) == 2
+
+
+def test_the_measurement_names_one_of_the_two_kernels():
+    from bsstudy.fast_step import faster_update_kernel
+
+    assert faster_update_kernel(torch.zeros(32, 16), 2, trials=2) in ("rank1", "addmm")
+
+
+def test_an_unknown_forced_kernel_is_an_error(update_kernel):
+    from bsstudy.fast_step import update_kernel as choose
+
+    update_kernel("gemv")
+    with pytest.raises(ValueError, match=r"UPDATE_KERNEL must be one of \['auto', 'rank1', 'addmm'\]; got 'gemv'"):
+        choose(torch.zeros(4, 4), 2)

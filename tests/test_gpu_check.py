@@ -1,0 +1,37 @@
+"""`make gpu-check` (bsstudy/gpu_check.py): without a GPU it says so; `--cpu` runs every check as a dry run."""
+
+import pytest
+import torch
+
+from bsstudy.gpu_check import NO_GPU, main, reference_study_seconds
+
+
+def test_gpu_check_without_a_gpu_exits_1_with_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == NO_GPU and "\n" not in NO_GPU  # SystemExit(str) prints it and exits 1
+    assert "--cpu" in NO_GPU
+
+
+def test_reference_study_estimate_sums_steps_times_step_time_over_b_epochs_and_seeds():
+    times = {b: {"fast_s": 1e-3, "autograd_s": 2e-3} for b in (2, 64, 256, 1024)}
+    steps = 30_000 + 938 + 235 + 59  # ceil(60,000 / B)
+    assert reference_study_seconds(times) == pytest.approx(3 * 30 * steps * 1e-3)
+    assert reference_study_seconds({2: times[2]}) is None
+
+
+def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
+    # tiny settings: 2 steps per timing, one repeat; the speed run and the 2-job sweep start the real CLI
+    assert main(["--cpu", "--steps-scale", "0.01", "--repeats", "1", "--batch-sizes", "2", "64", "256", "1024"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bsstudy gpu-check | ") and "CPU dry run" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 3 * 4 + 5  # header, 3 rows per B, gradsum, speed, parallel, DDP, estimate
+    assert sum("eager fast step vs autograd step" in line for line in table) == 4
+    assert sum("not built yet" in line for line in table) == 2 * 4 + 1  # packed, CUDA graphs per B; gradsum
+    speed = next(line for line in table if "speed probe" in line)
+    assert "| ok: " in speed and "(rss, expected rss)" in speed
+    parallel = next(line for line in table if "parallel launcher" in line)
+    assert "| ok: " in parallel and parallel.count("2 jobs at a time") == 2
+    assert " min (3 seeds x 30 epochs" in out
