@@ -21,7 +21,10 @@ with the autograd path.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -101,7 +104,7 @@ UPDATE_KERNELS = ("auto", "rank1", "addmm")
 UPDATE_KERNEL = "auto"  # "rank1" or "addmm" force one kernel everywhere (tests, benchmarks)
 RANK1_CANDIDATE_MAX_ROWS = 8  # the rank-1 loop costs n addr_ passes over W: past a few rows it never wins
 KERNEL_TRIALS = 5  # interleaved timings per kernel; the fastest counts (robust to other processes)
-KERNEL_CHOICES: dict[tuple, str] = {}  # (device, weight shape, n, threads) -> "rank1" or "addmm", per process
+KERNEL_CHOICES: dict[tuple, str] = {}  # (device, weight shape, n, threads) -> "rank1" or "addmm", this process
 
 
 def subtract_outer(
@@ -138,8 +141,10 @@ def update_kernel(weight: torch.Tensor, n: int) -> str:
     addmm_ with an inner dimension of 2-4 was about 3x slower than that many addr_. On a 2-core Intel
     Xeon the opposite holds (two addr_ 221 us, one addmm_ 150 us at B=2; issue 17), and even on the EPYC
     the winner moves with the thread count. So on the CPU, for n <= RANK1_CANDIDATE_MAX_ROWS, both kernels
-    are timed once per process and (device, shape, n, threads) on scratch tensors, and the faster is kept
-    in KERNEL_CHOICES. On a GPU one addmm_ launch beats n launches: no measurement.
+    are timed on scratch tensors and the faster is kept. The two kernels round differently, so the first
+    measurement on a machine is stored (kernel_cache_path(), keyed by CPU model, shape, n and threads) and
+    every later run there uses it: the same config and seed give the same numbers on the same machine.
+    On a GPU one addmm_ launch beats n launches: no measurement.
     """
     if UPDATE_KERNEL != "auto":
         if UPDATE_KERNEL not in UPDATE_KERNELS:
@@ -149,8 +154,48 @@ def update_kernel(weight: torch.Tensor, n: int) -> str:
         return "addmm"
     key = (str(weight.device), tuple(weight.shape), n, torch.get_num_threads())
     if key not in KERNEL_CHOICES:
-        KERNEL_CHOICES[key] = faster_update_kernel(weight, n)
+        KERNEL_CHOICES[key] = stored_kernel_choice(key, lambda: faster_update_kernel(weight, n))
     return KERNEL_CHOICES[key]
+
+
+def kernel_cache_path() -> Path:
+    """The machine's stored kernel choices: $BSSTUDY_CACHE/update_kernels.json, else under $XDG_CACHE_HOME/bsstudy
+    or ~/.cache/bsstudy."""
+    root = (
+        os.environ.get("BSSTUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bsstudy"
+    )
+    return Path(root) / "update_kernels.json"
+
+
+def stored_kernel_choice(key: tuple, measure) -> str:
+    """The choice stored for `key` on this machine, else `measure()`, stored for the next runs. Under a file lock,
+    so that jobs of a parallel sweep that measure at the same time all keep the first stored choice."""
+    from filelock import FileLock
+
+    from bsstudy.runfiles import cpu_model, write_json
+
+    path, name = kernel_cache_path(), "|".join(map(str, (cpu_model(), *key)))
+    stored = read_choices(path)
+    if name in stored:
+        return stored[name]
+    choice = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=30):
+            stored = read_choices(path)
+            choice = stored.setdefault(name, choice)
+            write_json(path, stored)
+    except OSError:  # a read-only home: this process keeps its own measurement
+        pass
+    return choice
+
+
+def read_choices(path: Path) -> dict[str, str]:
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in stored.items() if v in ("rank1", "addmm")} if isinstance(stored, dict) else {}
 
 
 def faster_update_kernel(weight: torch.Tensor, n: int, trials: int = KERNEL_TRIALS) -> str:

@@ -69,11 +69,12 @@ def test_forcing_the_fast_step_where_it_is_not_exact_is_an_error(tmp_path):
 
 
 @pytest.fixture
-def update_kernel(monkeypatch):
+def update_kernel(monkeypatch, tmp_path):
     """Set fast_step.UPDATE_KERNEL for one test, with an empty cache of measured choices."""
     from bsstudy import fast_step
 
     monkeypatch.setattr(fast_step, "KERNEL_CHOICES", {})
+    monkeypatch.setenv("BSSTUDY_CACHE", str(tmp_path))
     return lambda kernel: monkeypatch.setattr(fast_step, "UPDATE_KERNEL", kernel)
 
 
@@ -119,6 +120,21 @@ def test_the_kernel_is_measured_once_per_shape_and_rows_then_cached(update_kerne
     update_kernel("addmm")
     assert fast_step.update_kernel(weight, 2) == "addmm"  # the override wins over the cache
     assert len(measured) == 2
+
+
+def test_the_first_measurement_on_a_machine_is_kept_for_later_runs(update_kernel, monkeypatch, tmp_path):
+    """Later processes (an empty in-process cache) reuse the stored choice instead of measuring again, so the
+    same config gives the same numbers on the same machine; a corrupt store is measured over."""
+    from bsstudy import fast_step
+
+    weight, picks = torch.zeros(16, 8), iter(["rank1", "addmm"])
+    monkeypatch.setattr(fast_step, "faster_update_kernel", lambda w, n: next(picks))
+    assert fast_step.update_kernel(weight, 2) == "rank1"
+    monkeypatch.setattr(fast_step, "KERNEL_CHOICES", {})  # a new process
+    assert fast_step.update_kernel(weight, 2) == "rank1"  # stored, not measured ("addmm" would be next)
+    (tmp_path / "update_kernels.json").write_text("{not json")
+    monkeypatch.setattr(fast_step, "KERNEL_CHOICES", {})
+    assert fast_step.update_kernel(weight, 2) == "addmm"
 
 
 def test_the_measurement_names_one_of_the_two_kernels():
