@@ -15,8 +15,12 @@ Checks, on one GPU (`--cpu`: the same checks on the CPU, a dry run of every code
                       over B = 2, 64, 256, 1024, x 3 seeds, one run at a time (training steps only: the
                       31 evaluations per run and start-up come on top)
 
-Packed runs, CUDA-graph capture, batched gradient-sum trials (issue 17, items 1-3) and DDP over GPUs
-are listed as "not built yet" / "not checked", so the table shows what is missing. The step inputs
+    gradsum           update=true trials per second of the gradient-sum experiment (probes/gradsum.py), the
+                      batched path (stacked weight copies, one vmapped step for all trials: the GPU default)
+                      against one trial at a time with the fast step (the CPU default), at B = 1, 64, 1024
+
+Packed runs and CUDA-graph capture (issue 17, items 1 and 3) and DDP over GPUs are listed as
+"not built yet" / "not checked", so the table shows what is missing. The step inputs
 are random tensors of Fashion-MNIST's shape (784 features, 10 classes): a step's cost does not
 depend on the values. Exit status 0 when every check passed, 1 otherwise or without a GPU.
 """
@@ -143,7 +147,37 @@ def parallel_check(device: torch.device, folder: Path, timeout: int) -> tuple[bo
     return ok, f"{'ok' if ok else 'FAIL'}: {where}; " + "; ".join(claims)
 
 
-def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, tuple[bool, str]]) -> list[tuple]:
+GRADSUM_BATCH_SIZES = (1, 64, 1024)
+
+
+def gradsum_trial_rates(device: torch.device, trials: int, samples: int) -> dict[int, tuple[float, float]]:
+    """{B: (trials/s batched, trials/s one at a time)} for update=true gradient sums over `samples` samples on the
+    reference MLP (784-1024-1024-10, mean loss, last layer measured), random data of Fashion-MNIST's shape."""
+    from bsstudy.model import MLP
+    from bsstudy.probes.gradsum import fast_sgd_gradient_sum, sgd_gradient_sums
+    from bsstudy.runfiles import synchronized_now
+
+    torch.manual_seed(0)
+    net = MLP(784, [1024, 1024], 10).to(device)
+    names = ["layers.2.weight"]
+    sgd = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "buffers": dict.fromkeys(dict(net.named_parameters()))}
+    x = torch.randn(trials, samples, 784, device=device)
+    y = torch.randint(0, 10, (trials, samples), device=device)
+    rates = {}
+    for b in (b for b in GRADSUM_BATCH_SIZES if b <= samples):
+        start = synchronized_now(device)
+        sgd_gradient_sums(net, names, x, y, b, "mean", sgd)
+        batched = synchronized_now(device) - start
+        start = synchronized_now(device)
+        for xi, yi in zip(x, y, strict=True):
+            fast_sgd_gradient_sum(net, names, xi, yi, b, "mean", sgd)
+        single = synchronized_now(device) - start
+        rates[b] = (trials / batched, trials / single)
+    return rates
+
+
+def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, tuple[bool, str]],
+               gradsum: dict[int, tuple[float, float]]) -> list[tuple]:  # fmt: skip
     """(check, B, result) rows of the table, the missing pieces included."""
     rows = []
     for b, t in times.items():
@@ -153,7 +187,9 @@ def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, t
                      f"one run at a time: {runs_per_s:.3g} runs/s ({3600 * runs_per_s:.3g} runs/h)"))  # fmt: skip
         rows.append(("packed runs (seeds x lrs in one model) vs sequential", b, "not built yet"))
         rows.append(("CUDA-graph captured step vs eager", b, "not built yet"))
-    rows.append(("gradsum update=true trials per second (batched)", "-", "not built yet"))
+    for b, (batched, single) in gradsum.items():
+        rows.append(("gradsum update=true trials/s: batched vs one at a time", b,
+                     f"{batched:.3g} vs {single:.3g} trials/s: {batched / single:.2f}x"))  # fmt: skip
     rows.append(("speed probe, 1 epoch data=synthetic", 64, checks["speed"][1]))
     rows.append(("parallel launcher, 2 jobs n_jobs=2", "8, 32", checks["parallel"][1]))
     rows.append(("DDP on GPUs", "-", "not checked here (needs 2 GPUs; tests/test_ddp.py runs it on CPU processes)"))
@@ -181,13 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         "--steps-scale", type=float, default=1.0, help="x the steps per timing (bench.STEPS_PER_REPEAT)"
     )
     parser.add_argument("--timeout", type=int, default=120, help="seconds allowed to each bsstudy run")
+    parser.add_argument("--gradsum-trials", type=int, default=64, help="trials per gradsum timing")
+    parser.add_argument("--gradsum-samples", type=int, default=1024, help="samples per gradsum trial")
     args = parser.parse_args(argv)
     device = check_device(args.cpu)
     times = step_times(device, args.batch_sizes, args.steps_scale, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         checks = {"speed": speed_probe_check(device, Path(tmp) / "speed", args.timeout),
                   "parallel": parallel_check(device, Path(tmp) / "parallel", args.timeout)}  # fmt: skip
-    print_table(device, table_rows(device, times, checks))
+    gradsum = gradsum_trial_rates(device, args.gradsum_trials, args.gradsum_samples)
+    print_table(device, table_rows(device, times, checks, gradsum))
     return 0 if all(ok for ok, _ in checks.values()) else 1
 
 

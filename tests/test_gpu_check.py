@@ -23,13 +23,15 @@ def test_reference_study_estimate_sums_steps_times_step_time_over_b_epochs_and_s
 
 def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
     # tiny settings: 2 steps per timing, one repeat; the speed run and the 2-job sweep start the real CLI
-    assert main(["--cpu", "--steps-scale", "0.01", "--repeats", "1", "--batch-sizes", "2", "64", "256", "1024"]) == 0
+    args = ["--cpu", "--steps-scale", "0.01", "--repeats", "1", "--batch-sizes", "2", "64", "256", "1024"]
+    assert main([*args, "--gradsum-trials", "2", "--gradsum-samples", "64"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("bsstudy gpu-check | ") and "CPU dry run" in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 3 * 4 + 5  # header, 3 rows per B, gradsum, speed, parallel, DDP, estimate
+    assert len(table) == 1 + 3 * 4 + 2 + 4  # header, 3 rows per B, gradsum at B = 1, 64, speed, parallel, DDP, estimate
     assert sum("eager fast step vs autograd step" in line for line in table) == 4
-    assert sum("not built yet" in line for line in table) == 2 * 4 + 1  # packed, CUDA graphs per B; gradsum
+    assert sum("not built yet" in line for line in table) == 2 * 4  # packed, CUDA graphs per B
+    assert sum("trials/s: batched vs one at a time" in line for line in table) == 2
     speed = next(line for line in table if "speed probe" in line)
     assert "| ok: " in speed and "(rss, expected rss)" in speed
     parallel = next(line for line in table if "parallel launcher" in line)

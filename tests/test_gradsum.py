@@ -259,6 +259,19 @@ PROBE = ["probes=[gradsum]", "probes.gradsum.at_epochs=[1,2]", "probes.gradsum.t
          "probes.gradsum.batch_sizes=[1,3,64,1024]", "probes.gradsum.trials_per_pass=4"]  # fmt: skip
 
 
+def test_batched_trials_give_the_numbers_of_trials_one_at_a_time(tmp_path):
+    """update=true on stacked weight copies (the GPU path, forced here on the CPU) against one trial at a time
+    with the fast step (the CPU path); trials_per_pass=null sizes the passes (32 on the CPU)."""
+    norms = {}
+    for mode in ("on", "off"):
+        train(gradsum_run(tmp_path / mode, *PROBE, "probes.gradsum.update=true", "probes.gradsum.at_epochs=[1]",
+                          f"probes.gradsum.batched_trials={mode}", "probes.gradsum.trials_per_pass=null"))  # fmt: skip
+        norms[mode] = pd.read_csv(tmp_path / mode / "probes" / "gradsum" / "trials.csv")
+    assert len(norms["on"]) == 4 * 6
+    np.testing.assert_allclose(norms["on"]["norm"], norms["off"]["norm"], rtol=1e-4)
+    assert norms["on"][["batch_size", "trial"]].equals(norms["off"][["batch_size", "trial"]])
+
+
 @pytest.mark.parametrize("update", [False, True])
 def test_gradsum_probe_writes_its_tables_reproducibly_and_leaves_training_alone(tmp_path, update):
     setting = f"probes.gradsum.update={str(update).lower()}"

@@ -193,6 +193,30 @@ def one_cpu_thread():
         torch.set_num_threads(threads)
 
 
+BATCHED_TRIALS = ("auto", "on", "off")
+
+
+def batched(setting: str, device: torch.device) -> bool:
+    """Whether update=true trials run as stacked copies of the weights (sgd_gradient_sums: one vmapped step for
+    all trials of a pass) or one at a time with the fast step (fast_sgd_gradient_sum). auto: batched on a GPU,
+    where one launch for T trials replaces T launches; one at a time on the CPU, where a single copy stays in
+    cache (several times faster at small B). Both give the same numbers (tests/test_gradsum.py)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def trials_fitting_in_memory(net: torch.nn.Module, samples: int, trials: int, device: torch.device) -> int:
+    """Trials per pass when probes.gradsum.trials_per_pass is null: on a GPU as many as half its free memory
+    holds, counting per trial four copies of the weights (weights, gradients, momentum buffer, sum) and the
+    activations of its samples in float32; 32 on the CPU (its trials run one at a time anyway)."""
+    if device.type != "cuda":
+        return min(trials, 32)
+    free, _ = torch.cuda.mem_get_info(device)
+    params = sum(p.numel() for p in net.parameters())
+    widths = sum(m.out_features + m.in_features for m in net.modules() if isinstance(m, torch.nn.Linear))
+    per_trial = 4 * (4 * params + samples * widths)
+    return max(1, min(trials, free // 2 // per_trial))
+
+
 def is_plain_mlp(net: torch.nn.Module) -> bool:
     """True if `net` is the study's MLP of Linear layers only, which the hand-written fast step handles."""
     return isinstance(net, MLP) and all(
@@ -318,7 +342,10 @@ class GradSum(Probe):
         "reduction": Rule("choice", choices=tuple(REDUCTIONS)),
         "common_samples": BOOL,
         "params": Rule("any"),  # 'last', 'all' or parameter names: checked against the model when training starts
-        "trials_per_pass": POSITIVE_INT,
+        "trials_per_pass": Rule(
+            "int", min=1, nullable=True, says="null (sized from free GPU memory) or a positive integer"
+        ),
+        "batched_trials": Rule("choice", choices=BATCHED_TRIALS),
     }
 
     def __init__(
@@ -332,7 +359,8 @@ class GradSum(Probe):
         reduction: str,
         common_samples: bool,
         params,
-        trials_per_pass: int,
+        trials_per_pass: int | None,
+        batched_trials: str = "auto",
     ):
         super().__init__(out_dir)
         for key, values in (("at_epochs", at_epochs), ("batch_sizes", batch_sizes)):
@@ -342,6 +370,7 @@ class GradSum(Probe):
             raise ConfigError(f"probes.gradsum.batch_sizes must be at most probes.gradsum.samples ({samples})")
         self.at_epochs, self.batch_sizes = sorted(set(at_epochs)), sorted(set(batch_sizes))
         self.trials, self.samples, self.trials_per_pass = trials, samples, trials_per_pass
+        self.batched_trials = batched_trials
         self.update, self.reduction, self.common_samples, self.params = update, reduction, common_samples, params
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -377,9 +406,10 @@ class GradSum(Probe):
         groups = [self.batch_sizes] if self.common_samples and not self.update else [[b] for b in self.batch_sizes]
         norms = {b: [] for b in self.batch_sizes}
         singles = {b: [] for b in self.batch_sizes}
+        per_pass = self.trials_per_pass or trials_fitting_in_memory(net, self.samples, self.trials, pl_module.device)
         for done, group in enumerate(groups, 1):
-            for first in range(0, self.trials, self.trials_per_pass):
-                trials = range(first, min(first + self.trials_per_pass, self.trials))
+            for first in range(0, self.trials, per_pass):
+                trials = range(first, min(first + per_pass, self.trials))
                 key = 0 if self.common_samples else group[0]
                 picked = [trial_indices(data.n_train, self.samples, pl_module.seed, regime, key, i) for i in trials]
                 picked = torch.from_numpy(np.stack(picked)).to(pl_module.device)
@@ -455,7 +485,7 @@ class GradSum(Probe):
         """(B, norms of S_B for the T trials of x [T, m, d]) for each B of the group."""
         if self.update:
             (b,) = group
-            if is_plain_mlp(net):  # one trial at a time, with the fast step
+            if is_plain_mlp(net) and not batched(self.batched_trials, x.device):  # one trial at a time, fast step
                 with one_cpu_thread() if x.device.type == "cpu" else nullcontext():
                     trials = zip(x, y, strict=True)
                     sums = torch.stack(
