@@ -237,6 +237,7 @@ BSSTUDY_TRAINER_KEYS = (
 SET_BY_BSSTUDY = (
     "logger", "callbacks", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "log_every_n_steps",
     "reload_dataloaders_every_n_epochs", "limit_val_batches", "default_root_dir", "use_distributed_sampler",
+    "enable_checkpointing",  # checkpoint.save_last and checkpoint.at_epochs say what is saved
 )  # fmt: skip
 
 
@@ -303,6 +304,7 @@ def check_config(cfg: DictConfig) -> None:
         check_settings(node_at(cfg, path), rules, path)
     trainer_arguments(cfg.trainer)
     check_callback_group(cfg.get("callbacks"))
+    check_monitors(cfg)
     check_checkpoint_epochs(cfg.checkpoint.at_epochs, cfg.trainer.max_epochs)
     check_adam_momentum(cfg.optim)
     check_distributed(cfg)
@@ -324,6 +326,21 @@ def check_callback_group(callbacks) -> None:
             raise ConfigError(
                 f"callbacks.{name} must be a callback config with a _target_ (callbacks=[early_stopping, ...]); "
                 f"got {callback!r}"
+            )
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback that monitors a val_* column (EarlyStopping, ModelCheckpoint) needs a validation split: without
+    one (data.val_size=0: the reference presets, data=synthetic) Lightning would stop the run after its first
+    epoch for a missing metric."""
+    given = {f"callbacks.{k}": v for k, v in (cfg.get("callbacks") or {}).items()}
+    given |= {f"trainer.callbacks.{k}": v for k, v in (cfg.trainer.get("callbacks") or {}).items()}
+    for key, callback in given.items():
+        monitor = callback.get("monitor") if isinstance(callback, (Mapping, DictConfig)) else None
+        if isinstance(monitor, str) and monitor.startswith("val_") and not cfg.data.val_size:
+            raise ConfigError(
+                f"{key}.monitor={monitor} needs a validation split, but data.val_size is {cfg.data.val_size}: "
+                f"set data.val_size > 0, or monitor a train_* column (selecting on test_* is selecting on test)"
             )
 
 
@@ -369,7 +386,9 @@ def check_distributed(cfg: DictConfig) -> None:
 
 def check_fast_step_on(cfg: DictConfig) -> None:
     """trainer.fast_step=on insists on the exact hand-written step: name what blocks it."""
-    if cfg.trainer.fast_step == "on" and (blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer))):
+    if cfg.trainer.fast_step == "on" and (
+        blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer), cfg.trainer.precision)
+    ):
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
 
 

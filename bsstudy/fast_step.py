@@ -32,8 +32,11 @@ from torch import nn
 FAST_STEP_MODES = ("auto", "on", "off")
 
 
-def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1) -> str | None:
-    """Why the exact fast step cannot run with these settings (world_size: DDP processes), or None if it can."""
+def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1, precision="32-true") -> str | None:
+    """Why the exact fast step cannot run with these settings (world_size: DDP processes; precision: Lightning's
+    trainer.precision), or None if it can."""
+    if str(precision) not in ("32", "32-true"):
+        return f"trainer.precision={precision} (the fast step computes in float32, outside Lightning's autocast)"
     if world_size > 1:
         return f"trainer=ddp with {world_size} processes (the fast step does not all-reduce gradients)"
     if model_cfg.get("batch_norm", False):
@@ -203,9 +206,11 @@ def faster_update_kernel(weight: torch.Tensor, n: int, trials: int = KERNEL_TRIA
     then `trials` interleaved calls) and name the one with the faster best time: on a shared machine
     the fastest call is the least disturbed. CPU only: the kernels run synchronously, so perf_counter
     measures them (torch.utils.benchmark.Timer would add its own threading setup to each call)."""
-    scratch = torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
-    dz = torch.randn(n, weight.shape[0], dtype=weight.dtype, device=weight.device)
-    h = torch.randn(n, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    own = torch.Generator(weight.device).manual_seed(0)  # not the global RNG: the run's streams stay untouched
+    scratch, dz, h = (
+        torch.randn(shape, generator=own, dtype=weight.dtype, device=weight.device)
+        for shape in (weight.shape, (n, weight.shape[0]), (n, weight.shape[1]))
+    )
     kernels = {
         "rank1": lambda: subtract_rank1(scratch, dz, h, 1e-3),
         "addmm": lambda: scratch.addmm_(dz.t(), h, alpha=-1e-3),

@@ -11,7 +11,6 @@ first job. The number of jobs, hydra.launcher.n_jobs, defaults to G, or 2 on a m
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -54,23 +54,22 @@ def claimed_slot(lock_dir: Path, slots: int, preferred: int) -> Iterator[int]:
     from `preferred` on (cyclically), or, if all are held, wait for `preferred`."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     order = [(preferred + k) % slots for k in range(slots)]
-    handles = {i: open(lock_dir / f"gpu{i}.lock", "w") for i in order}  # noqa: SIM115 (held across the yield)
+    locks = {i: FileLock(lock_dir / f"gpu{i}.lock") for i in order}
+    slot = next((i for i in order if try_lock(locks[i])), None)
+    if slot is None:
+        locks[preferred].acquire()  # every GPU busy: wait for ours
+        slot = preferred
     try:
-        slot = next((i for i in order if try_lock(handles[i])), None)
-        if slot is None:
-            fcntl.flock(handles[preferred], fcntl.LOCK_EX)  # every GPU busy: wait for ours
-            slot = preferred
         yield slot
     finally:
-        for handle in handles.values():
-            handle.close()  # closing releases the lock
+        locks[slot].release()
 
 
-def try_lock(handle) -> bool:
+def try_lock(lock: FileLock) -> bool:
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.acquire(timeout=0)
         return True
-    except BlockingIOError:
+    except Timeout:
         return False
 
 

@@ -116,7 +116,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             cfg.trainer.chunk_samples,
             cfg.seed,
             fast_step=cfg.trainer.fast_step != "off"
-            and fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer)) is None,
+            and fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer), cfg.trainer.precision) is None,
             batch_size_schedule=cfg.data.batch_size_schedule,
         )
         # under DDP only rank 0 measures and writes files; the other processes train alongside it

@@ -54,3 +54,19 @@ def test_rich_progress_bar_replaces_the_tqdm_bar(tmp_path):
     summary = train(compose_run(tmp_path, [*TINY, "callbacks=[rich_progress_bar]", "trainer.progress_bar=true",
                                            "trainer.max_epochs=2"]))  # fmt: skip
     assert summary["status"] == "completed"
+
+
+def test_monitoring_val_without_a_validation_split_fails_before_training(tmp_path):
+    import pytest
+
+    from bsstudy import ConfigError
+
+    no_split = [t for t in TINY if not t.startswith("data.val_size")]
+    with pytest.raises(ConfigError, match=r"^callbacks.model_checkpoint.monitor=val_acc needs a validation split"):
+        check_config(compose_run(tmp_path, [*no_split, "callbacks=[model_checkpoint]"]))
+
+
+def test_bf16_precision_runs_on_the_autograd_step(tmp_path):
+    """The fast step computes in float32 outside Lightning's autocast: other precisions take the autograd step."""
+    summary = train(compose_run(tmp_path, [*TINY, "trainer.precision=bf16-mixed", "trainer.max_epochs=1"]))
+    assert summary["status"] == "completed" and summary["fast_step"] is False

@@ -40,6 +40,8 @@ class Probe(L.Callback):
     `probes.<name>.<key>`, and refuses a key not declared. Checks across keys stay in __init__."""
     epoch_columns: ClassVar[tuple[str, ...]] = ()
     """The columns it adds to metrics.csv (the generic section draws them against epochs)."""
+    report_order: ClassVar[int] = 100
+    """Where its section comes among the probes' sections (smaller first; ties by name)."""
     report_section: ClassVar[str | None] = None
     """"module:function" of the report section that shows its files (the function takes the Sweep and returns a
     Section or None); None: the generic probe section. Named as text, so training never imports the report."""

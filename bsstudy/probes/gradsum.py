@@ -333,6 +333,7 @@ class GradSum(Probe):
     """The gradient-sum-norm experiment at the end of each epoch of `at_epochs`, on copies of the weights."""
 
     report_section = "bsstudy.report.dynamics:gradsum_section"
+    report_order = 20
     settings = {
         "at_epochs": Rule("list", each=POSITIVE_INT),
         "batch_sizes": Rule("list", each=POSITIVE_INT),

@@ -29,6 +29,7 @@ class Hessian(FinalWeightsProbe):
     (Hutchinson) of the training loss."""
 
     report_section = "bsstudy.report.geometry:sharpness_section"
+    report_order = 40
     settings = {
         "k": POSITIVE_INT,
         "tol": Rule("number", min=0, max=1, open_min=True, open_max=True),

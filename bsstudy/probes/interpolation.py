@@ -49,6 +49,7 @@ class Interpolation(Probe):
     """Train and test loss and accuracy along (1 - alpha) theta_this + alpha theta_other."""
 
     report_section = "bsstudy.report.geometry:interpolation_section"
+    report_order = 50
     settings = {
         "other": Rule("str", nullable=True),
         "points": Rule("int", min=2),

@@ -25,6 +25,7 @@ class Landscape(FinalWeightsProbe):
     """Loss and accuracy on a grid of theta + alpha d1 + beta d2, and along theta + alpha d1."""
 
     report_section = "bsstudy.report.geometry:landscape_section"
+    report_order = 60
     settings = {
         "points": POSITIVE_INT,
         "span": Rule("number", min=0, open_min=True),

@@ -88,6 +88,7 @@ class NoiseScale(Probe):
     """B_simple = tr(Sigma)/|G|^2 from two batch sizes, `measurements_per_epoch` times per epoch."""
 
     report_section = "bsstudy.report.dynamics:noise_scale_section"
+    report_order = 30
     epoch_columns = ("noise_scale", "grad_sq_norm", "grad_trace_cov")
     settings = {
         "small_batch": POSITIVE_INT,

@@ -25,6 +25,7 @@ class Sharpness(FinalWeightsProbe):
     """Keskar et al.'s eps-box sharpness of the trained network, with the random-point baseline."""
 
     report_section = "bsstudy.report.geometry:sharpness_section"
+    report_order = 40
     settings = {
         "eps": Rule("list", each=Rule("number", min=0, open_min=True)),
         "iterations": POSITIVE_INT,

@@ -78,6 +78,7 @@ class Speed(Probe):
     """Per-chunk step time and throughput, epoch time and peak memory; headline numbers in summary.json."""
 
     report_section = "bsstudy.report.cost:speed_section"
+    report_order = 70
     settings = {"warmup_chunks": Rule("int", min=0)}
 
     def __init__(self, out_dir: str | Path, warmup_chunks: int = 2):

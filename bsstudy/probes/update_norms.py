@@ -52,6 +52,7 @@ class UpdateNorms(Probe):
     """Step norms, epoch distance and distance from initialization; medians and distances join metrics.csv."""
 
     report_section = "bsstudy.report.dynamics:update_norms_section"
+    report_order = 10
     epoch_columns = ("update_norm_median", "epoch_distance", "distance_from_init")
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -19,39 +19,54 @@ IDENTITY = ["run", "variant", "batch_size", "seed"]
 
 
 def probe_class(target: str):
-    """The class a `_target_` names (or the one Probe subclass defined in a module that `target` names), or None
-    when it cannot be imported (a probe since removed)."""
+    """The Probe subclass a `_target_` names (or the one defined in a module that `target` names), or None when
+    it cannot be imported (a probe since removed, a package not installed here)."""
     from bsstudy.probes import Probe
 
-    for module, name in ((target, None), target.rpartition(".")[::2]):
+    def is_probe(c) -> bool:
+        return isinstance(c, type) and issubclass(c, Probe)
+
+    module, _, name = target.rpartition(".")
+    for module_name, class_name in ((module, name), (target, None)):
         try:
-            found = importlib.import_module(module)
+            found = importlib.import_module(module_name)
         except ImportError:
             continue
-        if name is not None:
-            return getattr(found, name, None)
-        classes = [c for c in vars(found).values() if isinstance(c, type) and issubclass(c, Probe)]
-        own = [c for c in classes if c.__module__ == found.__name__]
-        if len(own) == 1:
-            return own[0]
+        if class_name is not None:
+            return getattr(found, class_name) if is_probe(getattr(found, class_name, None)) else None
+        own = [c for c in vars(found).values() if is_probe(c) and c.__module__ == found.__name__]
+        return own[0] if len(own) == 1 else None
     return None
 
 
-def named_function(spec: str):
+def custom_section(spec: str):
+    """The section function a probe names ("module:function"), or None when it cannot be found."""
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
 
 
 def probe_sections(sweep: Sweep) -> list[Section]:
-    """One section per probe in the sweep (probes that share a section, sharpness and hessian, share it once)."""
+    """One section per probe in the sweep, in the probes' `report_order` (probes that share a section, sharpness
+    and hessian, share it once). A probe whose class or section cannot be found gets the generic section, and
+    the report's problems list says why."""
+    probes = {name: probe_class(target) for name, target in sweep.probe_targets.items()}
+    order = sorted(probes, key=lambda name: (getattr(probes[name], "report_order", 100), name))
     sections, shown = [], set()
-    for name, target in sweep.probe_targets.items():
-        probe = probe_class(target)
+    for name in order:
+        probe, target = probes[name], sweep.probe_targets[name]
         spec = getattr(probe, "report_section", None)
-        if spec in shown:
+        if probe is None:
+            sweep.problem("", f"probes.{name}", f"its class {target} cannot be imported here: generic section")
+        if spec is not None and spec in shown:
             continue
         shown.add(spec or name)
-        section = named_function(spec)(sweep) if spec else generic_section(sweep, name, probe)
+        function = custom_section(spec) if spec else None
+        if spec and function is None:
+            sweep.problem("", f"probes.{name}", f"its report_section {spec} cannot be found: generic section")
+        section = function(sweep) if function else generic_section(sweep, name, probe)
         if section is not None:
             sections.append(section)
     return sections

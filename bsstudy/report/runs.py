@@ -241,7 +241,10 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "epoch"])
     epochs = identity.merge(epochs.rename(columns={"batch_size": "epoch_batch_size"}), on="run", how="inner")
     problems_frame = pd.DataFrame(problems, columns=["run", "file", "error"])
-    return Sweep(path, runs, epochs, problems_frame, all_summaries, probe_targets(configs, all_summaries))
+    targets = probe_targets(configs, all_summaries)
+    if any(path.glob("geometry/interpolation_*/interpolation.csv")):  # `python -m bsstudy.geometry interpolate`
+        targets.setdefault("interpolation", "bsstudy.probes.interpolation.Interpolation")  # or SweepInterpolation
+    return Sweep(path, runs, epochs, problems_frame, all_summaries, targets)
 
 
 def probe_targets(configs: dict[str, dict], summaries: dict[str, dict]) -> dict[str, str]:
