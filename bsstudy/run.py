@@ -135,7 +135,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             *stop_at_callbacks(cfg.trainer.stop_at),  # EarlyStopping: reads the evaluation's row of this epoch
             *(instantiate(c) for c in cfg.trainer.callbacks.values()),  # the user's own, e.g. EarlyStopping
             *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),  # the callbacks group
-            RunCheckpoints(run_dir / "checkpoints", list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
+            RunCheckpoints(RunFolder(run_dir).checkpoints, list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
             StopAtChunkBoundary(STOP),
         ]
         loggers = build_loggers(cfg, run_dir)
@@ -152,7 +152,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             limit_val_batches=0,
             default_root_dir=run_dir,
         )
-        ckpt_path = resume_checkpoint(run_dir / "checkpoints") if cfg.resume else None
+        ckpt_path = resume_checkpoint(RunFolder(run_dir).checkpoints) if cfg.resume else None
         if cfg.resume:
             log.info(
                 "resume=true: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh"

@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from bsstudy import RunFolderError
 from bsstudy.config import ROOT_RULES, check_value
 from bsstudy.parallel import COMPOSED
+from bsstudy.runfiles import RunFolder, write_json
 
 log = logging.getLogger(__name__)
 
-IDENTITY_FILE = "identity.json"
-LOCK_FILE = ".lock"
+IDENTITY_FILE, LOCK_FILE = RunFolder.IDENTITY, RunFolder.LOCK
 # keys that may change when a run resumes: they change neither the data, the model nor the training steps
 RESUMABLE_KEYS = (
     "resume",
@@ -108,10 +108,8 @@ def read_identity(run_dir: Path) -> dict | None:
 
 def record_identity(cfg: DictConfig, run_dir: Path) -> None:
     """Write <run>/identity.json: the identity and a copy of Hydra's files of the run now held."""
-    from bsstudy.runfiles import write_json
-
-    hydra_dir = run_dir / ".hydra"
-    files = {name: (hydra_dir / name).read_text() for name in HYDRA_FILES if (hydra_dir / name).exists()}
+    folder = RunFolder(run_dir)
+    files = {name: folder.hydra_file(name).read_text() for name in HYDRA_FILES if folder.hydra_file(name).exists()}
     record = {"identity": run_identity(cfg), "max_epochs": cfg.trainer.max_epochs, "hydra_files": files}
     write_json(run_dir / IDENTITY_FILE, record)
 
@@ -120,18 +118,21 @@ def restore_hydra_files(run_dir: Path) -> None:
     """Put back the .hydra/ files of the run the folder holds (Hydra has just overwritten them)."""
     recorded = read_identity(run_dir) or {}
     for name, text in recorded.get("hydra_files", {}).items():
-        (run_dir / ".hydra" / name).write_text(text)
+        RunFolder(run_dir).hydra_file(name).write_text(text)
 
 
 def read_summary(run_dir: Path) -> dict | None:
     """<run>/summary.json, or None; a corrupt one is an error naming the file and what to do."""
-    return read_json_named(run_dir / "summary.json", "Delete it: resume=true then continues from checkpoints/last.ckpt")
+    return read_json_named(
+        RunFolder(run_dir).summary_path, "Delete it: resume=true then continues from checkpoints/last.ckpt"
+    )
 
 
 def held_results(run_dir: Path, summary: dict | None) -> list[str]:
     """The files that make the folder a run's: metrics, checkpoints, a summary of a run that trained."""
-    found = [name for name in ("metrics.csv",) if (run_dir / name).exists()]
-    found += [f"checkpoints/{p.name}" for p in sorted((run_dir / "checkpoints").glob("*.ckpt"))]
+    folder = RunFolder(run_dir)
+    found = [folder.METRICS] if folder.metrics_path.exists() else []
+    found += [f"{folder.CHECKPOINTS}/{p.name}" for p in sorted(folder.checkpoints.glob("*.ckpt"))]
     if summary is not None and (summary.get("status") != "failed" or summary.get("epochs_completed")):
         found.append(f"summary.json ({summary.get('status')})")
     return found
@@ -209,7 +210,7 @@ def job_overrides(overrides) -> tuple[str, ...]:
 def folder_overrides(folder: Path) -> tuple[str, ...] | None:
     """The overrides of the run in `folder`; None when it has none (yet: a parallel job may be writing them)."""
     try:
-        return job_overrides(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
+        return job_overrides(OmegaConf.load(RunFolder(folder).hydra_file("overrides.yaml")))
     except Exception:  # missing, or half-written by a job running beside this one
         return None
 

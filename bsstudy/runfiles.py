@@ -234,13 +234,9 @@ class RunFolder:
     """One run's folder: where each of its files is, and reading them. Readers raise on a corrupt file (the
     report catches that per run and lists it); a file not written yet reads as None."""
 
-    CONFIG, SUMMARY, METRICS, CHECKPOINTS, PROBES = (
-        ".hydra/config.yaml",
-        "summary.json",
-        "metrics.csv",
-        "checkpoints",
-        "probes",
-    )
+    HYDRA, SUMMARY, METRICS, CHECKPOINTS, PROBES = ".hydra", "summary.json", "metrics.csv", "checkpoints", "probes"
+    CONFIG = f"{HYDRA}/config.yaml"
+    IDENTITY, LOCK = "identity.json", ".lock"  # which run it holds, and who holds it (bsstudy/run_identity.py)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -267,6 +263,18 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
+
+    @property
+    def identity_path(self) -> Path:
+        return self.path / self.IDENTITY
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
+    def hydra_file(self, name: str) -> Path:
+        """.hydra/<name>: config.yaml (the resolved config), overrides.yaml (what was typed), hydra.yaml."""
+        return self.path / self.HYDRA / name
 
     def probe_dir(self, name: str) -> Path:
         return self.path / self.PROBES / name

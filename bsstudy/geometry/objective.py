@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from bsstudy import ConfigError, is_positive_int
 from bsstudy.model import check_geometry_bn
 from bsstudy.streams import torch_generator
 
@@ -154,14 +153,6 @@ class SubsetLoss:
             (gradient,) = torch.autograd.grad(self.chunk_loss(theta, x, y), theta, create_graph=True)
             product += torch.autograd.grad(gradient, theta, v)[0]
         return product
-
-
-def check_sample_size(key: str, value, allow_zero: bool = False) -> None:
-    """A subset size is null (all samples) or a positive integer (or 0 = none, where allowed)."""
-    if value is None or is_positive_int(value) or (allow_zero and value == 0 and not isinstance(value, bool)):
-        return
-    allowed = "null, 0 or a positive integer" if allow_zero else "null (all samples) or a positive integer"
-    raise ConfigError(f"{key} must be {allowed}; got {value!r}")
 
 
 def subset_loss(net: nn.Module, data, split: str, size: int | None, seed: int, chunk_size: int) -> SubsetLoss:

@@ -40,9 +40,9 @@ def resolve_other(other: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint, run folder or None) of `other`: a run folder or a checkpoint file inside or outside one."""
     other = Path(other)
     if other.is_dir():
-        return other / "checkpoints" / "last.ckpt", other
+        return RunFolder(other).checkpoints / "last.ckpt", other
     run = other.parent.parent
-    return other, run if other.parent.name == "checkpoints" else None
+    return other, run if other.parent.name == RunFolder.CHECKPOINTS else None
 
 
 class Interpolation(Probe):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bsstudy.report import at_budget as budgets
+from bsstudy.report import at_budget
 from bsstudy.report.document import Section, Table
 from bsstudy.report.runs import Sweep, eps_values, probe_numbers
 from bsstudy.report.uncertainty import mean_ci, side_of_zero
@@ -285,13 +285,13 @@ def claim_lower_accuracy(sweep: Sweep) -> Finding:
     if runs.empty:
         return not_measured("no finished runs at a fixed lr with two batch sizes", ACCURACY_RULE)
     finding = monotone(runs, runs.final_test_acc, "final test accuracy", -1, log=False)
-    finding.budget = budgets.final_epochs(runs)
+    finding.budget = at_budget.final_epochs(runs)
     return finding
 
 
 def budget_rule(budget: str) -> str:
     return (
-        f"runs read at {budget} (bsstudy.report.budgets: within a factor READ_TOLERANCE = {budgets.READ_TOLERANCE} "
+        f"runs read at {budget} (bsstudy.report.at_budget: within a factor READ_TOLERANCE = {at_budget.READ_TOLERANCE} "
         "of the budget, else the batch size is not comparable), then the "
         + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
     )
@@ -299,15 +299,15 @@ def budget_rule(budget: str) -> str:
 
 def lower_accuracy_at(budget: str):
     """The lower-accuracy claim at `budget` ("equal steps", "equal training time"): the monotone rule over the
-    batch sizes comparable at the budget all runs share (the first of budgets.nested_comparisons)."""
+    batch sizes comparable at the budget all runs share (the first of at_budget.nested_comparisons)."""
 
     def claim(sweep: Sweep) -> Finding:
         rule, runs = budget_rule(budget), baseline_runs(sweep)
         if runs.empty:
             return not_measured("no finished runs at a fixed lr with two batch sizes", rule)
-        found = [c for c in budgets.comparisons(sweep, runs) if c.budget == budget]
+        found = [c for c in at_budget.comparisons(sweep, runs) if c.budget == budget]
         if not found:
-            column = budgets.CLOCKS[budget][0]
+            column = at_budget.CLOCKS[budget][0]
             return not_measured(f"metrics.csv has no {column} column (or no run trained)", rule)
         first = found[0]
         left_out = [f"{bs(b)} not comparable at {first.label}: {why}" for b, why in sorted(first.excluded.items())]
@@ -347,7 +347,7 @@ def claim_smaller_steps(sweep: Sweep) -> Finding:
         "; ".join(f.evidence for _, f in parts),
         parts[0][1].n,
         "; ".join(f"{label.split(' (')[0]}: {f.effect}" for label, f in parts),
-        f"per update and per epoch, over {budgets.final_epochs(runs)}",
+        f"per update and per epoch, over {at_budget.final_epochs(runs)}",
     )
 
 
@@ -373,7 +373,7 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
         reason = "the runs with and without lr scaling share fewer than two batch sizes"
         return not_measured(reason, SCALING_RULE)
     small, large = common[0], common[-1]
-    budget = budgets.final_epochs(pd.concat([fixed, scaled]))
+    budget = at_budget.final_epochs(pd.concat([fixed, scaled]))
     arms = [seed_table(r[r.batch_size.isin([small, large])], r[r.batch_size.isin([small, large])].final_test_acc)
             for r in (fixed, scaled)]  # fmt: skip
     seeds = arms[0].values.index.intersection(arms[1].values.index)

@@ -39,7 +39,7 @@ def sweep_overrides(sweep_dir: Path) -> tuple[list[str], str]:
         return [*(overrides.get("task") or []), *hydra], "multirun.yaml"
     values: dict[str, list[str]] = {}
     for run in run_folders(sweep_dir):
-        path = run / ".hydra" / "overrides.yaml"
+        path = RunFolder(run).hydra_file("overrides.yaml")
         for override in yaml.safe_load(path.read_text()) or [] if path.exists() else []:
             key, _, value = str(override).partition("=")
             if value not in values.setdefault(key, []):

@@ -219,8 +219,8 @@ def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sw
     for run_dir in run_folders(path):
         name = run_dir.name
         config = {}
-        if (run_dir / ".hydra" / "config.yaml").exists():
-            config = attempt(problems, name, ".hydra/config.yaml", lambda d=run_dir: read_config(d)) or {}
+        if RunFolder(run_dir).config_path.exists():
+            config = attempt(problems, name, RunFolder.CONFIG, lambda d=run_dir: read_config(d)) or {}
         folder = RunFolder(run_dir)
         summary_path = folder.summary_path
         summary = (summaries or {}).get(name)

@@ -29,6 +29,7 @@ from bsstudy.report.document import markdown_table
 from bsstudy.report.figures import batch_colours, hex_colour
 from bsstudy.report.findings import findings_table
 from bsstudy.report.runs import Sweep, read_sweep
+from bsstudy.runfiles import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ PROBE_CURVES = ["update_norm_median", "epoch_distance", "noise_scale"]
 
 def first_run_config(sweep: Sweep, name: str) -> dict:
     for run in sweep.runs.run:
-        path = sweep.run_dir(run) / ".hydra" / name
+        path = RunFolder(sweep.run_dir(run)).hydra_file(name)
         if path.exists():
             return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     return {}
