@@ -4,7 +4,8 @@ probes: a preset a user copies is a working starting point."""
 import pytest
 
 from bsstudy import CONF_DIR
-from bsstudy.run import build_probe, check_config, selected_probes
+from bsstudy.probes import build_probe
+from bsstudy.run import check_config, selected_probes
 
 from conftest import compose_run
 
@@ -16,7 +17,7 @@ def test_every_experiment_preset_composes_and_passes_the_checks(tmp_path, preset
     cfg = compose_run(tmp_path, [f"experiment={preset}"])
     check_config(cfg)
     for name, probe_cfg in selected_probes(cfg.probes).items():
-        build_probe(probe_cfg, tmp_path / "probes" / name)  # each probe checks its settings when built
+        build_probe(name, probe_cfg, tmp_path / "probes" / name)  # each probe checks its settings when built
 
 
 def test_a_preset_with_its_probes_left_out_keeps_no_probe(tmp_path, caplog):

@@ -27,16 +27,18 @@ def probe_class(target: str):
         return isinstance(c, type) and issubclass(c, Probe)
 
     module, _, name = target.rpartition(".")
-    for module_name, class_name in ((module, name), (target, None)):
-        try:
-            found = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if class_name is not None:
-            return getattr(found, class_name) if is_probe(getattr(found, class_name, None)) else None
-        own = [c for c in vars(found).values() if is_probe(c) and c.__module__ == found.__name__]
-        return own[0] if len(own) == 1 else None
-    return None
+    try:  # a class path: bsstudy.probes.weight_norm.WeightNorm
+        found = getattr(importlib.import_module(module), name, None)
+        if is_probe(found):
+            return found
+    except ImportError:
+        pass
+    try:  # a module path: bsstudy.probes.weight_norm, the one Probe subclass defined there
+        found = importlib.import_module(target)
+    except ImportError:
+        return None
+    own = [c for c in vars(found).values() if is_probe(c) and c.__module__ == found.__name__]
+    return own[0] if len(own) == 1 else None
 
 
 def custom_section(spec: str):
