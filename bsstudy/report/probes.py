@@ -27,13 +27,13 @@ def probe_class(target: str):
         return isinstance(c, type) and issubclass(c, Probe)
 
     module, _, name = target.rpartition(".")
-    try:  # a class path: bsstudy.probes.weight_norm.WeightNorm
+    try:  # a class path: bsstudy.probes.noise_scale.NoiseScale
         found = getattr(importlib.import_module(module), name, None)
         if is_probe(found):
             return found
     except ImportError:
         pass
-    try:  # a module path: bsstudy.probes.weight_norm, the one Probe subclass defined there
+    try:  # a module path: bsstudy.probes.noise_scale, the one Probe subclass defined there
         found = importlib.import_module(target)
     except ImportError:
         return None
