@@ -7,7 +7,6 @@ signal stops it), and then exits non-zero if any job did not end.
 """
 
 import logging
-import math
 import os
 import sys
 
@@ -19,11 +18,10 @@ from omegaconf import DictConfig
 from bsstudy import CONF_DIR, UsageError
 from bsstudy.extras import require_launchers
 from bsstudy.parallel import job_share
-from bsstudy.run import train
+from bsstudy.run import FAILED_JOBS, job_failed, sweeper_objective, train
 from bsstudy.stop_signals import STOP
 
 log = logging.getLogger(__name__)
-FAILED_JOBS: list[str] = []  # "<run folder>: <error>" of this process's sweep jobs that raised
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -39,21 +37,8 @@ def main(cfg: DictConfig) -> float:
                 sys.stderr.write(f"error: {err}\n")
                 raise SystemExit(1) from None
             raise
-        # a sweep goes on with its other jobs; cli() reports the failures when all have run
-        folder = HydraConfig.get().runtime.output_dir
-        FAILED_JOBS.append(f"{folder}: {type(err).__name__}: {err}".splitlines()[0])
-        log.error("job failed (%s: %s); the sweep goes on. Details: %s/summary.json", type(err).__name__, err, folder)
-        return float("nan")
+        return job_failed(HydraConfig.get().runtime.output_dir, err)  # a sweep goes on with its other jobs
     return sweeper_objective(summary)
-
-
-def sweeper_objective(summary: dict) -> float:
-    """The final val_acc; NaN (with one warning) without a validation split or without a finished epoch."""
-    value = (summary.get("final") or {}).get("val_acc")
-    if value is None:
-        log.warning("no validation accuracy (data.val_size=0?): returning NaN to the sweeper, never test accuracy")
-        return math.nan
-    return float(value)
 
 
 def cli() -> None:

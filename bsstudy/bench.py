@@ -12,6 +12,8 @@ Step cases, in seconds per optimizer step at batch size B:
                       (chunked manual optimization, fast step as selected by trainer.fast_step=auto)
     bsstudy_autograd  the same loop with trainer.fast_step=off: what the loop itself costs over `raw`
     bsstudy_update_norms  `bsstudy` with the update_norms probe: the probe's overhead
+    packed            PACKED_RUNS runs (seeds) in one batched step (bsstudy/packed.py: hydra/launcher=packed),
+                      in seconds per step of one run: packed / fast below 1 is what a pack saves
     tutorial          torchvision dataset + per-item transforms + DataLoader + autograd (the usual tutorial)
 
 Eval cases, in seconds per full evaluation (training set + test set):
@@ -50,6 +52,7 @@ from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
 from bsstudy.fast_step import fast_sgd_step
 from bsstudy.model import MLP, StudyModule
+from bsstudy.packed import PackedSGD
 from bsstudy.probes.speed import device_name
 from bsstudy.probes.update_norms import UpdateNorms
 from bsstudy.runfiles import synchronized_now
@@ -60,6 +63,7 @@ TUTORIAL_BATCH_SIZES = (2, 64, 1024)
 EVAL_CHUNK = 10_000
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 CPU = torch.device("cpu")
+PACKED_RUNS = 4  # runs per pack in the `packed` case (gpu_check times 16)
 STATS = ("median_s", "min_s")  # ratios are shown for both: medians, and fastest repeats (robust to a busy machine)
 
 
@@ -123,6 +127,22 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+
+    return run
+
+
+def packed_loop(data: TensorData, batch_size: int, steps: int, runs: int) -> Callable[[], None]:
+    """`runs` nets, each with its own epoch order (seeds 0, 1, ...), stepped together by PackedSGD: a pack's
+    training steps (bsstudy/packed.py) without its evaluation and files."""
+    nets = [new_net(data) for _ in range(runs)]
+    pack = PackedSGD(nets, momentum=0.0, weight_decay=0.0)
+    order = torch.stack([epoch_permutation(data.n_train, seed, 0) for seed in range(runs)]).to(data.x_train.device)
+    lr = torch.full((runs,), 0.01, device=data.x_train.device)
+
+    def run() -> None:
+        for step in range(steps):
+            idx = order[:, step * batch_size : (step + 1) * batch_size]
+            pack.step(data.x_train[idx], data.y_train[idx], lr)
 
     return run
 
@@ -231,6 +251,7 @@ def step_cases(data: TensorData, tmp: Path, batch_sizes: list[int], scale: float
             Case("step", "bsstudy", b, n, lightning_loop(data, b, n, fast=True)),
             Case("step", "bsstudy_autograd", b, n, lightning_loop(data, b, n, fast=False)),
             Case("step", "bsstudy_update_norms", b, n, lightning_loop(data, b, n, True, tmp / "update_norms")),
+            Case("step", "packed", b, n * PACKED_RUNS, packed_loop(data, b, n, PACKED_RUNS)),
         ]
         if b in TUTORIAL_BATCH_SIZES:
             cases.append(Case("step", "tutorial", b, n, tutorial_loop(tutorial_root, b, n, data.x_train.device)))
@@ -273,12 +294,13 @@ def print_table(rows: list[dict], data: TensorData, device: torch.device = CPU) 
 
     print(f"bsstudy bench | device {device_name(device)} | torch {torch.__version__} | "
           f"data {data.name} ({data.n_train} train) | {rows[0]['repeats']} interleaved repeats")  # fmt: skip
-    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms"]
+    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms", "packed"]
     ratios = [
         ("bsstudy", "raw"),
         ("bsstudy_autograd", "raw"),
         ("tutorial", "bsstudy"),
         ("bsstudy_update_norms", "bsstudy"),
+        ("packed", "fast"),
     ]
     batch_sizes = sorted({r["batch_size"] for r in rows if r["what"] == "step"})
     print("\ntraining step, microseconds per optimizer step: median over repeats")
@@ -294,6 +316,8 @@ def print_table(rows: list[dict], data: TensorData, device: torch.device = CPU) 
     print("targets: bsstudy/raw <= 0.5 at B=2, <= 0.8 at B=64, <= 1.0 at B=1024 (end to end, fast step);")
     print("         bsstudy_autograd/raw <= 1.10 at B=2 and B=64 (the loop's own overhead, same autograd step);")
     print("         bsstudy_update_norms/bsstudy <= 1.15 at B=2 (the update_norms probe's overhead)")
+    print(f"packed/fast: one run's share of a step of {PACKED_RUNS} packed runs vs a step alone (no target on a CPU;")
+    print("         on a GPU, make gpu-check: 16 packed runs <= 0.25x at B=2, <= 0.5x at B=64)")
     ev = {r["impl"]: r["median_s"] for r in rows if r["what"] == "eval"}
     if ev:
         eval_ratio = " | ".join(f"{ratio(rows, 'eval', None, 'bsstudy', 'bare', stat):.2f}" for stat in STATS)

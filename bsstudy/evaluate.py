@@ -63,6 +63,48 @@ def log_for_monitors(pl_module, row: dict) -> None:
     pl_module.log_dict(numbers, on_step=False, on_epoch=True, logger=False, batch_size=1)
 
 
+def epoch_row(module, epoch: int, lr: float, train_time_s: float, chunk_size: int, extra: dict) -> dict:
+    """metrics.csv's row after `epoch` epochs (0: before training) of the StudyModule `module`: full-pass loss and
+    accuracy on the training, test (and validation) sets, the gap, the counters, `lr` (the last step's) and times."""
+    start = time.perf_counter()
+    data = module.data
+    train = evaluate(module.net, data.x_train, data.y_train, chunk_size, data.num_classes)
+    test = evaluate(module.net, data.x_test, data.y_test, chunk_size, data.num_classes)
+    return {
+        "epoch": epoch,
+        "batch_size": module.epoch_plan(max(epoch - 1, 0)).batch_size,  # of the epoch that led here
+        "optimizer_steps": module.optimizer_steps,
+        "samples_seen": module.samples_seen,
+        "lr": lr,
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "test_loss": test["loss"],
+        "test_acc": test["acc"],
+        "gap": train["acc"] - test["acc"],
+        **validation_columns(module.net, data, chunk_size),
+        "train_time_s": train_time_s,
+        "eval_time_s": time.perf_counter() - start,
+        **extra,
+    }
+
+
+def log_epoch_line(row: dict, max_epochs: int, prefix: str = "") -> None:
+    """One log line per evaluated epoch (the console's view of metrics.csv)."""
+    log.info(
+        "%sepoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
+        prefix,
+        row["epoch"],
+        max_epochs,
+        row["train_loss"],
+        100 * row["train_acc"],
+        f" val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% |" if "val_acc" in row else "",
+        row["test_loss"],
+        100 * row["test_acc"],
+        100 * row["gap"],
+        row["train_time_s"],
+    )
+
+
 class EpochEvaluation(L.Callback):
     """Writes one row per epoch to every logger: full-pass train/test (and val) loss and accuracy, the gap,
     the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
@@ -93,42 +135,12 @@ class EpochEvaluation(L.Callback):
         self.log_row(trainer, pl_module, epoch=trainer.current_epoch + 1, extra=extra)
 
     def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
-        start = time.perf_counter()
-        data = pl_module.data
-        train = evaluate(pl_module.net, data.x_train, data.y_train, self.eval_chunk_size, data.num_classes)
-        test = evaluate(pl_module.net, data.x_test, data.y_test, self.eval_chunk_size, data.num_classes)
-        row = {
-            "epoch": epoch,
-            "batch_size": pl_module.epoch_plan(max(epoch - 1, 0)).batch_size,  # of the epoch that led here
-            "optimizer_steps": pl_module.optimizer_steps,
-            "samples_seen": pl_module.samples_seen,
-            "lr": pl_module.current_lr(),
-            "train_loss": train["loss"],
-            "train_acc": train["acc"],
-            "test_loss": test["loss"],
-            "test_acc": test["acc"],
-            "gap": train["acc"] - test["acc"],
-            **validation_columns(pl_module.net, data, self.eval_chunk_size),
-            "train_time_s": self.train_time_s,
-            "eval_time_s": time.perf_counter() - start,
-            **extra,
-        }
+        row = epoch_row(pl_module, epoch, pl_module.current_lr(), self.train_time_s, self.eval_chunk_size, extra)
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
         if epoch > 0:
             log_for_monitors(pl_module, row)
-        log.info(
-            "epoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
-            epoch,
-            trainer.max_epochs,
-            row["train_loss"],
-            100 * row["train_acc"],
-            f" val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% |" if "val_acc" in row else "",
-            row["test_loss"],
-            100 * row["test_acc"],
-            100 * row["gap"],
-            self.train_time_s,
-        )
+        log_epoch_line(row, trainer.max_epochs)
 
     def state_dict(self) -> dict:
         return {"train_time_s": self.train_time_s}

@@ -19,8 +19,12 @@ Checks, on one GPU (`--cpu`: the same checks on the CPU, a dry run of every code
                       batched path (stacked weight copies, one vmapped step for all trials: the GPU default)
                       against one trial at a time with the fast step (the CPU default), at B = 1, 64, 1024
 
-Packed runs and CUDA-graph capture (issue 17, items 1 and 3) and DDP over GPUs are listed as
-"not built yet" / "not checked", so the table shows what is missing. The step inputs
+    packed launcher   a 4-run sweep (2 seeds x 2 lrs) with hydra/launcher=packed: one pack on the device
+    packed            per B: 16 runs in one batched step (bsstudy/packed.py) against the same steps one run
+                      at a time, in seconds per step of one run
+
+CUDA-graph capture (issue 17, item 3) and DDP over GPUs are listed as "not built yet" / "not checked",
+so the table shows what is missing. The step inputs
 are random tensors of Fashion-MNIST's shape (784 features, 10 classes): a step's cost does not
 depend on the values. Exit status 0 when every check passed, 1 otherwise or without a GPU.
 """
@@ -37,11 +41,12 @@ from pathlib import Path
 
 import torch
 
-from bsstudy.bench import STEPS_PER_REPEAT, Case, measure, raw_loop
+from bsstudy.bench import STEPS_PER_REPEAT, Case, measure, packed_loop, raw_loop
 from bsstudy.data import TensorData, steps_per_epoch
 from bsstudy.probes.speed import device_name
 
 REFERENCE_BATCH_SIZES = (2, 64, 256, 1024)
+PACK_SIZE = 16  # runs per pack in the packed-runs row (issue 17's target: 16 packed runs at B=2 <= 0.25x)
 REFERENCE_EPOCHS, REFERENCE_SEEDS, REFERENCE_TRAIN = 30, 3, 60_000  # Fashion-MNIST, experiment=generalization
 INPUT_SIZE, NUM_CLASSES = 784, 10
 NO_GPU = "bsstudy.gpu_check: torch sees no CUDA GPU here; run it on a GPU machine, or add --cpu for a CPU dry run"
@@ -65,13 +70,16 @@ def random_data(device: torch.device, samples: int) -> TensorData:
 
 
 def step_times(device: torch.device, batch_sizes: list[int], scale: float, repeats: int) -> dict[int, dict]:
-    """Per B: {"fast_s", "autograd_s"}, median seconds per step over interleaved repeats."""
+    """Per B: {"fast_s", "autograd_s", "packed_s"}, median seconds per step of one run over interleaved repeats
+    (packed: one run's share of a step of PACK_SIZE packed runs)."""
     steps = {b: max(2, round(STEPS_PER_REPEAT.get(b, 20) * scale)) for b in batch_sizes}
     data = random_data(device, max(steps[b] * b for b in batch_sizes))
     cases = []
     for b in batch_sizes:
-        cases += [Case("step", "fast", b, steps[b], raw_loop(data, b, steps[b], fast=True)),
-                  Case("step", "autograd", b, steps[b], raw_loop(data, b, steps[b], fast=False))]  # fmt: skip
+        n = steps[b]
+        cases += [Case("step", "fast", b, n, raw_loop(data, b, n, fast=True)),
+                  Case("step", "autograd", b, n, raw_loop(data, b, n, fast=False)),
+                  Case("step", "packed", b, n * PACK_SIZE, packed_loop(data, b, n, PACK_SIZE))]  # fmt: skip
     rows = measure(cases, repeats, device)
     return {b: {f"{r['impl']}_s": r["median_s"] for r in rows if r["batch_size"] == b} for b in batch_sizes}
 
@@ -147,6 +155,21 @@ def parallel_check(device: torch.device, folder: Path, timeout: int) -> tuple[bo
     return ok, f"{'ok' if ok else 'FAIL'}: {where}; " + "; ".join(claims)
 
 
+def packed_check(device: torch.device, folder: Path, timeout: int) -> tuple[bool, str]:
+    """A 4-run sweep (2 seeds x 2 lrs) with hydra/launcher=packed: one pack, every run completed on the device."""
+    args = ["-m", "hydra/launcher=packed", *tiny_run_args(device), "data.batch_size=8", "seed=0,1",
+            "optim.lr=0.01,0.02", f"hydra.sweep.dir={folder}"]  # fmt: skip
+    proc = run_bsstudy(args, folder.parent, timeout)
+    if proc.returncode != 0:
+        return False, failure(proc)
+    jobs = [json.loads(path.read_text()) for path in sorted(folder.glob("*/summary.json"))]
+    ok = len(jobs) == 4 and all(
+        job["status"] == "completed" and (job.get("packed") or {}).get("size") == 4
+        and job["device"].startswith(device.type) for job in jobs
+    )  # fmt: skip
+    return ok, f"{'ok' if ok else 'FAIL'}: " + ", ".join(f"{j['status']} on {j['device']}" for j in jobs)
+
+
 GRADSUM_BATCH_SIZES = (1, 64, 1024)
 
 
@@ -185,13 +208,17 @@ def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, t
         rows.append(("eager fast step vs autograd step", b,
                      f"{t['fast_s'] * 1e6:.1f} vs {t['autograd_s'] * 1e6:.1f} us/step: {ratio:.2f}x; "
                      f"one run at a time: {runs_per_s:.3g} runs/s ({3600 * runs_per_s:.3g} runs/h)"))  # fmt: skip
-        rows.append(("packed runs (seeds x lrs in one model) vs sequential", b, "not built yet"))
+        packed = t["packed_s"] / t["fast_s"]
+        rows.append((f"{PACK_SIZE} packed runs vs one at a time (per run-step)", b,
+                     f"{t['packed_s'] * 1e6:.1f} vs {t['fast_s'] * 1e6:.1f} us: {packed:.2f}x; "
+                     f"{1 / t['packed_s']:.3g} vs {1 / t['fast_s']:.3g} run-steps/s"))  # fmt: skip
         rows.append(("CUDA-graph captured step vs eager", b, "not built yet"))
     for b, (batched, single) in gradsum.items():
         rows.append(("gradsum update=true trials/s: batched vs one at a time", b,
                      f"{batched:.3g} vs {single:.3g} trials/s: {batched / single:.2f}x"))  # fmt: skip
     rows.append(("speed probe, 1 epoch data=synthetic", 64, checks["speed"][1]))
     rows.append(("parallel launcher, 2 jobs n_jobs=2", "8, 32", checks["parallel"][1]))
+    rows.append(("packed launcher, 2 seeds x 2 lrs in one pack", 8, checks["packed"][1]))
     rows.append(("DDP on GPUs", "-", "not checked here (needs 2 GPUs; tests/test_ddp.py runs it on CPU processes)"))
     study = reference_study_seconds(times)
     estimate = (f"{study / 60:.1f} min ({REFERENCE_SEEDS} seeds x {REFERENCE_EPOCHS} epochs, one run at a time, "
@@ -224,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     times = step_times(device, args.batch_sizes, args.steps_scale, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         checks = {"speed": speed_probe_check(device, Path(tmp) / "speed", args.timeout),
-                  "parallel": parallel_check(device, Path(tmp) / "parallel", args.timeout)}  # fmt: skip
+                  "parallel": parallel_check(device, Path(tmp) / "parallel", args.timeout),
+                  "packed": packed_check(device, Path(tmp) / "packed", args.timeout)}  # fmt: skip
     gradsum = gradsum_trial_rates(device, args.gradsum_trials, args.gradsum_samples)
     print_table(device, table_rows(device, times, checks, gradsum))
     return 0 if all(ok for ok, _ in checks.values()) else 1

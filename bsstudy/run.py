@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -44,6 +45,7 @@ from bsstudy.target import target_callbacks
 from bsstudy.wandb_files import log_run_files
 
 log = logging.getLogger(__name__)
+FAILED_JOBS: list[str] = []  # "<run folder>: <error>" of this process's sweep jobs that raised (cli() reports them)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -197,6 +199,22 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+def job_failed(folder: str | Path, err: Exception) -> float:
+    """A sweep job that raised: remember it for the sweep's exit code, log one line, return NaN to the sweeper."""
+    FAILED_JOBS.append(f"{folder}: {type(err).__name__}: {err}".splitlines()[0])
+    log.error("job failed (%s: %s); the sweep goes on. Details: %s/summary.json", type(err).__name__, err, folder)
+    return float("nan")
+
+
+def sweeper_objective(summary: dict) -> float:
+    """The final val_acc; NaN (with one warning) without a validation split or without a finished epoch."""
+    value = (summary.get("final") or {}).get("val_acc")
+    if value is None:
+        log.warning("no validation accuracy (data.val_size=0?): returning NaN to the sweeper, never test accuracy")
+        return math.nan
+    return float(value)
+
+
 def interrupting_signal(err: BaseException) -> int | None:
     """The signal behind an interruption: ours names it; Lightning's SIGTERMException is SIGTERM; a
     KeyboardInterrupt is Ctrl+C; any other exit (Lightning's after a second Ctrl+C, submitit's after it
@@ -217,8 +235,16 @@ def interruption_message(err: BaseException, epochs_completed: int) -> str:
     )
 
 
-def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, status: str, wall_time_s: float) -> dict:
-    """What a reader wants first: status, final and best metrics, cost, and what exactly was run."""
+def build_summary(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: StudyModule | None,
+    status: str,
+    wall_time_s: float,
+    launcher: dict | None = None,
+) -> dict:
+    """What a reader wants first: status, final and best metrics, cost, and what exactly was run. `launcher`:
+    summary.json's `launcher` when the caller knows it (packed runs), else read from Hydra's config."""
     rows = RunFolder(run_dir).metrics()
     summary = {
         "status": status,
@@ -259,7 +285,7 @@ def build_summary(cfg: DictConfig, run_dir: Path, module: StudyModule | None, st
             "n_test": len(module.data.y_test),
             "device": str(module.device),
             "threads": torch.get_num_threads(),  # torch CPU threads (a parallel sweep gives each job its share)
-            "launcher": launcher_summary(cfg),  # what a parallel sweep set after Hydra saved .hydra/config.yaml
+            "launcher": launcher or launcher_summary(cfg),  # what a parallel sweep set after Hydra saved the config
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary

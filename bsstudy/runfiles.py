@@ -128,16 +128,24 @@ class RunCheckpoints(Checkpoint):
         self.save_last = save_last
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        epoch = trainer.current_epoch + 1
-        names = (["last.ckpt"] if self.save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in self.at_epochs else [])
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for name in checkpoint_names(trainer.current_epoch + 1, self.at_epochs, self.save_last):
             if trainer.is_global_zero:
-                if name == "last.ckpt" and (self.dirpath / name).exists():
-                    os.replace(self.dirpath / name, self.dirpath / "previous.ckpt")
-                replace_atomically(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+                save_checkpoint_file(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
             else:  # DDP: the other processes join save_checkpoint's barrier; only rank 0 writes the file
                 trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
+
+
+def checkpoint_names(epoch: int, at_epochs, save_last: bool) -> list[str]:
+    """The checkpoints written after `epoch` completed epochs: last.ckpt (save_last), epoch=<e>.ckpt (at_epochs)."""
+    return (["last.ckpt"] if save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in set(at_epochs) else [])
+
+
+def save_checkpoint_file(path: Path, write) -> None:
+    """Write a checkpoint atomically with `write(tmp_path)`; the last.ckpt it replaces becomes previous.ckpt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name == "last.ckpt" and path.exists():
+        os.replace(path, path.parent / "previous.ckpt")
+    replace_atomically(path, write)
 
 
 def is_readable_checkpoint(path: Path) -> bool:

@@ -28,12 +28,16 @@ def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
     out = capsys.readouterr().out
     assert out.startswith("bsstudy gpu-check | ") and "CPU dry run" in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 3 * 4 + 2 + 4  # header, 3 rows per B, gradsum at B = 1, 64, speed, parallel, DDP, estimate
+    # header, 3 rows per B, gradsum at B = 1, 64, speed, parallel, packed, DDP, estimate
+    assert len(table) == 1 + 3 * 4 + 2 + 5
     assert sum("eager fast step vs autograd step" in line for line in table) == 4
-    assert sum("not built yet" in line for line in table) == 2 * 4  # packed, CUDA graphs per B
+    assert sum("not built yet" in line for line in table) == 4  # CUDA graphs per B
+    assert sum("16 packed runs vs one at a time" in line for line in table) == 4
     assert sum("trials/s: batched vs one at a time" in line for line in table) == 2
     speed = next(line for line in table if "speed probe" in line)
     assert "| ok: " in speed and "(rss, expected rss)" in speed
     parallel = next(line for line in table if "parallel launcher" in line)
     assert "| ok: " in parallel and parallel.count("2 jobs at a time") == 2
     assert " min (3 seeds x 30 epochs" in out
+    packed = next(line for line in table if "packed launcher" in line)
+    assert "| ok: " in packed and packed.count("completed on cpu") == 4

@@ -120,6 +120,12 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
         "stops halving the steps, a larger batch stops saving steps (Shallue et al. 2019); the batch size with "
         "the lowest time to target is the fastest on this hardware.",
     ]
+    if "pack_size" in sweep.runs and (sweep.runs.pack_size.fillna(1) > 1).any():
+        sizes = ", ".join(sorted({str(int(k)) for k in sweep.runs.pack_size.fillna(1)}))
+        text.append(
+            f"Some runs trained in packs (hydra/launcher=packed; runs per pack: {sizes}): a packed run's training "
+            "time is its pack's, shared by the runs trained with it. Compare times only between runs packed alike."
+        )
     if (~per_run.reached).any():
         missing = ", ".join(
             f"run {r} (B={b})"

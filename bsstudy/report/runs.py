@@ -49,6 +49,7 @@ RUN_COLUMNS = [
     "wall_time_s",
     "optimizer_steps",
     "probes",
+    "pack_size",
     "error",
 ]
 IDENTITY = ["run", "status", "batch_size", "seed", "variant", "effective_batch_size", "accumulate", "lr_scaling"]
@@ -167,6 +168,7 @@ def run_record(name: str, config: dict, summary: dict | None, metrics: pd.DataFr
         "wall_time_s": s.get("wall_time_s"),
         "optimizer_steps": s.get("optimizer_steps", final.get("optimizer_steps")),
         "probes": ",".join(probe_names(config, s)),
+        "pack_size": (s.get("packed") or {}).get("size", 1),  # runs trained together (hydra/launcher=packed)
         "error": s.get("error") or ("no summary.json: still running, or killed" if status == "running" else ""),
     }
 

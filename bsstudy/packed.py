@@ -1,0 +1,472 @@
+"""Packed runs: the runs of a sweep that differ only in seed and/or lr train in one process as one batched model.
+
+`python -m bsstudy -m hydra/launcher=packed data.batch_size=2,64 seed=0,1,2 optim.lr=0.01,0.03` groups the jobs
+that share every other setting into packs of up to `hydra.launcher.pack_size` (the launcher:
+hydra_plugins/bsstudy_packed). A pack of K runs keeps the K MLPs as stacked tensors W_i [K, out, in],
+b_i [K, out] and takes every step as one batched SGD step: bsstudy/fast_step.py's formulas with batched
+matmuls (bmm, baddbmm), each run with its own samples (its seeded validation split and epoch order), its own
+init and its own lr:
+
+    z_i = h_{i-1} W_i^T + b_i,  dz_L = (softmax(z_L) - onehot(y)) / n,  dz_{i-1} = (dz_i W_i) * [z_{i-1} > 0]
+    W_i -= lr_k dz_i^T h_{i-1},  b_i -= lr_k sum_rows(dz_i)        (momentum and weight decay as torch's SGD)
+
+Each run's `nn.Linear` parameters are views of its slice of the stacked tensors, so everything that takes one
+run's model uses the run's own StudyModule as a run alone does: the epoch's evaluation row (evaluate.epoch_row),
+checkpoints (Lightning's format: a packed run resumes alone and a run alone resumes packed), summary.json.
+Every run keeps its own run folder, identity and lock. Numbers equal those of the runs alone to float32 rounding
+(the batched kernels sum in another order); tests/test_packed.py checks it.
+
+Why packs: a step at B=2 is a few dozen kernel launches of a few microseconds on a GPU, so one run leaves the
+device idle; K runs per launch do K times the work for about the same launch cost. On a CPU the step is bound by
+memory traffic over the weights, which packing does not reduce: there a pack saves only the per-step overhead
+(`make bench` measures both).
+
+What packs do not do (the launcher runs such jobs one at a time, as the basic launcher does, and logs why):
+probes, callbacks, stop_at, W&B, DDP, optimizers or settings the fast step does not implement (`pack_blocker`).
+One Lightning Trainer trains one LightningModule, so the pack's loop is a plain loop over chunks like the
+module's own (model.StudyModule.training_step), with its checkpoints in Lightning's format.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from bsstudy.config import check_batch_size, check_config
+from bsstudy.data import epoch_permutation, load_data
+from bsstudy.evaluate import epoch_row, log_epoch_line
+from bsstudy.fast_step import fast_step_blocker
+from bsstudy.model import MLP, StudyModule, build_optimizer, warmup_factor
+from bsstudy.run import build_summary, interruption_message, job_failed
+from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.runfiles import (
+    EpochCSVLogger,
+    RunFolder,
+    checkpoint_names,
+    resume_checkpoint,
+    save_checkpoint_file,
+    synchronized_now,
+    write_json,
+)
+from bsstudy.stop_signals import STOP
+from bsstudy.stopping import stopped
+
+log = logging.getLogger(__name__)
+
+PACK_KEYS = ("seed", "optim.lr")  # the settings in which the runs of one pack may differ
+
+
+def pack_blocker(cfg: DictConfig) -> str | None:
+    """Why the runs of this config cannot train packed (they then run one at a time), or None if they can."""
+    trainer = cfg.trainer
+    if trainer.fast_step == "off":
+        return "trainer.fast_step=off (a pack takes the fast step's batched twin)"
+    devices = trainer.devices if isinstance(trainer.devices, int) else len(trainer.devices or [0, 0])
+    if devices != 1 or trainer.num_nodes != 1 or trainer.strategy != "auto":
+        return (f"trainer.devices={trainer.devices}, num_nodes={trainer.num_nodes}, strategy={trainer.strategy} "
+                "(a pack trains on one device)")  # fmt: skip
+    if why := fast_step_blocker(cfg.optim, cfg.model, 1, trainer.precision):
+        return why
+    if probes := [name for name, p in (cfg.probes or {}).items() if "_target_" in p]:
+        return f"probes={probes} (probes measure one run at a time)"
+    if cfg.get("callbacks") or trainer.callbacks:
+        return "Lightning callbacks (callbacks group or trainer.callbacks) need a Trainer of their own"
+    if set_at := [k for k, v in trainer.stop_at.items() if k != "min_delta" and v is not None]:
+        return f"trainer.stop_at.{set_at[0]} is set (runs of a pack train the same epochs)"
+    if "wandb" in cfg.logger:
+        return "logger=wandb (one W&B run per process)"
+    if extra := sorted(set(trainer) - set(PACKABLE_TRAINER_KEYS)):
+        return f"trainer.{extra[0]} is set (a Trainer argument; packs use no Trainer)"
+    return None
+
+
+PACKABLE_TRAINER_KEYS = (
+    *("accelerator", "devices", "strategy", "num_nodes", "max_epochs", "precision", "deterministic", "threads"),
+    *("chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks"),
+)
+
+
+def pack_device(trainer_cfg: DictConfig) -> torch.device:
+    """The device of trainer.accelerator/devices: cpu, or the (first) GPU named; auto picks a GPU if there is one."""
+    accelerator = trainer_cfg.accelerator
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    devices = trainer_cfg.devices
+    index = devices[0] if OmegaConf.is_list(devices) or isinstance(devices, list) else 0
+    return torch.device("cuda", int(index))
+
+
+class PackedSGD:
+    """K MLPs of the same shape as stacked tensors, stepped together by `step`; each net's parameters become views
+    of its slice, so the nets stay usable one by one (evaluation, state_dict, load_state_dict)."""
+
+    def __init__(self, nets: list[MLP], momentum: float, weight_decay: float):
+        self.momentum, self.weight_decay = momentum, weight_decay
+        n_layers = len(nets[0].layers)
+        self.weights = [torch.stack([net.layers[i].weight.detach() for net in nets]) for i in range(n_layers)]
+        self.biases = [torch.stack([net.layers[i].bias.detach() for net in nets]) for i in range(n_layers)]
+        for k, net in enumerate(nets):
+            for i, layer in enumerate(net.layers):
+                layer.weight = nn.Parameter(self.weights[i][k], requires_grad=False)
+                layer.bias = nn.Parameter(self.biases[i][k], requires_grad=False)
+        # momentum buffers in nn.Module.parameters() order (w0, b0, w1, b1, ...); None until the first step
+        self.buffers: list[torch.Tensor] | None = None
+
+    def params(self) -> list[torch.Tensor]:
+        return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """One SGD step of every net k on its batch (x[k], y[k]) with lr[k]; returns the K summed NLL losses."""
+        activations = [x]
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            activations.append(torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2)).relu_())
+        logits = torch.baddbmm(self.biases[-1].unsqueeze(1), activations[-1], self.weights[-1].transpose(1, 2))
+        log_probs = torch.log_softmax(logits, dim=2)
+        target = y.unsqueeze(2)
+        loss_sums = -log_probs.gather(2, target).sum((1, 2))
+        dz = log_probs.exp_()
+        dz.scatter_add_(2, target, torch.full_like(target, -1, dtype=dz.dtype)).div_(y.shape[1])
+        plain = self.momentum == 0 and self.weight_decay == 0
+        if not plain and self.buffers is None:
+            self.buffers = [None] * (2 * len(self.weights))
+        for i in range(len(self.weights) - 1, -1, -1):
+            weight, bias, h = self.weights[i], self.biases[i], activations[i]
+            dh = torch.bmm(dz, weight) if i > 0 else None  # with the weights before this step's update
+            bias_grad = dz.sum(1)
+            if plain:
+                weight.baddbmm_((dz * lr.view(-1, 1, 1)).transpose(1, 2), h, alpha=-1.0)
+                bias.sub_(bias_grad * lr.view(-1, 1))
+            else:
+                self.sgd_update(2 * i, weight, torch.bmm(dz.transpose(1, 2), h), lr.view(-1, 1, 1))
+                self.sgd_update(2 * i + 1, bias, bias_grad, lr.view(-1, 1))
+            if dh is not None:
+                dz = dh.mul_(h > 0)
+        return loss_sums
+
+    def sgd_update(self, index: int, param: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        """torch.optim.SGD's update (dampening 0, no Nesterov), batched: g += wd p; buf = mu buf + g; p -= lr buf."""
+        if self.weight_decay:
+            grad = grad.add_(param, alpha=self.weight_decay)
+        if self.momentum:
+            if self.buffers[index] is None:
+                self.buffers[index] = grad.clone()
+            else:
+                self.buffers[index].mul_(self.momentum).add_(grad)
+            grad = self.buffers[index]
+        param.sub_(grad * lr)
+
+
+@dataclass
+class Member:
+    """One run of a pack: its resolved config, folder, module (parameters: views into the pack), and progress."""
+
+    cfg: DictConfig
+    run_dir: Path
+    module: StudyModule | None = None
+    logger: EpochCSVLogger | None = None
+    pack: PackedSGD | None = None
+    index: int = 0  # its slice of the pack's tensors
+    pack_info: dict = field(default_factory=dict)  # summary.json's `packed`
+    train_time_s: float = 0.0
+    start_epoch: int = 0
+    optimizer_state: dict | None = None  # from a checkpoint, until the pack takes its momentum buffers
+    lr: float = 0.0  # the lr of its last step (metrics.csv's lr column)
+    status: str | None = None  # None while it trains
+    started: float = 0.0
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+
+def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
+    """The task function the packed launcher runs for each job of a pack (inside Hydra's run_job, which writes
+    <run>/.hydra/): lock the run folder for as long as `locks` is open, check what it holds and record the run's
+    identity, as a run alone does (bsstudy/run.py: train). Returns the Member to train, the summary of a run that
+    has ended already, or NaN for a job that failed here (remembered for the sweep's exit code)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # its own paths, resolved now
+        check_config(resolved)
+        locks.enter_context(locked_run_folder(run_dir))
+        if (done := check_run_folder(resolved, run_dir)) is not None:
+            return done
+        record_identity(resolved, run_dir)
+        return Member(resolved, run_dir)
+    except Exception as err:
+        return job_failed(run_dir, err)
+
+
+def build_member(member: Member, device: torch.device) -> None:
+    """The run's data, model and module exactly as a run alone builds them (bsstudy/run.py: fit_run), then its
+    checkpoint with resume=true."""
+    cfg = member.cfg
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg.data, cfg.seed)
+    check_batch_size(cfg, data.n_train)
+    net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
+    member.module = StudyModule(
+        net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last, cfg.trainer.chunk_samples, cfg.seed,
+        fast_step=True, batch_size_schedule=cfg.data.batch_size_schedule,
+    )  # fmt: skip
+    member.module.to(device)
+    member.module.data = data.to(device)
+    member.logger = EpochCSVLogger(member.run_dir)
+    member.lr = member.module.epoch_plan(0).lr
+    if cfg.resume and (path := resume_checkpoint(member.folder.checkpoints)) is not None:
+        load_member_checkpoint(member, path)
+        log.info("resume=true: %s continues from %s (epoch %d)", member.run_dir, path, member.start_epoch)
+
+
+def load_member_checkpoint(member: Member, path: Path) -> None:
+    """Weights, momentum, counters and training time from a checkpoint (a pack's or a run alone's)."""
+    checkpoint = torch.load(path, map_location=member.module.device, weights_only=False)
+    member.module.load_state_dict(checkpoint["state_dict"])  # copies into the pack's views once they exist
+    member.module.on_load_checkpoint(checkpoint)
+    member.start_epoch = checkpoint["epoch"] + 1
+    member.train_time_s = checkpoint["callbacks"]["EpochEvaluation"]["train_time_s"]
+    member.optimizer_state = checkpoint["optimizer_states"][0]
+    member.lr = member.optimizer_state["param_groups"][0]["lr"]
+
+
+def momentum_buffers(members: list[Member]) -> list[torch.Tensor] | None:
+    """The stacked momentum buffers of the members' checkpoints (torch SGD's state, by parameter index); None
+    before the first step (a fresh run), and then for every member: they start at the same epoch."""
+    states = [(m.optimizer_state or {}).get("state", {}) for m in members]
+    if not all(states):
+        return None
+    n_params = len(list(members[0].module.net.parameters()))
+    return [torch.stack([state[i]["momentum_buffer"] for state in states]) for i in range(n_params)]
+
+
+def train_pack(members: list[Member], max_epochs: int, threads: int | None) -> None:
+    """Train the members from their checkpoints to `max_epochs`; members at different epochs train as sub-packs.
+    Every member ends with summary.json; a stop signal ends all of them `interrupted` and raises RunInterrupted."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = pack_device(members[0].cfg.trainer)
+    ready = []
+    for member in members:
+        member.started = time.perf_counter()
+        try:
+            build_member(member, device)
+            ready.append(member)
+        except Exception as err:
+            end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+    for start in sorted({m.start_epoch for m in ready}):
+        sub_pack = [m for m in ready if m.start_epoch == start]
+        try:
+            train_sub_pack(sub_pack, max_epochs, device)
+        except (SystemExit, KeyboardInterrupt) as err:
+            for member in ready:
+                if member.status is None:
+                    end_member(member, "interrupted", error=interrupted_message(err, member))
+            raise
+        except Exception as err:
+            for member in sub_pack:
+                if member.status is None:
+                    end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+
+
+def interrupted_message(err: BaseException, member: Member) -> str:
+    return interruption_message(err, epochs_completed(member))
+
+
+def epochs_completed(member: Member) -> int:
+    rows = member.logger.rows if member.logger else []
+    return int(rows[-1]["epoch"]) if rows else 0
+
+
+def train_sub_pack(members: list[Member], max_epochs: int, device: torch.device) -> None:
+    """Members that start at the same epoch, in lockstep: chunks of steps as in StudyModule.training_step, the
+    divergence check after every chunk, the evaluation row and checkpoints after every epoch."""
+    optim = members[0].cfg.optim
+    pack = PackedSGD([m.module.net for m in members], optim.momentum or 0.0, optim.weight_decay or 0.0)
+    pack.buffers = momentum_buffers(members)
+    for k, member in enumerate(members):
+        member.pack, member.index = pack, k
+        member.pack_info = {
+            "size": len(members),
+            "runs": [str(m.run_dir) for m in members],
+            "device": str(device),
+            "times": "wall_time_s, train_time_s and epoch_time_s are the pack's: its runs trained together",
+        }
+    first = members[0].module
+    x_all = torch.cat([m.module.data.x_train for m in members])  # run k's samples at rows k*n ... (k+1)*n - 1
+    y_all = torch.cat([m.module.data.y_train for m in members])
+    n = first.data.n_train
+    restore = STOP.install()
+    try:
+        if members[0].start_epoch == 0:
+            for member in members:
+                log_row(member, 0, extra={})
+        for epoch in range(members[0].start_epoch, max_epochs):
+            if all(m.status is not None for m in members):
+                return
+            train_epoch(members, pack, x_all, y_all, n, epoch, device)
+        for member in members:
+            if member.status is None:
+                end_member(member, "completed")
+    finally:
+        restore()
+
+
+def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, device) -> None:
+    plans = [m.module.epoch_plan(epoch) for m in members]
+    plan, first = plans[0], members[0].module
+    offsets = torch.arange(len(members)).view(-1, 1) * n
+    order = (torch.stack([epoch_permutation(n, m.cfg.seed, epoch) for m in members]) + offsets).to(device)
+    plan_lrs = torch.tensor([p.lr for p in plans], dtype=torch.float32, device=device)
+    loss_sums = torch.zeros(len(members), device=device)
+    for m in members:
+        m.module.epoch_samples = m.module.epoch_steps = 0
+    epoch_start = synchronized_now(device)
+    lr, lr_factor = None, None
+    chunks = math.ceil(plan.steps / plan.steps_per_chunk)
+    for chunk in range(chunks):
+        STOP.check()
+        steps = range(chunk * plan.steps_per_chunk, min((chunk + 1) * plan.steps_per_chunk, plan.steps))
+        for step in steps:
+            factor = warmup_factor(first.optimizer_steps + step - steps.start, first.warmup_steps)
+            if factor != lr_factor:
+                lr, lr_factor = plan_lrs * factor, factor
+            indices = order[:, step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
+            loss_sums += pack.step(x_all[indices], y_all[indices], lr)
+        samples = min(steps.stop * plan.samples_per_step, n) - steps.start * plan.samples_per_step
+        for member, member_plan in zip(members, plans, strict=True):
+            count_steps(member.module, len(steps), samples)
+            member.lr = member_plan.lr * lr_factor
+        finite = torch.isfinite(loss_sums).tolist()  # one device sync per chunk, as a run alone
+        for k, member in enumerate(members):
+            if member.status is None and not finite[k]:  # diverged: its epoch ends here, as a run alone's does
+                end_epoch(member, loss_sums[k], epoch, synchronized_now(device) - epoch_start)
+                end_member(member, "diverged")
+        if all(m.status is not None for m in members):
+            return
+    epoch_time = synchronized_now(device) - epoch_start
+    for k, member in enumerate(members):
+        if member.status is None:
+            end_epoch(member, loss_sums[k], epoch, epoch_time)
+
+
+def count_steps(module: StudyModule, steps: int, samples: int) -> None:
+    """StudyModule.count_step for a chunk of `steps` steps over `samples` samples."""
+    module.optimizer_steps += steps
+    module.epoch_steps += steps
+    module.samples_seen += samples
+    module.epoch_samples += samples
+
+
+def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: float) -> None:
+    """The epoch's row in metrics.csv, then its checkpoints (EpochEvaluation, then RunCheckpoints in a run alone)."""
+    member.train_time_s += epoch_time
+    member.module.epoch_loss_sum = loss_sum
+    extra = {"train_loss_running": member.module.running_train_loss(), "epoch_time_s": epoch_time,
+             "probe_time_s": 0.0}  # fmt: skip
+    log_row(member, epoch + 1, extra)
+    cfg = member.cfg.checkpoint
+    for name in checkpoint_names(epoch + 1, cfg.at_epochs, cfg.save_last):
+        checkpoint = member_checkpoint(member, epoch)
+        save_checkpoint_file(member.folder.checkpoints / name, lambda tmp, c=checkpoint: torch.save(c, tmp))
+
+
+def log_row(member: Member, epoch: int, extra: dict) -> None:
+    cfg = member.cfg.trainer
+    row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
+    member.logger.log_metrics(row, step=epoch)
+    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
+
+
+def member_checkpoint(member: Member, epoch: int) -> dict:
+    """The run's checkpoint after `epoch` + 1 epochs in the format of Lightning's (what RunCheckpoints writes),
+    so that a run alone resumes from it: weights, optimizer state, counters, loop progress and training time."""
+    module = member.module
+    optimizer = build_optimizer(module.net.parameters(), member.cfg.optim, member.lr)
+    for param, buffer in zip(module.net.parameters(), member.pack.buffers or [], strict=False):
+        optimizer.state[param]["momentum_buffer"] = buffer[member.index].clone()
+    return {
+        "epoch": epoch,
+        "global_step": module.optimizer_steps,
+        "pytorch-lightning_version": L.__version__,
+        "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "loops": loop_state(module, epoch),
+        "callbacks": {"EpochEvaluation": {"train_time_s": member.train_time_s}},
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [],
+        "bsstudy": {"optimizer_steps": module.optimizer_steps, "samples_seen": module.samples_seen},
+    }
+
+
+@functools.cache
+def loop_template() -> L.Trainer:
+    """A Trainer that never trains: its loops write the progress counters of `loop_state` (its start-up lines,
+    "GPU available: ...", are not logged)."""
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1)  # fmt: skip
+    finally:
+        quiet.setLevel(level)
+
+
+def loop_state(module: StudyModule, epoch: int) -> dict:
+    """Lightning's loop progress at the end of `epoch` (0-based), as its own loops report it: Lightning restores
+    the epoch and step counters of a resumed run from it."""
+    trainer = loop_template()
+    batches = [math.ceil(p.steps / p.steps_per_chunk) for p in map(module.epoch_plan, range(epoch + 1))]
+    loop = trainer.fit_loop
+    for tracker in (loop.epoch_progress.total, loop.epoch_progress.current):
+        tracker.ready = tracker.started = tracker.processed = epoch + 1
+        tracker.completed = epoch  # saved during the epoch's end, before Lightning counts it completed
+    batch_progress = loop.epoch_loop.batch_progress
+    for tracker, count in ((batch_progress.total, sum(batches)), (batch_progress.current, batches[-1])):
+        tracker.ready = tracker.started = tracker.processed = tracker.completed = count
+    batch_progress.is_last_batch = True
+    loop.epoch_loop._batches_that_stepped = sum(batches)
+    steps = loop.epoch_loop.manual_optimization.optim_step_progress
+    for tracker in (steps.total, steps.current):
+        tracker.ready = tracker.completed = module.optimizer_steps
+    return {
+        "fit_loop": loop.state_dict(),
+        "validate_loop": trainer.validate_loop.state_dict(),
+        "test_loop": trainer.test_loop.state_dict(),
+        "predict_loop": trainer.predict_loop.state_dict(),
+    }
+
+
+def end_member(member: Member, status: str, error: str | None = None, trace: str | None = None) -> None:
+    """Write the member's summary.json (bsstudy/run.py: build_summary) with what the pack adds."""
+    member.status = status
+    launcher = {"name": "PackedLauncher", "jobs_at_a_time": 1, "threads": torch.get_num_threads(),
+                "devices": str(member.module.device) if member.module else None, "set_by_launcher": {}}  # fmt: skip
+    wall_time_s = time.perf_counter() - member.started
+    summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher)
+    if member.module is not None:
+        summary |= stopped(None, status == "diverged", summary["epochs_completed"])
+        summary["probes"] = {}
+    summary["packed"] = member.pack_info
+    if error:
+        summary["error"] = error
+    if trace:
+        summary["traceback"] = trace
+    write_json(member.folder.summary_path, summary)
+    log.info("%s: %s; summary in %s", status, member.run_dir, member.folder.summary_path)
+    if status == "failed":
+        log.error("%s: %s", member.run_dir, error)
