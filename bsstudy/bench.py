@@ -50,7 +50,7 @@ from omegaconf import OmegaConf
 from bsstudy import CONF_DIR
 from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
-from bsstudy.fast_step import fast_sgd_step
+from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
 from bsstudy.model import MLP, StudyModule
 from bsstudy.packed import PackedSGD
 from bsstudy.probes.speed import device_name
@@ -116,17 +116,19 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
     net = new_net(data)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     order = epoch_permutation(data.n_train, 0, 0).to(data.x_train.device)
+    deferred = DeferredUpdates()
 
     def run() -> None:
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             if fast:
-                fast_sgd_step(net.layers, optimizer, data.x_train[idx], data.y_train[idx])
+                fast_sgd_step(net.layers, optimizer, data.x_train[idx], data.y_train[idx], deferred=deferred)
             else:
                 loss = F.nll_loss(net(data.x_train[idx]), data.y_train[idx])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+        deferred.flush(net.layers)
 
     return run
 

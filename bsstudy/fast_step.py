@@ -13,8 +13,11 @@ and SGD (PyTorch's convention, dampening 0, no Nesterov) is
 Without momentum the update is applied in place, one `addmm_` per layer (or, for a few rows on
 a CPU where that is faster, a few rank-1 `addr_`: `update_kernel` measures which), so no gradient
 tensor is ever written and re-read, and autograd's bookkeeping and the optimizer's separate pass
-disappear. dz_{i-1} is computed before W_i changes. The result is the same as the autograd path
-up to float32 rounding (summation order differs); tests/test_fast_step.py checks it.
+disappear. dz_{i-1} is computed before W_i changes. For a few rows on a CPU, where a step's cost is
+the memory traffic over the weights, the updates are kept as low-rank factors and applied every
+DEFERRED_ROWS rows instead (`DeferredUpdates`): half the passes over the weights per step.
+The result is the same as the autograd path up to float32 rounding (summation order differs);
+tests/test_fast_step.py checks it.
 Momentum buffers live in the torch optimizer's own state, so checkpoints and resume are shared
 with the autograd path.
 """
@@ -56,6 +59,7 @@ def fast_sgd_step(
     y: torch.Tensor,
     update_sq_norms: torch.Tensor | None = None,
     grad_sums: dict[str, torch.Tensor] | None = None,
+    deferred: DeferredUpdates | None = None,
 ) -> torch.Tensor:
     """One SGD step of the MLP `layers` on the batch (x, y) with the optimizer's lr, momentum and
     weight decay; returns the summed NLL loss of the batch (before the step) as a 0-d tensor.
@@ -64,14 +68,21 @@ def fast_sgd_step(
     ||theta_{t+1} - theta_t||^2 of every parameter, computed from the update itself.
     If `grad_sums` is given ({"<i>.weight" or "<i>.bias": tensor} for layer i), the loss gradient of
     each of those parameters is added to its tensor (the gradient-sum-norm experiment).
+    If `deferred` is given, plain SGD updates of a few rows on a CPU are kept there as factors
+    (`DeferredUpdates`); the caller applies them with `deferred.flush(layers)` before it reads the weights.
     """
     group = optimizer.param_groups[0]
     lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
     track = update_sq_norms is not None
+    defer = deferred is not None and deferred.prepare(layers, len(y), momentum == 0 and weight_decay == 0)
     activations = [x]
-    for layer in layers[:-1]:
-        activations.append(torch.relu_(torch.addmm(layer.bias, activations[-1], layer.weight.t())))
-    log_probs = torch.log_softmax(torch.addmm(layers[-1].bias, activations[-1], layers[-1].weight.t()), dim=1)
+    for i, layer in enumerate(layers[:-1]):
+        z = torch.addmm(layer.bias, activations[-1], layer.weight.t())
+        activations.append(torch.relu_(deferred.correct_forward(i, activations[-1], z) if defer else z))
+    logits = torch.addmm(layers[-1].bias, activations[-1], layers[-1].weight.t())
+    if defer:
+        logits = deferred.correct_forward(len(layers) - 1, activations[-1], logits)
+    log_probs = torch.log_softmax(logits, dim=1)
     target = y.unsqueeze(1)
     loss_sum = -log_probs.gather(1, target).sum()
     dz = log_probs.exp_()
@@ -80,13 +91,19 @@ def fast_sgd_step(
     for i in range(len(layers) - 1, -1, -1):
         layer, h = layers[i], activations[i]
         dh = dz.mm(layer.weight) if i > 0 else None  # with the weights before this step's update
+        if defer and dh is not None:
+            deferred.correct_backward(i, dz, dh)
         bias_grad = dz.sum(0)
         if grad_sums is not None:
             if (weight_sum := grad_sums.get(f"{i}.weight")) is not None:
                 weight_sum.addmm_(dz.t(), h)
             if (bias_sum := grad_sums.get(f"{i}.bias")) is not None:
                 bias_sum.add_(bias_grad)
-        if momentum == 0 and weight_decay == 0:
+        if defer:
+            sq_norms[2 * i] = deferred.add(i, dz, h, lr, track)
+            layer.bias.add_(bias_grad, alpha=-lr)
+            sq_norms[2 * i + 1] = torch.dot(bias_grad, bias_grad) if track else None
+        elif momentum == 0 and weight_decay == 0:
             sq_norms[2 * i] = subtract_outer(layer.weight, dz, h, lr, track)
             layer.bias.add_(bias_grad, alpha=-lr)
             sq_norms[2 * i + 1] = torch.dot(bias_grad, bias_grad) if track else None
@@ -97,9 +114,78 @@ def fast_sgd_step(
             sq_norms[2 * i + 1] = sgd_update(optimizer, layer.bias, bias_grad, lr, momentum, weight_decay, track)
         if dh is not None:
             dz = dh.mul_(h > 0)
+    if defer:
+        deferred.rows += len(y)
     if track:  # the per-parameter norms are of the steps before the lr: one multiply for all of them
         torch.stack(sq_norms, out=update_sq_norms).mul_(lr**2)
     return loss_sum
+
+
+DEFERRED_ROWS = 32  # update rows kept per layer before they are applied (16 steps at B=2)
+DEFERRED_MAX_BATCH = 8  # above this the extra matmuls cost more than the weight passes they save
+
+
+class DeferredUpdates:
+    """Plain SGD updates W_i -= lr dz_i^T h_i of a few rows, kept as factors and applied in one `addmm_` when
+    DEFERRED_ROWS rows have gathered (or on `flush`).
+
+    With pending rows A_i = [lr dz_i of each step] and H_i = [h_i of each step], the weights in effect are
+    W_i - A_i^T H_i, so the step's forward and backward use
+
+        z_i = h W_i^T - (h H_i^T) A_i,        dh = dz W_i - (dz A_i^T) H_i
+
+    which read W_i once each, as before, plus the small factors. What it saves: the update's read and write
+    of W_i at every step, half the step's memory traffic over the weights, which is what a step of a few rows
+    costs on a CPU. The result is the same SGD up to float32 rounding (tests/test_fast_step.py). Only on a
+    CPU and for batches of at most DEFERRED_MAX_BATCH rows: on a GPU the step costs kernel launches, not
+    memory traffic, and the factors would add launches.
+    """
+
+    def __init__(self, capacity: int = DEFERRED_ROWS):
+        self.capacity, self.rows = capacity, 0
+        self.factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (A_i, H_i) per layer
+
+    def prepare(self, layers: nn.ModuleList, n: int, plain_sgd: bool) -> bool:
+        """Whether this step of n rows defers its updates; makes room first (or applies all pending updates
+        when it does not defer)."""
+        takes = plain_sgd and layers[0].weight.device.type == "cpu" and n <= min(DEFERRED_MAX_BATCH, self.capacity)
+        if not takes or self.rows + n > self.capacity:
+            self.flush(layers)
+        if takes and self.factors is None:
+            self.factors = [
+                (layer.weight.new_empty(self.capacity, layer.weight.shape[0]),
+                 layer.weight.new_empty(self.capacity, layer.weight.shape[1]))
+                for layer in layers
+            ]  # fmt: skip
+        return takes
+
+    def correct_forward(self, i: int, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """z -= (h H_i^T) A_i: the pending updates' part of h W_i^T."""
+        if self.rows:
+            a, hs = self.factors[i][0][: self.rows], self.factors[i][1][: self.rows]
+            z.addmm_(h.mm(hs.t()), a, alpha=-1.0)
+        return z
+
+    def correct_backward(self, i: int, dz: torch.Tensor, dh: torch.Tensor) -> None:
+        """dh -= (dz A_i^T) H_i: the pending updates' part of dz W_i."""
+        if self.rows:
+            a, hs = self.factors[i][0][: self.rows], self.factors[i][1][: self.rows]
+            dh.addmm_(dz.mm(a.t()), hs, alpha=-1.0)
+
+    def add(self, i: int, dz: torch.Tensor, h: torch.Tensor, lr: float, track: bool) -> torch.Tensor | None:
+        """Keep layer i's update of this step; with `track`, return ||dz^T h||_F^2 (as `subtract_outer`)."""
+        n = len(h)
+        torch.mul(dz, lr, out=self.factors[i][0][self.rows : self.rows + n])
+        self.factors[i][1][self.rows : self.rows + n].copy_(h)
+        return torch.dot(dz.mm(dz.t()).view(-1), h.mm(h.t()).view(-1)) if track else None
+
+    @torch.no_grad()
+    def flush(self, layers: nn.ModuleList) -> None:
+        """Apply every pending update to the weights: W_i -= A_i^T H_i."""
+        if self.rows:
+            for layer, (a, hs) in zip(layers, self.factors, strict=True):
+                layer.weight.addmm_(a[: self.rows].t(), hs[: self.rows], alpha=-1.0)
+        self.rows = 0
 
 
 GRAM_MAX_ROWS = 64  # above this, materializing dz^T h (it replaces addmm_, so costs only memory) is cheaper

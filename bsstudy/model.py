@@ -18,7 +18,7 @@ from torch import nn
 
 from bsstudy import ConfigError
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
-from bsstudy.fast_step import fast_sgd_step
+from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 OPTIMIZERS = ("sgd", "adam")
@@ -161,6 +161,7 @@ class StudyModule(L.LightningModule):
         self.automatic_optimization = False
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
         self.take_step = self.fast_step if fast_step else self.autograd_step
+        self.deferred = DeferredUpdates()  # the fast step's pending updates, applied at the end of every chunk
         self.batch_size, self.batch_size_schedule = batch_size, batch_size_schedule
         self.drop_last, self.chunk_samples = drop_last, chunk_samples
         self.warmup_steps = round(optim_cfg.warmup_epochs * self.epoch_plan(0).steps)
@@ -209,6 +210,7 @@ class StudyModule(L.LightningModule):
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             self.take_step(optimizer, indices, self.record.update_norms_of(step))
+        self.deferred.flush(self.net.layers)  # the weights are whole again before any hook or probe reads them
         self.count_lightning_steps(self.optimizer_steps - steps_before)
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
@@ -247,7 +249,7 @@ class StudyModule(L.LightningModule):
     ) -> None:
         """The same step as `autograd_step` (accumulate = 1, SGD) by the hand-written `fast_sgd_step`."""
         x, y = self.data.x_train[indices], self.data.y_train[indices]
-        self.epoch_loss_sum += fast_sgd_step(self.net.layers, optimizer, x, y, update_sq_norms)
+        self.epoch_loss_sum += fast_sgd_step(self.net.layers, optimizer, x, y, update_sq_norms, deferred=self.deferred)
         self.count_step(len(indices))
 
     def count_lightning_steps(self, steps: int) -> None:

@@ -22,7 +22,9 @@ memory traffic over the weights, which packing does not reduce: there a pack sav
 (`make bench` measures both).
 
 What packs do not do (the launcher runs such jobs one at a time, as the basic launcher does, and logs why):
-probes, callbacks, stop_at, W&B, DDP, optimizers or settings the fast step does not implement (`pack_blocker`).
+probes, callbacks, the stop_at rules of EarlyStopping (train_loss, train_acc, patience), W&B, DDP, optimizers or
+settings the fast step does not implement (`pack_blocker`). A val_acc target and a step budget (trainer.stop_at.val_acc,
+max_steps: bsstudy/target.py) do pack: each run stops on its own and the others go on.
 One Lightning Trainer trains one LightningModule, so the pack's loop is a plain loop over chunks like the
 module's own (model.StudyModule.training_step), with its checkpoints in Lightning's format.
 """
@@ -34,6 +36,7 @@ import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,7 @@ from bsstudy.runfiles import (
 )
 from bsstudy.stop_signals import STOP
 from bsstudy.stopping import stopped
+from bsstudy.target import ValTarget, target_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,8 @@ def pack_blocker(cfg: DictConfig) -> str | None:
         return f"probes={probes} (probes measure one run at a time)"
     if cfg.get("callbacks") or trainer.callbacks:
         return "Lightning callbacks (callbacks group or trainer.callbacks) need a Trainer of their own"
-    if set_at := [k for k, v in trainer.stop_at.items() if k != "min_delta" and v is not None]:
-        return f"trainer.stop_at.{set_at[0]} is set (runs of a pack train the same epochs)"
+    if set_at := [k for k in ("train_loss", "train_acc", "patience") if trainer.stop_at.get(k) is not None]:
+        return f"trainer.stop_at.{set_at[0]} is set (an EarlyStopping callback needs a Trainer of its own)"
     if "wandb" in cfg.logger:
         return "logger=wandb (one W&B run per process)"
     if extra := sorted(set(trainer) - set(PACKABLE_TRAINER_KEYS)):
@@ -177,6 +181,8 @@ class Member:
     run_dir: Path
     module: StudyModule | None = None
     logger: EpochCSVLogger | None = None
+    target: ValTarget | None = None  # trainer.stop_at.val_acc / max_steps
+    epoch_time: Callable[[], float] | None = None  # the pack's training time in the current epoch so far
     pack: PackedSGD | None = None
     index: int = 0  # its slice of the pack's tensors
     pack_info: dict = field(default_factory=dict)  # summary.json's `packed`
@@ -228,6 +234,13 @@ def build_member(member: Member, device: torch.device) -> None:
     member.module.data = data.to(device)
     member.logger = EpochCSVLogger(member.run_dir)
     member.lr = member.module.epoch_plan(0).lr
+    if targets := target_callbacks(cfg.trainer.stop_at, member.run_dir):
+        member.target = targets[0]
+
+        def trained_s() -> float:  # the run's training time so far
+            return member.train_time_s + member.epoch_time()
+
+        member.target.start(member.module, cfg.trainer.eval_chunk_size, trained_s)
     if cfg.resume and (path := resume_checkpoint(member.folder.checkpoints)) is not None:
         load_member_checkpoint(member, path)
         log.info("resume=true: %s continues from %s (epoch %d)", member.run_dir, path, member.start_epoch)
@@ -240,6 +253,8 @@ def load_member_checkpoint(member: Member, path: Path) -> None:
     member.module.on_load_checkpoint(checkpoint)
     member.start_epoch = checkpoint["epoch"] + 1
     member.train_time_s = checkpoint["callbacks"]["EpochEvaluation"]["train_time_s"]
+    if member.target is not None and "ValTarget" in checkpoint["callbacks"]:
+        member.target.load_state_dict(checkpoint["callbacks"]["ValTarget"])
     member.optimizer_state = checkpoint["optimizer_states"][0]
     member.lr = member.optimizer_state["param_groups"][0]["lr"]
 
@@ -335,7 +350,14 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
     loss_sums = torch.zeros(len(members), device=device)
     for m in members:
         m.module.epoch_samples = m.module.epoch_steps = 0
+        m.module.record.start_epoch()
     epoch_start = synchronized_now(device)
+
+    def epoch_time() -> float:  # so far, without every run's target checks: the whole pack waited for them
+        return synchronized_now(device) - epoch_start - sum(m.module.record.probe_time_s for m in members)
+
+    for m in members:
+        m.epoch_time = epoch_time
     lr, lr_factor = None, None
     chunks = math.ceil(plan.steps / plan.steps_per_chunk)
     for chunk in range(chunks):
@@ -352,16 +374,22 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
             count_steps(member.module, len(steps), samples)
             member.lr = member_plan.lr * lr_factor
         finite = torch.isfinite(loss_sums).tolist()  # one device sync per chunk, as a run alone
-        for k, member in enumerate(members):
-            if member.status is None and not finite[k]:  # diverged: its epoch ends here, as a run alone's does
-                end_epoch(member, loss_sums[k], epoch, synchronized_now(device) - epoch_start)
+        for k, member in enumerate(members):  # a run that stops ends its epoch here, as a run alone does
+            if member.status is not None:
+                continue
+            if not finite[k]:
+                member.module.diverged = True
+                end_epoch(member, loss_sums[k], epoch, epoch_time())
                 end_member(member, "diverged")
+            elif member.target is not None and member.target.after_chunk(member.module):
+                end_epoch(member, loss_sums[k], epoch, epoch_time())
+                end_member(member, "completed")
         if all(m.status is not None for m in members):
             return
-    epoch_time = synchronized_now(device) - epoch_start
+    elapsed = epoch_time()
     for k, member in enumerate(members):
         if member.status is None:
-            end_epoch(member, loss_sums[k], epoch, epoch_time)
+            end_epoch(member, loss_sums[k], epoch, elapsed)
 
 
 def count_steps(module: StudyModule, steps: int, samples: int) -> None:
@@ -377,7 +405,7 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
     member.train_time_s += epoch_time
     member.module.epoch_loss_sum = loss_sum
     extra = {"train_loss_running": member.module.running_train_loss(), "epoch_time_s": epoch_time,
-             "probe_time_s": 0.0}  # fmt: skip
+             "probe_time_s": member.module.record.probe_time_s}  # fmt: skip
     log_row(member, epoch + 1, extra)
     cfg = member.cfg.checkpoint
     for name in checkpoint_names(epoch + 1, cfg.at_epochs, cfg.save_last):
@@ -405,7 +433,8 @@ def member_checkpoint(member: Member, epoch: int) -> dict:
         "pytorch-lightning_version": L.__version__,
         "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
         "loops": loop_state(module, epoch),
-        "callbacks": {"EpochEvaluation": {"train_time_s": member.train_time_s}},
+        "callbacks": {"EpochEvaluation": {"train_time_s": member.train_time_s}}
+        | ({"ValTarget": member.target.state_dict()} if member.target else {}),
         "optimizer_states": [optimizer.state_dict()],
         "lr_schedulers": [],
         "bsstudy": {"optimizer_steps": module.optimizer_steps, "samples_seen": module.samples_seen},
@@ -460,6 +489,9 @@ def end_member(member: Member, status: str, error: str | None = None, trace: str
     summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher)
     if member.module is not None:
         summary |= stopped(None, status == "diverged", summary["epochs_completed"])
+        if member.target is not None:
+            summary["target"] = member.target.summary
+            summary |= member.target.stopped(member.module.optimizer_steps) or {}
         summary["probes"] = {}
     summary["packed"] = member.pack_info
     if error:

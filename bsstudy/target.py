@@ -24,6 +24,7 @@ val_acc, test_acc, checks, max_steps} (the crossing's numbers; null when not rea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -68,28 +69,40 @@ class ValTarget(L.Callback):
         self.summary: dict = {"val_acc_target": val_acc, "reached": False, "max_steps": max_steps}
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        evaluation = next(cb for cb in trainer.callbacks if isinstance(cb, EpochEvaluation))
+
+        def train_time_s() -> float:  # the finished epochs' (EpochEvaluation) plus this epoch's, probes excluded
+            now = synchronized_now(pl_module.device)
+            return evaluation.train_time_s + now - evaluation.epoch_start - pl_module.record.probe_time_s
+
+        self.start(pl_module, evaluation.eval_chunk_size, train_time_s)
+
+    def start(self, pl_module, eval_chunk_size: int, train_time_s: Callable[[], float]) -> None:
+        """Before training: `train_time_s()` gives the run's training time so far (probes excluded)."""
         if self.val_acc is not None and pl_module.data.n_val == 0:
             raise ConfigError("trainer.stop_at.val_acc needs a validation split: set data.val_size > 0")
         self.csv = EpochCSVLogger(self.run_dir, "target.csv")
-        self.evaluation = next(cb for cb in trainer.callbacks if isinstance(cb, EpochEvaluation))
+        self.eval_chunk_size, self.train_time_s = eval_chunk_size, train_time_s
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        steps = pl_module.optimizer_steps
-        if self.val_acc is not None and steps >= self.due and not pl_module.diverged:
-            self.check(trainer, pl_module, steps)
-        if self.max_steps is not None and steps >= self.max_steps and not self.summary["reached"]:
+        if self.after_chunk(pl_module):
             trainer.should_stop = True
 
-    def train_time_s(self, pl_module) -> float:
-        """Training time so far: the finished epochs' (EpochEvaluation) plus this epoch's, probes excluded."""
-        now = synchronized_now(pl_module.device)
-        return self.evaluation.train_time_s + now - self.evaluation.epoch_start - pl_module.record.probe_time_s
+    def after_chunk(self, pl_module) -> bool:
+        """At a chunk end: check the validation accuracy if a check is due; whether the run stops here (the
+        target reached, or the step budget used up)."""
+        steps = pl_module.optimizer_steps
+        stop = False
+        if self.val_acc is not None and steps >= self.due and not pl_module.diverged:
+            stop = self.check(pl_module, steps)
+        return stop or (self.max_steps is not None and steps >= self.max_steps and not self.summary["reached"])
 
-    def check(self, trainer: L.Trainer, pl_module, steps: int) -> None:
+    def check(self, pl_module, steps: int) -> bool:
+        """One check (a row of target.csv); True when it reached the target."""
         start = synchronized_now(pl_module.device)
-        train_time_s = self.train_time_s(pl_module)
+        train_time_s = self.train_time_s()
         data = pl_module.data
-        val = evaluate(pl_module.net, data.x_val, data.y_val, self.evaluation.eval_chunk_size, data.num_classes)
+        val = evaluate(pl_module.net, data.x_val, data.y_val, self.eval_chunk_size, data.num_classes)
         reached = val["acc"] >= self.val_acc
         self.checks += 1
         row = {
@@ -103,7 +116,7 @@ class ValTarget(L.Callback):
         }
         self.csv.log_metrics(row)
         if reached:
-            test = evaluate(pl_module.net, data.x_test, data.y_test, self.evaluation.eval_chunk_size, data.num_classes)
+            test = evaluate(pl_module.net, data.x_test, data.y_test, self.eval_chunk_size, data.num_classes)
             self.summary |= {
                 "reached": True,
                 "optimizer_steps": steps,
@@ -114,12 +127,12 @@ class ValTarget(L.Callback):
                 "val_acc": val["acc"],
                 "test_acc": test["acc"],  # reported at the crossing; never used to select
             }
-            trainer.should_stop = True
         else:
             self.previous_check = steps
             self.due = next_check_step(steps, self.ratio)
         self.summary["checks"] = self.checks
         pl_module.record.probe_time_s += synchronized_now(pl_module.device) - start
+        return reached
 
     def stopped(self, optimizer_steps: int) -> dict | None:
         """summary.json's `stopped` when this callback stopped the run (target or step budget), else None."""

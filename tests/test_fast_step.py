@@ -26,6 +26,7 @@ def trained(fast: bool, batch_size: int, steps: int, **optim) -> StudyModule:
     module.on_train_epoch_start()
     for step in range(steps):
         module.take_step(optimizer, module.order[step * batch_size : (step + 1) * batch_size])
+    module.deferred.flush(module.net.layers)  # as at the end of every chunk
     return module
 
 
@@ -149,3 +150,25 @@ def test_an_unknown_forced_kernel_is_an_error(update_kernel):
     update_kernel("gemv")
     with pytest.raises(ValueError, match=r"UPDATE_KERNEL must be one of \['auto', 'rank1', 'addmm'\]; got 'gemv'"):
         choose(torch.zeros(4, 4), 2)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+def test_deferred_updates_give_the_steps_of_immediate_ones(rows):
+    """Updates kept as factors (DeferredUpdates, the CPU's path for a few rows) against applied at once: the same
+    losses at every step and the same weights after a flush, also when a step does not fit the pending rows."""
+    from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+
+    torch.manual_seed(0)
+    deferred_net, immediate_net = MLP(20, [64, 32], 10), MLP(20, [64, 32], 10)
+    immediate_net.load_state_dict(deferred_net.state_dict())
+    optimizers = [torch.optim.SGD(n.parameters(), lr=0.1) for n in (deferred_net, immediate_net)]
+    deferred = DeferredUpdates(capacity=12)  # not a multiple of every row count: flushes fall between steps
+    for _ in range(40):
+        x, y = torch.randn(rows, 20), torch.randint(0, 10, (rows,))
+        loss = fast_sgd_step(deferred_net.layers, optimizers[0], x, y, deferred=deferred)
+        expected = fast_sgd_step(immediate_net.layers, optimizers[1], x, y)
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert deferred.rows > 0  # updates were still pending: the losses above came from the factors
+    deferred.flush(deferred_net.layers)
+    for p, q in zip(deferred_net.parameters(), immediate_net.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -60,7 +60,8 @@ def test_jobs_are_packed_by_everything_but_seed_and_lr_up_to_the_pack_size():
     "overrides, named",
     [
         (["probes=[update_norms]"], "probes"),
-        (["trainer.stop_at.val_acc=0.9"], "trainer.stop_at.val_acc"),
+        (["trainer.stop_at.train_acc=0.9"], "trainer.stop_at.train_acc"),
+        (["trainer.stop_at.patience=2"], "trainer.stop_at.patience"),
         (["optim=adam"], "optim.name=adam"),
         (["logger=wandb"], "logger=wandb"),
         (["+trainer.max_steps=10"], "trainer.max_steps"),
@@ -121,6 +122,26 @@ def test_a_packed_run_resumes_packed_or_alone_to_the_numbers_of_an_uninterrupted
         for i in range(2):
             assert_same_rows(rows_of(tmp_path / name / str(i)), rows_of(tmp_path / "whole" / str(i)))
             assert summary(tmp_path / name / str(i))["epochs_completed"] == 3
+
+
+def test_packed_runs_with_a_val_acc_target_stop_each_at_its_own_step(tmp_path):
+    """trainer.stop_at.val_acc in a pack: every run checks and stops as it would alone; the others go on."""
+    sweep = ["-m", *SMALL, "data.batch_size=16", "seed=0", "optim.lr=0.02,0.1,0.4", "trainer.max_epochs=3",
+             "trainer.stop_at.val_acc=0.45", "trainer.chunk_samples=256"]  # fmt: skip
+    run_cli([*sweep, f"hydra.sweep.dir={tmp_path / 'alone'}"], cwd=tmp_path)
+    run_cli([*sweep, "hydra/launcher=packed", f"hydra.sweep.dir={tmp_path / 'packed'}"], cwd=tmp_path)
+    steps = []
+    for i in range(3):
+        packed, alone = summary(tmp_path / "packed" / str(i)), summary(tmp_path / "alone" / str(i))
+        assert packed["packed"]["size"] == 3
+        for key in ("reached", "optimizer_steps", "previous_check_steps", "checks"):
+            assert packed["target"].get(key) == alone["target"].get(key), key
+        assert packed["stopped"] == alone["stopped"] and packed["epochs_completed"] == alone["epochs_completed"]
+        assert_same_rows(rows_of(tmp_path / "packed" / str(i)), rows_of(tmp_path / "alone" / str(i)))
+        checks = [read_metrics(tmp_path / name / str(i) / "target.csv") for name in ("packed", "alone")]
+        assert [r["optimizer_steps"] for r in checks[0]] == [r["optimizer_steps"] for r in checks[1]]
+        steps.append(alone["target"].get("optimizer_steps"))
+    assert len(set(steps)) > 1  # the runs stopped at different steps: some trained on after others stopped
 
 
 def members_of(tmp_path, resume: bool) -> list[Member]:
