@@ -128,7 +128,7 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-        deferred.flush(net.layers)
+        deferred.flush([layer.weight for layer in net.layers])
 
     return run
 
@@ -145,6 +145,7 @@ def packed_loop(data: TensorData, batch_size: int, steps: int, runs: int) -> Cal
         for step in range(steps):
             idx = order[:, step * batch_size : (step + 1) * batch_size]
             pack.step(data.x_train[idx], data.y_train[idx], lr)
+        pack.flush()
 
     return run
 

@@ -69,12 +69,13 @@ def fast_sgd_step(
     If `grad_sums` is given ({"<i>.weight" or "<i>.bias": tensor} for layer i), the loss gradient of
     each of those parameters is added to its tensor (the gradient-sum-norm experiment).
     If `deferred` is given, plain SGD updates of a few rows on a CPU are kept there as factors
-    (`DeferredUpdates`); the caller applies them with `deferred.flush(layers)` before it reads the weights.
+    (`DeferredUpdates`); the caller applies them with `deferred.flush(weights)` before it reads the weights.
     """
     group = optimizer.param_groups[0]
     lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
     track = update_sq_norms is not None
-    defer = deferred is not None and deferred.prepare(layers, len(y), momentum == 0 and weight_decay == 0)
+    weights = [layer.weight for layer in layers]
+    defer = deferred is not None and deferred.prepare(weights, len(y), momentum == 0 and weight_decay == 0)
     activations = [x]
     for i, layer in enumerate(layers[:-1]):
         z = torch.addmm(layer.bias, activations[-1], layer.weight.t())
@@ -126,7 +127,7 @@ DEFERRED_MAX_BATCH = 8  # above this the extra matmuls cost more than the weight
 
 
 class DeferredUpdates:
-    """Plain SGD updates W_i -= lr dz_i^T h_i of a few rows, kept as factors and applied in one `addmm_` when
+    """Plain SGD updates W_i -= lr dz_i^T h_i of a few rows, kept as factors and applied in one matmul when
     DEFERRED_ROWS rows have gathered (or on `flush`).
 
     With pending rows A_i = [lr dz_i of each step] and H_i = [h_i of each step], the weights in effect are
@@ -138,54 +139,69 @@ class DeferredUpdates:
     of W_i at every step, half the step's memory traffic over the weights, which is what a step of a few rows
     costs on a CPU. The result is the same SGD up to float32 rounding (tests/test_fast_step.py). Only on a
     CPU and for batches of at most DEFERRED_MAX_BATCH rows: on a GPU the step costs kernel launches, not
-    memory traffic, and the factors would add launches.
+    memory traffic, and the factors would add launches. Works on one net's weights ([out, in]) and on a
+    pack's stacked weights ([K, out, in], bsstudy/packed.py) alike.
     """
 
     def __init__(self, capacity: int = DEFERRED_ROWS):
         self.capacity, self.rows = capacity, 0
         self.factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (A_i, H_i) per layer
 
-    def prepare(self, layers: nn.ModuleList, n: int, plain_sgd: bool) -> bool:
+    def prepare(self, weights: list[torch.Tensor], n: int, plain_sgd: bool) -> bool:
         """Whether this step of n rows defers its updates; makes room first (or applies all pending updates
         when it does not defer)."""
-        takes = plain_sgd and layers[0].weight.device.type == "cpu" and n <= min(DEFERRED_MAX_BATCH, self.capacity)
+        takes = plain_sgd and weights[0].device.type == "cpu" and n <= min(DEFERRED_MAX_BATCH, self.capacity)
         if not takes or self.rows + n > self.capacity:
-            self.flush(layers)
+            self.flush(weights)
         if takes and self.factors is None:
+            lead = weights[0].shape[:-2]  # (), or (K,) for a pack
             self.factors = [
-                (layer.weight.new_empty(self.capacity, layer.weight.shape[0]),
-                 layer.weight.new_empty(self.capacity, layer.weight.shape[1]))
-                for layer in layers
-            ]  # fmt: skip
+                (w.new_empty(*lead, self.capacity, w.shape[-2]), w.new_empty(*lead, self.capacity, w.shape[-1]))
+                for w in weights
+            ]
         return takes
+
+    def pending(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, hs = self.factors[i]
+        return a.narrow(-2, 0, self.rows), hs.narrow(-2, 0, self.rows)
 
     def correct_forward(self, i: int, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """z -= (h H_i^T) A_i: the pending updates' part of h W_i^T."""
         if self.rows:
-            a, hs = self.factors[i][0][: self.rows], self.factors[i][1][: self.rows]
-            z.addmm_(h.mm(hs.t()), a, alpha=-1.0)
+            a, hs = self.pending(i)
+            subtract_product(z, torch.matmul(h, hs.transpose(-1, -2)), a)
         return z
 
     def correct_backward(self, i: int, dz: torch.Tensor, dh: torch.Tensor) -> None:
         """dh -= (dz A_i^T) H_i: the pending updates' part of dz W_i."""
         if self.rows:
-            a, hs = self.factors[i][0][: self.rows], self.factors[i][1][: self.rows]
-            dh.addmm_(dz.mm(a.t()), hs, alpha=-1.0)
+            a, hs = self.pending(i)
+            subtract_product(dh, torch.matmul(dz, a.transpose(-1, -2)), hs)
 
-    def add(self, i: int, dz: torch.Tensor, h: torch.Tensor, lr: float, track: bool) -> torch.Tensor | None:
-        """Keep layer i's update of this step; with `track`, return ||dz^T h||_F^2 (as `subtract_outer`)."""
-        n = len(h)
-        torch.mul(dz, lr, out=self.factors[i][0][self.rows : self.rows + n])
-        self.factors[i][1][self.rows : self.rows + n].copy_(h)
+    def add(self, i: int, dz: torch.Tensor, h: torch.Tensor, lr, track: bool = False) -> torch.Tensor | None:
+        """Keep layer i's update of this step (lr: a float, or a pack's [K, 1, 1] tensor); with `track`, return
+        ||dz^T h||_F^2 (as `subtract_outer`; one net only)."""
+        n = h.shape[-2]
+        torch.mul(dz, lr, out=self.factors[i][0].narrow(-2, self.rows, n))
+        self.factors[i][1].narrow(-2, self.rows, n).copy_(h)
         return torch.dot(dz.mm(dz.t()).view(-1), h.mm(h.t()).view(-1)) if track else None
 
     @torch.no_grad()
-    def flush(self, layers: nn.ModuleList) -> None:
+    def flush(self, weights: list[torch.Tensor]) -> None:
         """Apply every pending update to the weights: W_i -= A_i^T H_i."""
         if self.rows:
-            for layer, (a, hs) in zip(layers, self.factors, strict=True):
-                layer.weight.addmm_(a[: self.rows].t(), hs[: self.rows], alpha=-1.0)
+            for i, weight in enumerate(weights):
+                a, hs = self.pending(i)
+                subtract_product(weight, a.transpose(-1, -2), hs)
         self.rows = 0
+
+
+def subtract_product(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    """out -= left @ right in place: addmm_ for matrices, baddbmm_ for a pack's batches of them."""
+    if out.dim() == 2:
+        out.addmm_(left, right, alpha=-1.0)
+    else:
+        out.baddbmm_(left, right, alpha=-1.0)
 
 
 GRAM_MAX_ROWS = 64  # above this, materializing dz^T h (it replaces addmm_, so costs only memory) is cheaper

@@ -210,7 +210,8 @@ class StudyModule(L.LightningModule):
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
             indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             self.take_step(optimizer, indices, self.record.update_norms_of(step))
-        self.deferred.flush(self.net.layers)  # the weights are whole again before any hook or probe reads them
+        weights = [layer.weight for layer in self.net.layers]
+        self.deferred.flush(weights)  # the weights are whole again before any hook or probe reads them
         self.count_lightning_steps(self.optimizer_steps - steps_before)
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged

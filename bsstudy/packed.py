@@ -50,7 +50,7 @@ from torch import nn
 from bsstudy.config import check_batch_size, check_config
 from bsstudy.data import epoch_permutation, load_data
 from bsstudy.evaluate import epoch_row, log_epoch_line
-from bsstudy.fast_step import fast_step_blocker
+from bsstudy.fast_step import DeferredUpdates, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, build_optimizer, warmup_factor
 from bsstudy.run import build_summary, interruption_message, job_failed
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
@@ -127,30 +127,40 @@ class PackedSGD:
                 layer.bias = nn.Parameter(self.biases[i][k], requires_grad=False)
         # momentum buffers in nn.Module.parameters() order (w0, b0, w1, b1, ...); None until the first step
         self.buffers: list[torch.Tensor] | None = None
+        self.deferred = DeferredUpdates()  # plain SGD with a few rows on a CPU: see fast_step.DeferredUpdates
 
     def params(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """One SGD step of every net k on its batch (x[k], y[k]) with lr[k]; returns the K summed NLL losses."""
+        """One SGD step of every net k on its batch (x[k], y[k]) with lr[k]; returns the K summed NLL losses.
+        Updates may be pending afterwards (`flush` applies them): call it before reading the weights."""
+        plain = self.momentum == 0 and self.weight_decay == 0
+        defer = self.deferred.prepare(self.weights, y.shape[1], plain)
         activations = [x]
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            activations.append(torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2)).relu_())
-        logits = torch.baddbmm(self.biases[-1].unsqueeze(1), activations[-1], self.weights[-1].transpose(1, 2))
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            z = torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2))
+            z = self.deferred.correct_forward(i, activations[-1], z) if defer else z
+            activations.append(z.relu_() if i < len(self.weights) - 1 else z)
+        logits = activations.pop()
         log_probs = torch.log_softmax(logits, dim=2)
         target = y.unsqueeze(2)
         loss_sums = -log_probs.gather(2, target).sum((1, 2))
         dz = log_probs.exp_()
         dz.scatter_add_(2, target, torch.full_like(target, -1, dtype=dz.dtype)).div_(y.shape[1])
-        plain = self.momentum == 0 and self.weight_decay == 0
         if not plain and self.buffers is None:
             self.buffers = [None] * (2 * len(self.weights))
         for i in range(len(self.weights) - 1, -1, -1):
             weight, bias, h = self.weights[i], self.biases[i], activations[i]
             dh = torch.bmm(dz, weight) if i > 0 else None  # with the weights before this step's update
+            if defer and dh is not None:
+                self.deferred.correct_backward(i, dz, dh)
             bias_grad = dz.sum(1)
-            if plain:
+            if defer:
+                self.deferred.add(i, dz, h, lr.view(-1, 1, 1))
+                bias.sub_(bias_grad * lr.view(-1, 1))
+            elif plain:
                 weight.baddbmm_((dz * lr.view(-1, 1, 1)).transpose(1, 2), h, alpha=-1.0)
                 bias.sub_(bias_grad * lr.view(-1, 1))
             else:
@@ -158,7 +168,13 @@ class PackedSGD:
                 self.sgd_update(2 * i + 1, bias, bias_grad, lr.view(-1, 1))
             if dh is not None:
                 dz = dh.mul_(h > 0)
+        if defer:
+            self.deferred.rows += y.shape[1]
         return loss_sums
+
+    def flush(self) -> None:
+        """Apply the pending updates (fast_step.DeferredUpdates): the weights are whole again."""
+        self.deferred.flush(self.weights)
 
     def sgd_update(self, index: int, param: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
         """torch.optim.SGD's update (dampening 0, no Nesterov), batched: g += wd p; buf = mu buf + g; p -= lr buf."""
@@ -369,6 +385,7 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
                 lr, lr_factor = plan_lrs * factor, factor
             indices = order[:, step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
             loss_sums += pack.step(x_all[indices], y_all[indices], lr)
+        pack.flush()  # the weights are whole again before anything reads them
         samples = min(steps.stop * plan.samples_per_step, n) - steps.start * plan.samples_per_step
         for member, member_plan in zip(members, plans, strict=True):
             count_steps(member.module, len(steps), samples)

@@ -26,7 +26,7 @@ def trained(fast: bool, batch_size: int, steps: int, **optim) -> StudyModule:
     module.on_train_epoch_start()
     for step in range(steps):
         module.take_step(optimizer, module.order[step * batch_size : (step + 1) * batch_size])
-    module.deferred.flush(module.net.layers)  # as at the end of every chunk
+    module.deferred.flush([layer.weight for layer in module.net.layers])  # as at the end of every chunk
     return module
 
 
@@ -169,6 +169,6 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows):
         expected = fast_sgd_step(immediate_net.layers, optimizers[1], x, y)
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert deferred.rows > 0  # updates were still pending: the losses above came from the factors
-    deferred.flush(deferred_net.layers)
+    deferred.flush([layer.weight for layer in deferred_net.layers])
     for p, q in zip(deferred_net.parameters(), immediate_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

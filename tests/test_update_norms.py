@@ -36,7 +36,7 @@ def test_step_norms_equal_the_parameter_change_of_each_step(fast, batch_size, op
         before = [p.detach().clone() for p in module.net.parameters()]
         reported = torch.zeros(6)
         module.take_step(optimizer, module.order[step * batch_size : (step + 1) * batch_size], reported)
-        module.deferred.flush(module.net.layers)  # as at the end of every chunk
+        module.deferred.flush([layer.weight for layer in module.net.layers])  # as at the end of every chunk
         # ||theta_{t+1} - theta_t||^2 of each parameter tensor
         after = list(module.net.parameters())
         expected = torch.stack([(p.detach() - b).square().sum() for p, b in zip(after, before, strict=True)])
