@@ -52,7 +52,7 @@ from bsstudy.data import epoch_permutation, load_data
 from bsstudy.evaluate import epoch_row, log_epoch_line
 from bsstudy.fast_step import DeferredUpdates, fast_step_blocker
 from bsstudy.model import MLP, StudyModule, build_optimizer, warmup_factor
-from bsstudy.run import build_summary, interruption_message, job_failed
+from bsstudy.run import build_summary, interrupting_signal, interruption_message, job_failed, requeued_by_slurm
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.runfiles import (
     EpochCSVLogger,
@@ -63,7 +63,7 @@ from bsstudy.runfiles import (
     synchronized_now,
     write_json,
 )
-from bsstudy.stop_signals import STOP
+from bsstudy.stop_signals import STOP, RunInterrupted
 from bsstudy.stopping import stopped
 from bsstudy.target import ValTarget, target_callbacks
 
@@ -89,8 +89,12 @@ def pack_blocker(cfg: DictConfig) -> str | None:
         return "Lightning callbacks (callbacks group or trainer.callbacks) need a Trainer of their own"
     if set_at := [k for k in ("train_loss", "train_acc", "patience") if trainer.stop_at.get(k) is not None]:
         return f"trainer.stop_at.{set_at[0]} is set (an EarlyStopping callback needs a Trainer of its own)"
-    if "wandb" in cfg.logger:
-        return "logger=wandb (one W&B run per process)"
+    if extra := sorted(set(cfg.logger) - {"csv"}) or ([] if "csv" in cfg.logger else ["(no csv)"]):
+        return f"logger={','.join(extra)} (a pack writes metrics.csv only; W&B: one run per process)"
+    if trainer.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        return f"trainer.accelerator={trainer.accelerator} (a pack runs on the CPU or a CUDA GPU)"
+    if trainer.deterministic:
+        return "trainer.deterministic is set (Lightning switches torch's deterministic algorithms on; a pack does not)"
     if extra := sorted(set(trainer) - set(PACKABLE_TRAINER_KEYS)):
         return f"trainer.{extra[0]} is set (a Trainer argument; packs use no Trainer)"
     return None
@@ -149,7 +153,7 @@ class PackedSGD:
         loss_sums = -log_probs.gather(2, target).sum((1, 2))
         dz = log_probs.exp_()
         dz.scatter_add_(2, target, torch.full_like(target, -1, dtype=dz.dtype)).div_(y.shape[1])
-        if not plain and self.buffers is None:
+        if self.momentum and self.buffers is None:
             self.buffers = [None] * (2 * len(self.weights))
         for i in range(len(self.weights) - 1, -1, -1):
             weight, bias, h = self.weights[i], self.biases[i], activations[i]
@@ -224,6 +228,8 @@ def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # its own paths, resolved now
         check_config(resolved)
+        if requeued_by_slurm() and not resolved.resume:  # as a run alone: a requeued job continues its run
+            resolved.resume = True
         locks.enter_context(locked_run_folder(run_dir))
         if (done := check_run_folder(resolved, run_dir)) is not None:
             return done
@@ -291,27 +297,33 @@ def train_pack(members: list[Member], max_epochs: int, threads: int | None) -> N
     if threads:
         torch.set_num_threads(threads)
     device = pack_device(members[0].cfg.trainer)
-    ready = []
     for member in members:
         member.started = time.perf_counter()
-        try:
-            build_member(member, device)
-            ready.append(member)
-        except Exception as err:
-            end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
-    for start in sorted({m.start_epoch for m in ready}):
-        sub_pack = [m for m in ready if m.start_epoch == start]
-        try:
-            train_sub_pack(sub_pack, max_epochs, device)
-        except (SystemExit, KeyboardInterrupt) as err:
-            for member in ready:
-                if member.status is None:
-                    end_member(member, "interrupted", error=interrupted_message(err, member))
+    try:
+        STOP.check()  # a stop signal before this pack began: it does not start
+        ready = []
+        for member in members:
+            try:
+                build_member(member, device)
+                ready.append(member)
+            except Exception as err:
+                end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+        for start in sorted({m.start_epoch for m in ready}):
+            sub_pack = [m for m in ready if m.start_epoch == start]
+            try:
+                train_sub_pack(sub_pack, max_epochs, device)
+            except Exception as err:
+                for member in sub_pack:
+                    if member.status is None:
+                        error, trace = f"{type(err).__name__}: {err}", traceback.format_exc()
+                        end_member(member, "failed", error=error, trace=trace)
+    except (SystemExit, KeyboardInterrupt) as err:  # as bsstudy/run.py: fit_run
+        for member in members:
+            if member.status is None:
+                end_member(member, "interrupted", error=interrupted_message(err, member))
+        if (signum := interrupting_signal(err)) is None:
             raise
-        except Exception as err:
-            for member in sub_pack:
-                if member.status is None:
-                    end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+        raise RunInterrupted(signum) from None
 
 
 def interrupted_message(err: BaseException, member: Member) -> str:
@@ -368,9 +380,11 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
         m.module.epoch_samples = m.module.epoch_steps = 0
         m.module.record.start_epoch()
     epoch_start = synchronized_now(device)
+    paused = [0.0]  # the ends of runs that stopped within the epoch (their evaluation and checkpoints)
 
-    def epoch_time() -> float:  # so far, without every run's target checks: the whole pack waited for them
-        return synchronized_now(device) - epoch_start - sum(m.module.record.probe_time_s for m in members)
+    def epoch_time() -> float:  # so far, without every run's target checks and ends: the pack waited for them
+        waited = paused[0] + sum(m.module.record.probe_time_s for m in members)
+        return synchronized_now(device) - epoch_start - waited
 
     for m in members:
         m.epoch_time = epoch_time
@@ -396,11 +410,12 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
                 continue
             if not finite[k]:
                 member.module.diverged = True
-                end_epoch(member, loss_sums[k], epoch, epoch_time())
-                end_member(member, "diverged")
-            elif member.target is not None and member.target.after_chunk(member.module):
-                end_epoch(member, loss_sums[k], epoch, epoch_time())
-                end_member(member, "completed")
+            elif member.target is None or not member.target.after_chunk(member.module):
+                continue
+            ending = synchronized_now(device)
+            end_epoch(member, loss_sums[k], epoch, epoch_time())
+            end_member(member, "diverged" if member.module.diverged else "completed")
+            paused[0] += synchronized_now(device) - ending
         if all(m.status is not None for m in members):
             return
     elapsed = epoch_time()
@@ -443,7 +458,8 @@ def member_checkpoint(member: Member, epoch: int) -> dict:
     module = member.module
     optimizer = build_optimizer(module.net.parameters(), member.cfg.optim, member.lr)
     for param, buffer in zip(module.net.parameters(), member.pack.buffers or [], strict=False):
-        optimizer.state[param]["momentum_buffer"] = buffer[member.index].clone()
+        if buffer is not None:
+            optimizer.state[param]["momentum_buffer"] = buffer[member.index].clone()
     return {
         "epoch": epoch,
         "global_step": module.optimizer_steps,
@@ -504,7 +520,7 @@ def end_member(member: Member, status: str, error: str | None = None, trace: str
                 "devices": str(member.module.device) if member.module else None, "set_by_launcher": {}}  # fmt: skip
     wall_time_s = time.perf_counter() - member.started
     summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher)
-    if member.module is not None:
+    if member.module is not None and status in ("completed", "diverged"):  # what a run alone adds when it ends
         summary |= stopped(None, status == "diverged", summary["epochs_completed"])
         if member.target is not None:
             summary["target"] = member.target.summary

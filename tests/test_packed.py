@@ -22,7 +22,7 @@ SMALL = ["data=synthetic", "model.hidden_sizes=[32,32]", "data.val_size=256", "t
 COMPARED = ("optimizer_steps", "samples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc")
 
 
-@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3), (0.0, 1e-3)])
 @pytest.mark.parametrize("rows", [2, 5])
 def test_a_packed_step_equals_the_fast_step_of_each_net(momentum, weight_decay, rows):
     torch.manual_seed(0)
@@ -145,12 +145,13 @@ def test_packed_runs_with_a_val_acc_target_stop_each_at_its_own_step(tmp_path):
     assert len(set(steps)) > 1  # the runs stopped at different steps: some trained on after others stopped
 
 
-def members_of(tmp_path, resume: bool) -> list[Member]:
+def members_of(tmp_path, resume: bool, *overrides: str) -> list[Member]:
     members = []
     for seed in (0, 1):
         run_dir = tmp_path / str(seed)
         run_dir.mkdir(exist_ok=True)
-        cfg = compose_run(run_dir, [*SMALL, f"seed={seed}", "trainer.max_epochs=2", f"resume={str(resume).lower()}"])
+        cfg = compose_run(run_dir, [*SMALL, f"seed={seed}", "trainer.max_epochs=2", f"resume={str(resume).lower()}",
+                                    *overrides])  # fmt: skip
         members.append(Member(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run_dir))
     return members
 
@@ -169,3 +170,13 @@ def test_a_stop_signal_ends_every_run_of_the_pack_interrupted_and_resumable(tmp_
     for seed in (0, 1):
         assert summary(tmp_path / str(seed))["status"] == "completed"
         assert [r["epoch"] for r in read_metrics(RunFolder(tmp_path / str(seed)).metrics_path)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("optim", [["optim.weight_decay=1e-3"], ["optim.momentum=0.9"]], ids=["wd", "momentum"])
+def test_a_pack_with_weight_decay_or_momentum_writes_its_checkpoints(tmp_path, optim):
+    train_pack(members_of(tmp_path, False, "trainer.max_epochs=1", *optim), max_epochs=1, threads=1)
+    for seed in (0, 1):
+        assert summary(tmp_path / str(seed))["status"] == "completed"
+        checkpoint = torch.load(tmp_path / str(seed) / "checkpoints" / "last.ckpt", weights_only=False)
+        state = checkpoint["optimizer_states"][0]["state"]
+        assert bool(state) == ("optim.momentum=0.9" in optim)  # momentum buffers only with momentum

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, open_dict
 
 from bsstudy import ConfigError, is_positive_int
 from bsstudy.packed import PACK_KEYS, Member, pack_blocker, prepare_member, train_pack
-from bsstudy.run import sweeper_objective
+from bsstudy.run import job_failed, sweeper_objective
 from bsstudy.run_identity import override_key
+from bsstudy.stop_signals import STOP
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ def packs_of(jobs: list[Job], pack_size: int) -> list[list[Job]]:
     return [group[i : i + pack_size] for group in groups.values() for i in range(0, len(group), pack_size)]
 
 
+def blocker(cfg: DictConfig) -> str | None:
+    """pack_blocker, or the error a config too broken to judge raises: such jobs run alone and fail there, one by
+    one, with the error a run alone gives."""
+    try:
+        return pack_blocker(cfg)
+    except Exception as err:
+        return f"the config cannot be read ({type(err).__name__}: {err})"
+
+
 class PackedLauncher(Launcher):
     def __init__(self, pack_size: int) -> None:
         super().__init__()
@@ -62,7 +72,7 @@ class PackedLauncher(Launcher):
         jobs = [self.compose(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         returns: dict[int, JobReturn] = {}
         for pack in packs_of(jobs, self.pack_size):
-            why = "a pack of one" if len(pack) == 1 else pack_blocker(pack[0].cfg)
+            why = "a pack of one" if len(pack) == 1 else blocker(pack[0].cfg)
             if why:
                 log.info("packed launcher: %d job(s) run one at a time: %s", len(pack), why)
                 returns |= {job.idx: self.run_alone(job) for job in pack}
@@ -88,6 +98,7 @@ class PackedLauncher(Launcher):
     def run_pack(self, pack: list[Job]) -> dict[int, JobReturn]:
         """Prepare each job's run folder (held locked until the pack ends), train the members together, and give
         each job the value a run alone returns (bsstudy/__main__.py: main)."""
+        STOP.check()  # a stop signal after the last pack: the next one does not start
         log.info("packed launcher: %d runs in one pack", len(pack))
         with ExitStack() as locks:
             returns = {job.idx: self.run(job, partial(prepare_member, locks)) for job in pack}
@@ -100,6 +111,9 @@ class PackedLauncher(Launcher):
                 train_pack(list(members.values()), cfg.trainer.max_epochs, cfg.trainer.threads)
             for idx, member in members.items():
                 summary = member.folder.summary() or {}
-                returns[idx].return_value = sweeper_objective(summary) if summary.get("final") else float("nan")
+                if summary.get("status") in ("completed", "diverged"):
+                    returns[idx].return_value = sweeper_objective(summary)
+                else:  # failed: as a run alone's job that raised (bsstudy/__main__.py: main)
+                    returns[idx].return_value = job_failed(member.run_dir, RuntimeError(summary.get("error")))
                 returns[idx].status = JobStatus.COMPLETED
         return returns
