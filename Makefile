@@ -29,7 +29,7 @@ test-fast: install  ## the tests that neither train a model nor start the CLI (m
 	$(BIN)/python -m pytest -q -m "not slow and not cli"
 
 WHEEL_VENV ?= /tmp/bsstudy-wheel-venv
-wheel-check: install  ## build the wheel, install it (not editable) in a fresh venv, run a 1-epoch sweep from another folder
+wheel-check: install  ## build the wheel, install it (not editable) in a fresh venv, run 1-epoch sweeps (one packed) from another folder
 	rm -rf build dist $(WHEEL_VENV) && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	$(PYTHON) -m venv $(WHEEL_VENV) && $(WHEEL_VENV)/bin/pip install -q --no-deps dist/bsstudy-*.whl
 	@# the dependencies (torch alone is GBs) come from .venv; bsstudy itself only from the wheel
@@ -38,7 +38,12 @@ wheel-check: install  ## build the wheel, install it (not editable) in a fresh v
 	cd $(WHEEL_VENV) && WANDB_MODE=offline bin/bsstudy -m data=synthetic data.batch_size=8,32 trainer.max_epochs=1 \
 		trainer.progress_bar=false hydra.sweep.dir=$(WHEEL_VENV)/sweep
 	test -f $(WHEEL_VENV)/sweep/report/report.html && test -f $(WHEEL_VENV)/sweep/1/summary.json
+	cd $(WHEEL_VENV) && WANDB_MODE=offline bin/bsstudy -m hydra/launcher=packed data=synthetic seed=0,1 \
+		trainer.max_epochs=1 trainer.progress_bar=false hydra.sweep.dir=$(WHEEL_VENV)/packed
+	grep -q '"size": 2' $(WHEEL_VENV)/packed/1/summary.json
 	cd $(WHEEL_VENV) && bin/python -c "import bsstudy; assert '$(WHEEL_VENV)' in bsstudy.__file__, bsstudy.__file__"
+	cd $(WHEEL_VENV) && bin/python -c "import hydra_plugins.bsstudy_packed.packed_launcher as m; \
+		assert '$(WHEEL_VENV)' in m.__file__, m.__file__"
 
 study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g. make study ARGS="data=fashion_mnist"
 	$(BIN)/python -m bsstudy -m experiment=generalization $(ARGS)
