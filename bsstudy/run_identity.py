@@ -121,13 +121,6 @@ def restore_hydra_files(run_dir: Path) -> None:
         RunFolder(run_dir).hydra_file(name).write_text(text)
 
 
-def read_summary(run_dir: Path) -> dict | None:
-    """<run>/summary.json, or None; a corrupt one is an error naming the file and what to do."""
-    return read_json_named(
-        RunFolder(run_dir).summary_path, "Delete it: resume=true then continues from checkpoints/last.ckpt"
-    )
-
-
 def held_results(run_dir: Path, summary: dict | None) -> list[str]:
     """The files that make the folder a run's: metrics, checkpoints, a summary of a run that trained."""
     folder = RunFolder(run_dir)
@@ -143,7 +136,7 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
     nothing to do (the run already ended). Raises RunFolderError naming the way out when the folder holds
     another run, or a run that this start would mix its files with."""
     check_value("resume", cfg.resume, ROOT_RULES["resume"])
-    summary = read_summary(run_dir)
+    summary = RunFolder(run_dir).summary()
     recorded = read_identity(run_dir)
     if not cfg.resume:
         if held := held_results(run_dir, summary):

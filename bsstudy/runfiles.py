@@ -299,8 +299,20 @@ class RunFolder:
             raise FileNotFoundError(f"{self.path} is not a bsstudy run folder: no {self.config_path}")
         return OmegaConf.load(self.config_path)
 
-    def summary(self) -> dict | None:
-        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
+    def summary(self, strict: bool = True) -> dict | None:
+        """summary.json, or None when the run wrote none (not started yet, or killed). A corrupt file is a
+        RunFolderError naming it and the way out; with strict=False it reads as None (readers that list runs)."""
+        from bsstudy import RunFolderError
+
+        if not self.summary_path.exists():
+            return None
+        try:
+            return json.loads(self.summary_path.read_text())
+        except ValueError as err:
+            if not strict:
+                return None
+            way_out = "Delete it: resume=true then continues from checkpoints/last.ckpt"
+            raise RunFolderError(f"{self.summary_path} is corrupt ({err}). {way_out}") from None
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.metrics_path) if self.metrics_path.exists() else []

@@ -20,10 +20,8 @@ is one `python -m bsstudy -m experiment=tuned` command); this module holds what 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.runfiles import RunFolder
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,3 @@ def select_best(candidates: list[Candidate]) -> Candidate | None:
     if not reached:
         return None
     return min(reached, key=lambda c: (c.steps, -c.val_acc, c.lr))
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    """<run>/summary.json, or None when the run wrote none (it never started, or it was killed)."""
-    try:
-        return RunFolder(run_dir).summary()
-    except (OSError, ValueError):
-        return None

@@ -10,7 +10,7 @@ import pytest
 from bsstudy import RunFolderError
 from bsstudy.report.runs import read_sweep
 from bsstudy.run import train
-from bsstudy.runfiles import RunCheckpoints, read_metrics, replace_atomically
+from bsstudy.runfiles import RunCheckpoints, RunFolder, read_metrics, replace_atomically
 
 from conftest import compose_run
 
@@ -64,6 +64,7 @@ def test_a_corrupt_summary_is_named_with_what_to_do(tmp_path):
     (tmp_path / "summary.json").write_text('{"status": "compl')
     with pytest.raises(RunFolderError, match=r"summary.json is corrupt .*Delete it"):
         train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=1", "resume=true"]))
+    assert RunFolder(tmp_path).summary(strict=False) is None  # readers that list runs (tuned study) skip it
 
 
 def test_a_diverged_run_reports_nan_and_is_not_resumed_from_nan_weights(tmp_path):

@@ -30,7 +30,7 @@ from bsstudy.report.figures import batch_axis, errorbar, log_scale, new_figure, 
 from bsstudy.report.uncertainty import mean_ci
 from bsstudy.runfiles import RunFolder, run_folders
 from bsstudy.streams import rng
-from bsstudy.tuned import Candidate, candidate_from_summary, read_summary, select_best
+from bsstudy.tuned import Candidate, candidate_from_summary, select_best
 
 BOOTSTRAP_SAMPLES = 1000
 MIN_SEEDS = 2  # seeds per B below which no interval, and so no recommendation, can be given
@@ -79,7 +79,7 @@ def tuned_runs(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per run of the study that has a summary with a target block (see run_row's columns)."""
     rows = []
     for folder in run_folders(Path(sweep_dir)):
-        summary = read_summary(folder)
+        summary = RunFolder(folder).summary(strict=False)
         if summary is not None and summary.get("target") is not None and "batch_size" in summary:
             rows.append(run_row(folder, summary))
     return pd.DataFrame(rows)

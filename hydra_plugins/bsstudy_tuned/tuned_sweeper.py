@@ -26,13 +26,12 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.runfiles import write_json
+from bsstudy.runfiles import RunFolder, write_json
 from bsstudy.tuned import (
     candidate_from_summary,
     check_grid,
     job_overrides,
     lr_grid,
-    read_summary,
     select_best,
 )
 
@@ -100,7 +99,7 @@ class TunedSweeper(Sweeper):
         """{B: the selected Candidate, or None when no run of B reached the target} from the phase-1 runs."""
         candidates = []
         for result in results:
-            summary = read_summary(Path(result.hydra_cfg.hydra.runtime.output_dir))
+            summary = RunFolder(result.hydra_cfg.hydra.runtime.output_dir).summary(strict=False)
             if summary is not None and "batch_size" in summary:
                 candidates.append(candidate_from_summary(summary))
         chosen = {b: select_best([c for c in candidates if c.batch_size == b]) for b in self.batch_sizes}
