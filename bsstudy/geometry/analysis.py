@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import CONF_DIR
-from bsstudy.geometry.runs import load_run, merge_into_summary, pick_pair, runs_of
+from bsstudy.geometry.runs import load_run, pick_pair, rebuildable_runs
 from bsstudy.probes import build_probe
 from bsstudy.runfiles import RunFolder
 
@@ -35,14 +35,14 @@ def measure_run(name: str, run_dir: Path, overrides=None, device: str = "cpu", g
     run = load_run(run_dir, geometry_bn=geometry_bn)
     probe = build_probe(name, probe_settings(name, overrides), RunFolder(run.run_dir).probe_dir(name))
     summary = probe.measure(run.net.to(device), run.data.to(device), run.seed)
-    merge_into_summary(run.run_dir, name, summary | {"source": "python -m bsstudy.geometry"})
+    RunFolder(run.run_dir).merge_probe_summary(name, summary | {"source": "python -m bsstudy.geometry"})
     log.info("%s of %s: %s", name, run_dir, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
     return summary
 
 
 def measure_all(name: str, path: Path, overrides=None, device: str = "cpu", geometry_bn: str | None = None) -> None:
     """`measure_run` on a run folder, or on every run of a sweep folder."""
-    for run_dir in runs_of(path):
+    for run_dir in rebuildable_runs(path):
         measure_run(name, run_dir, overrides, device, geometry_bn)
 
 

@@ -29,10 +29,6 @@ class LoadedRun:
         return self.cfg.seed
 
 
-def run_config(run_dir: Path) -> DictConfig:
-    return RunFolder(run_dir).config()
-
-
 def load_weights(net: MLP, checkpoint: Path) -> MLP:
     """Load the `net.*` entries of a Lightning checkpoint of StudyModule into `net`."""
     if not Path(checkpoint).is_file():
@@ -46,7 +42,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt", geometry_bn: st
     """Rebuild a run's data and network from `<run>/.hydra/config.yaml` and load `checkpoints/<checkpoint>`;
     `geometry_bn` replaces the run's model.geometry_bn (the batch-norm convention of the geometry measures)."""
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = RunFolder(run_dir).config()
     if geometry_bn is not None:
         cfg.model.geometry_bn = geometry_bn
     data = load_data(cfg.data, cfg.seed)
@@ -60,7 +56,7 @@ def is_run_dir(path: str | Path) -> bool:
     return RunFolder(path).config_path.is_file()
 
 
-def runs_of(path: str | Path) -> list[Path]:
+def rebuildable_runs(path: str | Path) -> list[Path]:
     """[path] for a run folder, its runs for a sweep folder (those with a resolved config), in job order."""
     runs = [run for run in run_folders(Path(path)) if is_run_dir(run)]
     if not runs:
@@ -72,8 +68,8 @@ def pick_pair(sweep_dir: str | Path, batch_sizes: tuple[int, int] | None = None)
     """Two runs of a sweep with batch sizes (B_a, B_b), by default its smallest and largest; with several
     seeds, the pair of the smallest seed that both batch sizes have."""
     runs = {}
-    for run in runs_of(sweep_dir):
-        cfg = run_config(run)
+    for run in rebuildable_runs(sweep_dir):
+        cfg = RunFolder(run).config()
         runs.setdefault((cfg.data.batch_size, cfg.seed), run)
     available = sorted({b for b, _ in runs})
     b_a, b_b = batch_sizes or (available[0], available[-1])
@@ -82,8 +78,3 @@ def pick_pair(sweep_dir: str | Path, batch_sizes: tuple[int, int] | None = None)
         raise ValueError(f"{sweep_dir}: need two different batch sizes with a common seed; got {b_a} and {b_b}, "
                          f"the sweep has batch sizes {available}")  # fmt: skip
     return runs[(b_a, seeds[0])], runs[(b_b, seeds[0])]
-
-
-def merge_into_summary(run_dir: Path, name: str, numbers: dict) -> None:
-    """Add `numbers` to <run>/summary.json under probes.<name> (as the probe would have), atomically."""
-    RunFolder(run_dir).merge_probe_summary(name, numbers)

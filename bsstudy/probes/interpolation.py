@@ -22,7 +22,7 @@ from bsstudy import ConfigError
 from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
 from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
 from bsstudy.geometry.objective import measured_point, subset_loss
-from bsstudy.geometry.runs import is_run_dir, load_weights, run_config
+from bsstudy.geometry.runs import is_run_dir, load_weights
 from bsstudy.probes import Probe
 from bsstudy.runfiles import RunFolder, write_json, write_table
 
@@ -32,7 +32,7 @@ def recorded_batch_size(run_dir: Path | None) -> int | None:
     if run_dir is None:
         return None
     if is_run_dir(run_dir):
-        return run_config(run_dir).data.batch_size
+        return RunFolder(run_dir).config().data.batch_size
     return (RunFolder(run_dir).summary() or {}).get("batch_size")
 
 
