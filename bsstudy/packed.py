@@ -133,9 +133,6 @@ class PackedSGD:
         self.buffers: list[torch.Tensor] | None = None
         self.deferred = DeferredUpdates()  # plain SGD with a few rows on a CPU: see fast_step.DeferredUpdates
 
-    def params(self) -> list[torch.Tensor]:
-        return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
-
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """One SGD step of every net k on its batch (x[k], y[k]) with lr[k]; returns the K summed NLL losses.
@@ -320,14 +317,10 @@ def train_pack(members: list[Member], max_epochs: int, threads: int | None) -> N
     except (SystemExit, KeyboardInterrupt) as err:  # as bsstudy/run.py: fit_run
         for member in members:
             if member.status is None:
-                end_member(member, "interrupted", error=interrupted_message(err, member))
+                end_member(member, "interrupted", error=interruption_message(err, epochs_completed(member)))
         if (signum := interrupting_signal(err)) is None:
             raise
         raise RunInterrupted(signum) from None
-
-
-def interrupted_message(err: BaseException, member: Member) -> str:
-    return interruption_message(err, epochs_completed(member))
 
 
 def epochs_completed(member: Member) -> int:
@@ -440,9 +433,10 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
              "probe_time_s": member.module.record.probe_time_s}  # fmt: skip
     log_row(member, epoch + 1, extra)
     cfg = member.cfg.checkpoint
-    for name in checkpoint_names(epoch + 1, cfg.at_epochs, cfg.save_last):
-        checkpoint = member_checkpoint(member, epoch)
-        save_checkpoint_file(member.folder.checkpoints / name, lambda tmp, c=checkpoint: torch.save(c, tmp))
+    names = checkpoint_names(epoch + 1, cfg.at_epochs, cfg.save_last)
+    checkpoint = member_checkpoint(member, epoch) if names else None
+    for name in names:
+        save_checkpoint_file(member.folder.checkpoints / name, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def log_row(member: Member, epoch: int, extra: dict) -> None:
