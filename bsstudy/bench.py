@@ -118,9 +118,14 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
     order = epoch_permutation(data.n_train, 0, 0).to(data.x_train.device)
     deferred = DeferredUpdates()
 
+    weights = [layer.weight for layer in net.layers]
+    block = deferred.block_steps(weights, batch_size, plain_sgd=True) if fast else 0
+
     def run() -> None:
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
+            if block and step % block == 0:  # as StudyModule.training_step
+                deferred.start_block(weights, data.x_train[order[step * batch_size : (step + block) * batch_size]])
             if fast:
                 fast_sgd_step(net.layers, optimizer, data.x_train[idx], data.y_train[idx], deferred=deferred)
             else:
@@ -141,9 +146,13 @@ def packed_loop(data: TensorData, batch_size: int, steps: int, runs: int) -> Cal
     order = torch.stack([epoch_permutation(data.n_train, seed, 0) for seed in range(runs)]).to(data.x_train.device)
     lr = torch.full((runs,), 0.01, device=data.x_train.device)
 
+    block = pack.block_steps(batch_size)
+
     def run() -> None:
         for step in range(steps):
             idx = order[:, step * batch_size : (step + 1) * batch_size]
+            if block and step % block == 0:  # as packed.train_epoch
+                pack.start_block(data.x_train[order[:, step * batch_size : (step + block) * batch_size]])
             pack.step(data.x_train[idx], data.y_train[idx], lr)
         pack.flush()
 

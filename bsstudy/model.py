@@ -18,7 +18,7 @@ from torch import nn
 
 from bsstudy import ConfigError
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
-from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, plain_sgd
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 OPTIMIZERS = ("sgd", "adam")
@@ -203,14 +203,21 @@ class StudyModule(L.LightningModule):
 
     def training_step(self, chunk: int, batch_idx: int) -> None:
         optimizer = self.optimizers().optimizer  # the raw optimizer: no per-step Lightning wrapper
-        plan = self.plan
+        plan, weights = self.plan, [layer.weight for layer in self.net.layers]
         first, steps_before = chunk * plan.steps_per_chunk, self.optimizer_steps
-        for step in range(first, min(first + plan.steps_per_chunk, plan.steps)):
+        last, rows = min(first + plan.steps_per_chunk, plan.steps), plan.samples_per_step
+        block = (
+            self.deferred.block_steps(weights, rows, plain_sgd(optimizer)) if self.take_step == self.fast_step else 0
+        )
+        for step in range(first, last):
             if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
-            indices = self.order[step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
+            if block and (step - first) % block == 0:  # the first layer's product for the block's steps at once
+                self.deferred.start_block(
+                    weights, self.data.x_train[self.order[step * rows : min(step + block, last) * rows]]
+                )
+            indices = self.order[step * rows : (step + 1) * rows]
             self.take_step(optimizer, indices, self.record.update_norms_of(step))
-        weights = [layer.weight for layer in self.net.layers]
         self.deferred.flush(weights)  # the weights are whole again before any hook or probe reads them
         self.count_lightning_steps(self.optimizer_steps - steps_before)
         diverged = not torch.isfinite(self.epoch_loss_sum)  # one check (one device sync) per chunk

@@ -141,7 +141,11 @@ class PackedSGD:
         defer = self.deferred.prepare(self.weights, y.shape[1], plain)
         activations = [x]
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            z = torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2))
+            ahead = self.deferred.first_layer_rows(y.shape[1]) if defer and i == 0 else None  # start_block's
+            if ahead is None:
+                z = torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2))
+            else:
+                z = ahead + bias.unsqueeze(1)
             z = self.deferred.correct_forward(i, activations[-1], z) if defer else z
             activations.append(z.relu_() if i < len(self.weights) - 1 else z)
         logits = activations.pop()
@@ -172,6 +176,14 @@ class PackedSGD:
         if defer:
             self.deferred.rows += y.shape[1]
         return loss_sums
+
+    def block_steps(self, n: int) -> int:
+        """Steps of n rows per block of deferred updates (0: the updates are not deferred)."""
+        return self.deferred.block_steps(self.weights, n, self.momentum == 0 and self.weight_decay == 0)
+
+    def start_block(self, x: torch.Tensor) -> None:
+        """The first layer's product for the rows x [K, rows, in] of the coming steps (DeferredUpdates.start_block)."""
+        self.deferred.start_block(self.weights, x)
 
     def flush(self) -> None:
         """Apply the pending updates (fast_step.DeferredUpdates): the weights are whole again."""
@@ -383,6 +395,7 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
         m.epoch_time = epoch_time
     lr, lr_factor = None, None
     chunks = math.ceil(plan.steps / plan.steps_per_chunk)
+    rows, block = plan.samples_per_step, pack.block_steps(plan.samples_per_step)
     for chunk in range(chunks):
         STOP.check()
         steps = range(chunk * plan.steps_per_chunk, min((chunk + 1) * plan.steps_per_chunk, plan.steps))
@@ -390,7 +403,9 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
             factor = warmup_factor(first.optimizer_steps + step - steps.start, first.warmup_steps)
             if factor != lr_factor:
                 lr, lr_factor = plan_lrs * factor, factor
-            indices = order[:, step * plan.samples_per_step : (step + 1) * plan.samples_per_step]
+            if block and (step - steps.start) % block == 0:
+                pack.start_block(x_all[order[:, step * rows : min(step + block, steps.stop) * rows]])
+            indices = order[:, step * rows : (step + 1) * rows]
             loss_sums += pack.step(x_all[indices], y_all[indices], lr)
         pack.flush()  # the weights are whole again before anything reads them
         samples = min(steps.stop * plan.samples_per_step, n) - steps.start * plan.samples_per_step

@@ -152,10 +152,13 @@ def test_an_unknown_forced_kernel_is_an_error(update_kernel):
         choose(torch.zeros(4, 4), 2)
 
 
+@pytest.mark.parametrize("look_ahead", [False, True])
 @pytest.mark.parametrize("rows", [1, 2, 3, 8])
-def test_deferred_updates_give_the_steps_of_immediate_ones(rows):
+def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
     """Updates kept as factors (DeferredUpdates, the CPU's path for a few rows) against applied at once: the same
-    losses at every step and the same weights after a flush, also when a step does not fit the pending rows."""
+    losses at every step and the same weights after a flush, also when a step does not fit the pending rows.
+    With `look_ahead`, blocks of steps take their first layer's product from start_block (as the training loop
+    does), including blocks shorter than the capacity and steps past a block's rows (they compute their own)."""
     from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
 
     torch.manual_seed(0)
@@ -163,12 +166,35 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows):
     immediate_net.load_state_dict(deferred_net.state_dict())
     optimizers = [torch.optim.SGD(n.parameters(), lr=0.1) for n in (deferred_net, immediate_net)]
     deferred = DeferredUpdates(capacity=12)  # not a multiple of every row count: flushes fall between steps
-    for _ in range(40):
-        x, y = torch.randn(rows, 20), torch.randint(0, 10, (rows,))
-        loss = fast_sgd_step(deferred_net.layers, optimizers[0], x, y, deferred=deferred)
-        expected = fast_sgd_step(immediate_net.layers, optimizers[1], x, y)
+    weights = [layer.weight for layer in deferred_net.layers]
+    block = deferred.block_steps(weights, rows, plain_sgd=True)
+    xs, ys = torch.randn(40, rows, 20), torch.randint(0, 10, (40, rows))
+    for step in range(40):
+        if look_ahead and step % block == 0:
+            deferred.start_block(weights, xs[step : step + max(1, block - step % 3)].reshape(-1, 20))
+        loss = fast_sgd_step(deferred_net.layers, optimizers[0], xs[step], ys[step], deferred=deferred)
+        expected = fast_sgd_step(immediate_net.layers, optimizers[1], xs[step], ys[step])
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert deferred.rows > 0  # updates were still pending: the losses above came from the factors
-    deferred.flush([layer.weight for layer in deferred_net.layers])
+    deferred.flush(weights)
     for p, q in zip(deferred_net.parameters(), immediate_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_look_ahead_block_is_used_and_dropped_when_the_weights_change():
+    """start_block's rows are handed out in order, none past the block; applying the updates drops the block
+    (its product was of the weights before)."""
+    from bsstudy.fast_step import DeferredUpdates
+
+    weights = [torch.randn(5, 4)]
+    deferred = DeferredUpdates(capacity=4)
+    x = torch.randn(4, 4)
+    deferred.start_block(weights, x)
+    torch.testing.assert_close(deferred.first_layer_rows(2), x[:2] @ weights[0].t())
+    torch.testing.assert_close(deferred.first_layer_rows(2), x[2:] @ weights[0].t())
+    assert deferred.first_layer_rows(1) is None
+    deferred.start_block(weights, x)
+    deferred.flush(weights)
+    assert deferred.first_layer_rows(1) is None
+    assert deferred.block_steps(weights, 2, plain_sgd=True) == 2
+    assert deferred.block_steps(weights, 2, plain_sgd=False) == 0

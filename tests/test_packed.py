@@ -94,9 +94,10 @@ def summary(run_dir) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_a_packed_sweep_gives_each_run_the_files_and_numbers_of_a_run_alone(tmp_path):
+@pytest.mark.parametrize("batch_size", [16, 4])  # 4: the CPU's deferred updates and look-ahead blocks
+def test_a_packed_sweep_gives_each_run_the_files_and_numbers_of_a_run_alone(tmp_path, batch_size):
     """Four runs (2 seeds x 2 lrs; lr 1e4 diverges) packed, against the same sweep run one at a time."""
-    sweep = ["-m", *SMALL, "data.batch_size=16", "seed=0,1", "optim.lr=0.05,1e4", "trainer.max_epochs=2"]
+    sweep = ["-m", *SMALL, f"data.batch_size={batch_size}", "seed=0,1", "optim.lr=0.05,1e4", "trainer.max_epochs=2"]
     run_cli([*sweep, f"hydra.sweep.dir={tmp_path / 'alone'}"], cwd=tmp_path)
     proc = run_cli([*sweep, "hydra/launcher=packed", f"hydra.sweep.dir={tmp_path / 'packed'}"], cwd=tmp_path)
     assert "4 runs in one pack" in proc.stdout + proc.stderr
