@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from bsstudy import CONF_DIR
+from bsstudy.cuda_graph import GraphedSteps
 from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
 from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
@@ -136,6 +137,16 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
         deferred.flush([layer.weight for layer in net.layers])
 
     return run
+
+
+def graphed_loop(data: TensorData, batch_size: int, steps: int) -> Callable[[], None]:
+    """The fast steps of `raw_loop` as one chunk of `steps` steps on static buffers (bsstudy/cuda_graph.py):
+    on a GPU captured once (at the first call, which runs eagerly) and replayed; on a CPU run uncaptured."""
+    net = new_net(data)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    order = epoch_permutation(data.n_train, 0, 0).to(data.x_train.device)[: steps * batch_size]
+    graphed = GraphedSteps(net.layers, optimizer, data, steps, batch_size)
+    return lambda: graphed(order)
 
 
 def packed_loop(data: TensorData, batch_size: int, steps: int, runs: int) -> Callable[[], None]:

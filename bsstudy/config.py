@@ -204,6 +204,7 @@ TRAINER_RULES = {  # bsstudy's own keys and the Trainer arguments it reads; trai
     "chunk_samples": POSITIVE_INT,
     "eval_chunk_size": POSITIVE_INT,
     "fast_step": Rule("choice", choices=FAST_STEP_MODES),
+    "cuda_graph": BOOL,
     "progress_bar": BOOL,
     "stop_at": Rule("mapping"),
     "callbacks": Rule("mapping"),
@@ -232,7 +233,7 @@ GROUP_RULES = {  # the nodes whose every key is a setting of the table
 
 # trainer.* keys that are bsstudy's own settings, and Trainer arguments that bsstudy sets itself
 BSSTUDY_TRAINER_KEYS = (
-    "threads", "chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks",
+    "threads", "chunk_samples", "eval_chunk_size", "fast_step", "cuda_graph", "progress_bar", "stop_at", "callbacks",
 )  # fmt: skip
 SET_BY_BSSTUDY = (
     "logger", "callbacks", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "log_every_n_steps",
@@ -308,7 +309,7 @@ def check_config(cfg: DictConfig) -> None:
     check_checkpoint_epochs(cfg.checkpoint.at_epochs, cfg.trainer.max_epochs)
     check_adam_momentum(cfg.optim)
     check_distributed(cfg)
-    check_fast_step_on(cfg)
+    check_fast_step_settings(cfg)
     if "wandb" in cfg.logger:
         require("wandb", "wandb", "logger=wandb")
 
@@ -384,12 +385,18 @@ def check_distributed(cfg: DictConfig) -> None:
         raise ConfigError("trainer.stop_at.val_acc and trainer.stop_at.max_steps run in one process only (not DDP)")
 
 
-def check_fast_step_on(cfg: DictConfig) -> None:
-    """trainer.fast_step=on insists on the exact hand-written step: name what blocks it."""
-    if cfg.trainer.fast_step == "on" and (
-        blocker := fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer), cfg.trainer.precision)
-    ):
+def check_fast_step_settings(cfg: DictConfig) -> None:
+    """trainer.fast_step=on and trainer.cuda_graph=true insist on the exact hand-written step: name what blocks it."""
+    trainer = cfg.trainer
+    blocker = (
+        "trainer.fast_step=off"
+        if trainer.fast_step == "off"
+        else fast_step_blocker(cfg.optim, cfg.model, world_size(trainer), trainer.precision)
+    )
+    if trainer.fast_step == "on" and blocker:
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
+    if trainer.get("cuda_graph") and blocker:
+        raise ConfigError(f"trainer.cuda_graph=true captures the fast step, which {blocker} rules out; set it false")
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:

@@ -22,9 +22,12 @@ Checks, on one GPU (`--cpu`: the same checks on the CPU, a dry run of every code
     packed launcher   a 4-run sweep (2 seeds x 2 lrs) with hydra/launcher=packed: one pack on the device
     packed            per B: 16 runs in one batched step (bsstudy/packed.py) against the same steps one run
                       at a time, in seconds per step of one run
+    graph             per B: a chunk of fast steps captured as one CUDA graph (bsstudy/cuda_graph.py) against
+                      the eager fast step, in seconds per step; and whether replaying it gives the eager steps'
+                      weights (graph_exactness: the same chunks both ways from the same start)
+    graph run         a 1-epoch run with trainer.cuda_graph=true through the real CLI: captured, completed
 
-CUDA-graph capture (issue 17, item 3) and DDP over GPUs are listed as "not built yet" / "not checked",
-so the table shows what is missing. The step inputs
+DDP over GPUs is listed as "not checked" (it needs 2 GPUs), so the table shows what is missing. The step inputs
 are random tensors of Fashion-MNIST's shape (784 features, 10 classes): a step's cost does not
 depend on the values. Exit status 0 when every check passed, 1 otherwise or without a GPU.
 """
@@ -41,14 +44,18 @@ from pathlib import Path
 
 import torch
 
-from bsstudy.bench import STEPS_PER_REPEAT, Case, measure, packed_loop, raw_loop
+from bsstudy.bench import STEPS_PER_REPEAT, Case, graphed_loop, measure, packed_loop, raw_loop
+from bsstudy.cuda_graph import GraphedSteps
 from bsstudy.data import TensorData, steps_per_epoch
+from bsstudy.fast_step import fast_sgd_step
+from bsstudy.model import MLP
 from bsstudy.probes.speed import device_name
 
 REFERENCE_BATCH_SIZES = (2, 64, 256, 1024)
 PACK_SIZE = 16  # runs per pack in the packed-runs row (issue 17's target: 16 packed runs at B=2 <= 0.25x)
 REFERENCE_EPOCHS, REFERENCE_SEEDS, REFERENCE_TRAIN = 30, 3, 60_000  # Fashion-MNIST, experiment=generalization
 INPUT_SIZE, NUM_CLASSES = 784, 10
+GRAPH_TOLERANCE = 1e-5  # |weight difference| a replayed graph may show against eager steps (float32 rounding)
 NO_GPU = "bsstudy.gpu_check: torch sees no CUDA GPU here; run it on a GPU machine, or add --cpu for a CPU dry run"
 
 
@@ -70,8 +77,8 @@ def random_data(device: torch.device, samples: int) -> TensorData:
 
 
 def step_times(device: torch.device, batch_sizes: list[int], scale: float, repeats: int) -> dict[int, dict]:
-    """Per B: {"fast_s", "autograd_s", "packed_s"}, median seconds per step of one run over interleaved repeats
-    (packed: one run's share of a step of PACK_SIZE packed runs)."""
+    """Per B: {"fast_s", "autograd_s", "packed_s", "graphed_s"}, median seconds per step of one run over interleaved
+    repeats (packed: one run's share of a step of PACK_SIZE packed runs; graphed: a chunk of them as one graph)."""
     steps = {b: max(2, round(STEPS_PER_REPEAT.get(b, 20) * scale)) for b in batch_sizes}
     data = random_data(device, max(steps[b] * b for b in batch_sizes))
     cases = []
@@ -79,9 +86,40 @@ def step_times(device: torch.device, batch_sizes: list[int], scale: float, repea
         n = steps[b]
         cases += [Case("step", "fast", b, n, raw_loop(data, b, n, fast=True)),
                   Case("step", "autograd", b, n, raw_loop(data, b, n, fast=False)),
-                  Case("step", "packed", b, n * PACK_SIZE, packed_loop(data, b, n, PACK_SIZE))]  # fmt: skip
+                  Case("step", "packed", b, n * PACK_SIZE, packed_loop(data, b, n, PACK_SIZE)),
+                  Case("step", "graphed", b, n, graphed_loop(data, b, n))]  # fmt: skip
     rows = measure(cases, repeats, device)
     return {b: {f"{r['impl']}_s": r["median_s"] for r in rows if r["batch_size"] == b} for b in batch_sizes}
+
+
+def graph_exactness(device: torch.device, batch_size: int, steps: int = 16, chunks: int = 3) -> float:
+    """Largest |difference| between the weights after `chunks` chunks of `steps` fast steps taken eagerly and
+    the same chunks by GraphedSteps (the first eager on the capture's stream, the others replayed)."""
+    data = random_data(device, steps * chunks * batch_size)
+    torch.manual_seed(0)
+    eager, replayed = (MLP(INPUT_SIZE, [1024, 1024], NUM_CLASSES).to(device) for _ in range(2))
+    replayed.load_state_dict(eager.state_dict())
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.01) for net in (eager, replayed)]
+    graphed = GraphedSteps(replayed.layers, optimizers[1], data, steps, batch_size)
+    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0)).to(device)
+    for chunk in range(chunks):
+        indices = order[chunk * steps * batch_size : (chunk + 1) * steps * batch_size]
+        graphed(indices)
+        for step in range(steps):
+            batch = indices[step * batch_size : (step + 1) * batch_size]
+            fast_sgd_step(eager.layers, optimizers[0], data.x_train[batch], data.y_train[batch])
+    return max((p - q).abs().max().item() for p, q in zip(eager.parameters(), replayed.parameters(), strict=True))
+
+
+def graph_run_check(device: torch.device, folder: Path, timeout: int) -> tuple[bool, str]:
+    """A 1-epoch run with trainer.cuda_graph=true: completed, and (on a GPU) its chunks were captured."""
+    args = [*tiny_run_args(device), "trainer.cuda_graph=true", f"hydra.run.dir={folder}"]
+    proc = run_bsstudy(args, folder.parent, timeout)
+    if proc.returncode != 0:
+        return False, failure(proc)
+    summary = json.loads((folder / "summary.json").read_text())
+    ok = summary["status"] == "completed" and summary["cuda_graph"] == (device.type == "cuda")
+    return ok, f"{'ok' if ok else 'FAIL'}: {summary['status']}, captured: {summary['cuda_graph']}"
 
 
 def reference_run_seconds(batch_size: int, step_s: float) -> float:
@@ -176,7 +214,6 @@ GRADSUM_BATCH_SIZES = (1, 64, 1024)
 def gradsum_trial_rates(device: torch.device, trials: int, samples: int) -> dict[int, tuple[float, float]]:
     """{B: (trials/s batched, trials/s one at a time)} for update=true gradient sums over `samples` samples on the
     reference MLP (784-1024-1024-10, mean loss, last layer measured), random data of Fashion-MNIST's shape."""
-    from bsstudy.model import MLP
     from bsstudy.probes.gradsum import fast_sgd_gradient_sum, sgd_gradient_sums
     from bsstudy.runfiles import synchronized_now
 
@@ -200,7 +237,7 @@ def gradsum_trial_rates(device: torch.device, trials: int, samples: int) -> dict
 
 
 def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, tuple[bool, str]],
-               gradsum: dict[int, tuple[float, float]]) -> list[tuple]:  # fmt: skip
+               gradsum: dict[int, tuple[float, float]], exactness: dict[int, float]) -> list[tuple]:  # fmt: skip
     """(check, B, result) rows of the table, the missing pieces included."""
     rows = []
     for b, t in times.items():
@@ -212,13 +249,17 @@ def table_rows(device: torch.device, times: dict[int, dict], checks: dict[str, t
         rows.append((f"{PACK_SIZE} packed runs vs one at a time (per run-step)", b,
                      f"{t['packed_s'] * 1e6:.1f} vs {t['fast_s'] * 1e6:.1f} us: {packed:.2f}x; "
                      f"{1 / t['packed_s']:.3g} vs {1 / t['fast_s']:.3g} run-steps/s"))  # fmt: skip
-        rows.append(("CUDA-graph captured step vs eager", b, "not built yet"))
+        graphed, diff = t["graphed_s"] / t["fast_s"], exactness[b]
+        rows.append(("CUDA-graph captured step vs eager (and max |weight diff| after 48 steps)", b,
+                     f"{t['graphed_s'] * 1e6:.1f} vs {t['fast_s'] * 1e6:.1f} us/step: {graphed:.2f}x; "
+                     f"{'ok' if diff <= GRAPH_TOLERANCE else 'FAIL'}: {diff:.2g}"))  # fmt: skip
     for b, (batched, single) in gradsum.items():
         rows.append(("gradsum update=true trials/s: batched vs one at a time", b,
                      f"{batched:.3g} vs {single:.3g} trials/s: {batched / single:.2f}x"))  # fmt: skip
     rows.append(("speed probe, 1 epoch data=synthetic", 64, checks["speed"][1]))
     rows.append(("parallel launcher, 2 jobs n_jobs=2", "8, 32", checks["parallel"][1]))
     rows.append(("packed launcher, 2 seeds x 2 lrs in one pack", 8, checks["packed"][1]))
+    rows.append(("trainer.cuda_graph=true, 1 epoch data=synthetic", 64, checks["graph"][1]))
     rows.append(("DDP on GPUs", "-", "not checked here (needs 2 GPUs; tests/test_ddp.py runs it on CPU processes)"))
     study = reference_study_seconds(times)
     estimate = (f"{study / 60:.1f} min ({REFERENCE_SEEDS} seeds x {REFERENCE_EPOCHS} epochs, one run at a time, "
@@ -252,10 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         checks = {"speed": speed_probe_check(device, Path(tmp) / "speed", args.timeout),
                   "parallel": parallel_check(device, Path(tmp) / "parallel", args.timeout),
-                  "packed": packed_check(device, Path(tmp) / "packed", args.timeout)}  # fmt: skip
+                  "packed": packed_check(device, Path(tmp) / "packed", args.timeout),
+                  "graph": graph_run_check(device, Path(tmp) / "graph", args.timeout)}  # fmt: skip
     gradsum = gradsum_trial_rates(device, args.gradsum_trials, args.gradsum_samples)
-    print_table(device, table_rows(device, times, checks, gradsum))
-    return 0 if all(ok for ok, _ in checks.values()) else 1
+    exactness = {b: graph_exactness(device, b) for b in args.batch_sizes}
+    print_table(device, table_rows(device, times, checks, gradsum, exactness))
+    exact = all(diff <= GRAPH_TOLERANCE for diff in exactness.values())
+    return 0 if exact and all(ok for ok, _ in checks.values()) else 1
 
 
 if __name__ == "__main__":

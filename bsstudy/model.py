@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsstudy import ConfigError
+from bsstudy.cuda_graph import GraphedSteps
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
 from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, plain_sgd
 
@@ -156,12 +157,15 @@ class StudyModule(L.LightningModule):
         seed: int,
         fast_step: bool = False,
         batch_size_schedule: dict[int, int] | None = None,
+        cuda_graph: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
         self.take_step = self.fast_step if fast_step else self.autograd_step
         self.deferred = DeferredUpdates()  # the fast step's pending updates, applied at the end of every chunk
+        self.cuda_graph = cuda_graph and fast_step  # chunks of fast steps as one graph (bsstudy/cuda_graph.py)
+        self.graphed: GraphedSteps | None = None
         self.batch_size, self.batch_size_schedule = batch_size, batch_size_schedule
         self.drop_last, self.chunk_samples = drop_last, chunk_samples
         self.warmup_steps = round(optim_cfg.warmup_epochs * self.epoch_plan(0).steps)
@@ -206,6 +210,9 @@ class StudyModule(L.LightningModule):
         plan, weights = self.plan, [layer.weight for layer in self.net.layers]
         first, steps_before = chunk * plan.steps_per_chunk, self.optimizer_steps
         last, rows = min(first + plan.steps_per_chunk, plan.steps), plan.samples_per_step
+        if self.takes_graphed_chunk(last - first):
+            self.graphed_chunk(optimizer, first, last)
+            last = first  # no step left for the loop below
         block = (
             self.deferred.block_steps(weights, rows, plain_sgd(optimizer)) if self.take_step == self.fast_step else 0
         )
@@ -224,6 +231,28 @@ class StudyModule(L.LightningModule):
         if self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # DDP: all stop if any diverged
             self.diverged = True
             self.trainer.should_stop = True
+
+    def takes_graphed_chunk(self, steps: int) -> bool:
+        """Whether this chunk runs as one captured graph: trainer.cuda_graph with the fast step, a whole chunk
+        (the last one of an epoch may be shorter: it runs step by step), past the warm-up (a constant lr), and
+        no probe asking for every step's update norms."""
+        return (
+            self.cuda_graph
+            and steps == self.plan.steps_per_chunk
+            and self.optimizer_steps >= self.warmup_steps
+            and self.record.update_sq_norms is None
+        )
+
+    def graphed_chunk(self, optimizer: torch.optim.SGD, first: int, last: int) -> None:
+        """Steps first..last-1 of the epoch by the chunk's graph (captured anew when the lr or shape changed)."""
+        plan = self.plan
+        self.set_lr(optimizer, plan.lr)
+        if self.graphed is None or not self.graphed.fits(last - first, plan.samples_per_step, plan.lr):
+            self.graphed = None  # frees the old graph's memory first
+            self.graphed = GraphedSteps(self.net.layers, optimizer, self.data, last - first, plan.samples_per_step)
+        self.epoch_loss_sum += self.graphed(self.order[first * plan.samples_per_step : last * plan.samples_per_step])
+        for _ in range(first, last):
+            self.count_step(plan.samples_per_step)
 
     def autograd_step(
         self, optimizer: torch.optim.Optimizer, indices: torch.Tensor, update_sq_norms: torch.Tensor | None = None

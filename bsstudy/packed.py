@@ -103,6 +103,7 @@ def pack_blocker(cfg: DictConfig) -> str | None:
 PACKABLE_TRAINER_KEYS = (
     *("accelerator", "devices", "strategy", "num_nodes", "max_epochs", "precision", "deterministic", "threads"),
     *("chunk_samples", "eval_chunk_size", "fast_step", "progress_bar", "stop_at", "callbacks"),
+    "cuda_graph",  # a pack's batched step is its own answer to launch overhead: it runs uncaptured
 )
 
 

@@ -120,6 +120,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             fast_step=cfg.trainer.fast_step != "off"
             and fast_step_blocker(cfg.optim, cfg.model, world_size(cfg.trainer), cfg.trainer.precision) is None,
             batch_size_schedule=cfg.data.batch_size_schedule,
+            cuda_graph=bool(cfg.trainer.get("cuda_graph")),
         )
         # under DDP only rank 0 measures and writes files; the other processes train alongside it
         is_rank_zero = rank_zero_only.rank == 0
@@ -277,6 +278,7 @@ def build_summary(
             "world_size": world_size(cfg.trainer),  # DDP processes; data.batch_size is their global batch
             "per_device_batch_size": cfg.data.batch_size // world_size(cfg.trainer),
             "fast_step": module.take_step == module.fast_step,
+            "cuda_graph": module.graphed is not None and module.graphed.capture,  # chunks replayed from a graph
             "optimizer_steps": module.optimizer_steps,
             "steps_per_epoch": module.epoch_plan(0).steps,
             "samples_seen": module.samples_seen,

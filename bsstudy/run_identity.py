@@ -41,6 +41,7 @@ RESUMABLE_KEYS = (
     "trainer.max_epochs",
     "trainer.progress_bar",
     "trainer.threads",
+    "trainer.cuda_graph",  # the same kernels, replayed from a graph: the same steps
     "logger",
     "data.root",
     "data.download",

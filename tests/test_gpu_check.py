@@ -28,10 +28,13 @@ def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
     out = capsys.readouterr().out
     assert out.startswith("bsstudy gpu-check | ") and "CPU dry run" in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    # header, 3 rows per B, gradsum at B = 1, 64, speed, parallel, packed, DDP, estimate
-    assert len(table) == 1 + 3 * 4 + 2 + 5
+    # header, 3 rows per B, gradsum at B = 1, 64, speed, parallel, packed, cuda_graph run, DDP, estimate
+    assert len(table) == 1 + 3 * 4 + 2 + 6
     assert sum("eager fast step vs autograd step" in line for line in table) == 4
-    assert sum("not built yet" in line for line in table) == 4  # CUDA graphs per B
+    graphs = [line for line in table if "CUDA-graph captured step vs eager" in line]  # uncaptured on the CPU
+    assert len(graphs) == 4 and all("x; ok: " in line for line in graphs)
+    graph_run = next(line for line in table if "trainer.cuda_graph=true" in line)
+    assert "| ok: completed, captured: False" in graph_run
     assert sum("16 packed runs vs one at a time" in line for line in table) == 4
     assert sum("trials/s: batched vs one at a time" in line for line in table) == 2
     speed = next(line for line in table if "speed probe" in line)
