@@ -156,7 +156,8 @@ def test_an_unknown_forced_kernel_is_an_error(update_kernel):
 @pytest.mark.parametrize("rows", [1, 2, 3, 8])
 def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
     """Updates kept as factors (DeferredUpdates, the CPU's path for a few rows) against applied at once: the same
-    losses at every step and the same weights after a flush, also when a step does not fit the pending rows.
+    losses at every step, the same weights and the same update norms (written when the updates are applied) after a
+    flush, also when a step does not fit the pending rows.
     With `look_ahead`, blocks of steps take their first layer's product from start_block (as the training loop
     does), including blocks shorter than the capacity and steps past a block's rows (they compute their own)."""
     from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
@@ -169,16 +170,38 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
     weights = [layer.weight for layer in deferred_net.layers]
     block = deferred.block_steps(weights, rows, plain_sgd=True)
     xs, ys = torch.randn(40, rows, 20), torch.randint(0, 10, (40, rows))
+    norms, expected_norms = torch.full((40, 6), -1.0), torch.full((40, 6), -1.0)
     for step in range(40):
         if look_ahead and step % block == 0:
             deferred.start_block(weights, xs[step : step + max(1, block - step % 3)].reshape(-1, 20))
-        loss = fast_sgd_step(deferred_net.layers, optimizers[0], xs[step], ys[step], deferred=deferred)
-        expected = fast_sgd_step(immediate_net.layers, optimizers[1], xs[step], ys[step])
+        loss = fast_sgd_step(deferred_net.layers, optimizers[0], xs[step], ys[step], norms[step], deferred=deferred)
+        expected = fast_sgd_step(immediate_net.layers, optimizers[1], xs[step], ys[step], expected_norms[step])
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert deferred.rows > 0  # updates were still pending: the losses above came from the factors
     deferred.flush(weights)
     for p, q in zip(deferred_net.parameters(), immediate_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert (expected_norms > 0).all()
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-9)
+
+
+def test_deferred_update_norms_of_steps_of_different_row_counts():
+    """Pending steps of 1, 3 and 2 rows: their norms are read one step at a time, and equal immediate ones."""
+    from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+
+    torch.manual_seed(0)
+    deferred_net, immediate_net = MLP(20, [64, 32], 10), MLP(20, [64, 32], 10)
+    immediate_net.load_state_dict(deferred_net.state_dict())
+    optimizers = [torch.optim.SGD(n.parameters(), lr=0.1) for n in (deferred_net, immediate_net)]
+    deferred = DeferredUpdates(capacity=32)
+    norms, expected_norms = torch.zeros(3, 6), torch.zeros(3, 6)
+    for step, rows in enumerate((1, 3, 2)):
+        x, y = torch.randn(rows, 20), torch.randint(0, 10, (rows,))
+        fast_sgd_step(deferred_net.layers, optimizers[0], x, y, norms[step], deferred=deferred)
+        fast_sgd_step(immediate_net.layers, optimizers[1], x, y, expected_norms[step])
+    assert (norms == 0).all()  # not written before the updates are applied
+    deferred.flush([layer.weight for layer in deferred_net.layers])
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-9)
 
 
 def test_a_look_ahead_block_is_used_and_dropped_when_the_weights_change():
