@@ -397,6 +397,11 @@ def check_fast_step_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.fast_step=on is not exact with {blocker}; use trainer.fast_step=auto or off")
     if trainer.get("cuda_graph") and blocker:
         raise ConfigError(f"trainer.cuda_graph=true captures the fast step, which {blocker} rules out; set it false")
+    if trainer.get("cuda_graph") and trainer.deterministic:
+        raise ConfigError(
+            "trainer.cuda_graph=true cannot capture with trainer.deterministic=true (torch's deterministic "
+            "scatter reads a value back to the host, which a capture forbids); set one of them false"
+        )
 
 
 def check_batch_size(cfg: DictConfig, n_train: int) -> None:

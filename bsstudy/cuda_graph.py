@@ -1,4 +1,4 @@
-"""A chunk of fast SGD steps captured as one CUDA graph and replayed (trainer.cuda_graph=true).
+"""Fast SGD steps captured as one CUDA graph and replayed (trainer.cuda_graph=true).
 
 A small step on a GPU costs kernel launches, not arithmetic: at B=2 the MLP's fast step is a few dozen
 kernels of microseconds each. Capturing a whole chunk's inner loop (for each step: gather the batch,
@@ -8,10 +8,11 @@ forward, backward, update) with `torch.cuda.graph` turns it into one launch per 
 A graph keeps the tensor addresses and the Python numbers it was captured with, so:
 - the chunk's sample indices are copied into `indices` before each replay, the summed loss comes out of
   `loss`, and the weights and momentum buffers are the run's own tensors, updated in place;
-- the lr and the chunk's shape (steps, rows) are part of the graph: `fits` says whether a chunk can replay
-  it; a new lr (a schedule) or a shorter last chunk takes a new capture, or runs eagerly (StudyModule);
-- the first chunk runs eagerly on the capture's stream (the warm-up the notes ask for: cuBLAS sets up its
-  handle and workspace there, and the momentum buffers come into being), then the capture is recorded.
+- the lr and the shape (steps, rows) are part of the graph: `fits` says whether steps can replay it; a new lr
+  (a schedule) or B takes a new capture. A graph holds STEPS_PER_GRAPH steps, whatever the chunk size: a chunk
+  replays it as often as it holds it, and its other steps run one by one (StudyModule.graphed_steps);
+- the first call runs its steps eagerly on the capture's stream (the warm-up the notes ask for: cuBLAS sets up
+  its handle and workspace there, and the momentum buffers come into being), then the capture is recorded.
 
 `run_steps` is the one body of both: the eager warm-up, the capture, and on a CPU (where there is nothing to
 capture) every chunk, so the CPU tests check the static-buffer loop against the usual one; the capture
@@ -26,6 +27,17 @@ from torch import nn
 from bsstudy.data import TensorData
 from bsstudy.fast_step import fast_sgd_step
 
+STEPS_PER_GRAPH = 256  # steps per captured graph (~30 kernels each), replayed as often as a chunk holds them
+CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per GPU: cuBLAS keeps a workspace per stream
+
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The side stream every warm-up and capture on `device` uses (PyTorch asks for a side stream, and one
+    stream for both, so cuBLAS sets up its handle there before the capture)."""
+    if device not in CAPTURE_STREAMS:
+        CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    return CAPTURE_STREAMS[device]
+
 
 class GraphedSteps:
     """`steps` fast SGD steps of `rows` samples each at the optimizer's current lr, on static buffers."""
@@ -38,7 +50,7 @@ class GraphedSteps:
         self.loss = torch.zeros((), device=device)
         self.capture = device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.stream = torch.cuda.Stream(device) if self.capture else None
+        self.stream = capture_stream(device) if self.capture else None
 
     def fits(self, steps: int, rows: int, lr: float) -> bool:
         """Whether a chunk of `steps` steps of `rows` rows at `lr` is the one captured."""
@@ -54,6 +66,10 @@ class GraphedSteps:
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         """Take the chunk's steps on the samples `indices` (steps * rows of them); returns their summed loss (a
         buffer that the next call overwrites)."""
+        if indices.shape != self.indices.shape:  # copy_ would broadcast a short slice: steps on repeated samples
+            raise ValueError(
+                f"GraphedSteps takes {self.steps} x {self.rows} sample indices; got {tuple(indices.shape)}"
+            )
         self.indices.copy_(indices)
         if not self.capture:
             self.run_steps()

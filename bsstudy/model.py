@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsstudy import ConfigError
-from bsstudy.cuda_graph import GraphedSteps
+from bsstudy.cuda_graph import STEPS_PER_GRAPH, GraphedSteps
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
 from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, plain_sgd
 
@@ -210,9 +210,8 @@ class StudyModule(L.LightningModule):
         plan, weights = self.plan, [layer.weight for layer in self.net.layers]
         first, steps_before = chunk * plan.steps_per_chunk, self.optimizer_steps
         last, rows = min(first + plan.steps_per_chunk, plan.steps), plan.samples_per_step
-        if self.takes_graphed_chunk(last - first):
-            self.graphed_chunk(optimizer, first, last)
-            last = first  # no step left for the loop below
+        if self.cuda_graph and self.optimizer_steps >= self.warmup_steps and self.record.update_sq_norms is None:
+            first = self.graphed_steps(optimizer, first, last)  # whole graphs; what is left runs step by step
         block = (
             self.deferred.block_steps(weights, rows, plain_sgd(optimizer)) if self.take_step == self.fast_step else 0
         )
@@ -232,27 +231,26 @@ class StudyModule(L.LightningModule):
             self.diverged = True
             self.trainer.should_stop = True
 
-    def takes_graphed_chunk(self, steps: int) -> bool:
-        """Whether this chunk runs as one captured graph: trainer.cuda_graph with the fast step, a whole chunk
-        (the last one of an epoch may be shorter: it runs step by step), past the warm-up (a constant lr), and
-        no probe asking for every step's update norms."""
-        return (
-            self.cuda_graph
-            and steps == self.plan.steps_per_chunk
-            and self.optimizer_steps >= self.warmup_steps
-            and self.record.update_sq_norms is None
-        )
-
-    def graphed_chunk(self, optimizer: torch.optim.SGD, first: int, last: int) -> None:
-        """Steps first..last-1 of the epoch by the chunk's graph (captured anew when the lr or shape changed)."""
-        plan = self.plan
+    def graphed_steps(self, optimizer: torch.optim.SGD, first: int, last: int) -> int:
+        """Take steps first, first+1, ... of the chunk as replays of a CUDA graph of STEPS_PER_GRAPH steps
+        (bsstudy/cuda_graph.py; captured anew when the lr or B changed); returns the first step not taken: the
+        rest of the chunk (fewer steps than a graph holds, or the epoch's last step when it is short) runs
+        step by step. Called past the lr warm-up (a constant lr), with no probe tracking every step."""
+        plan, rows = self.plan, self.plan.samples_per_step
+        whole_steps = min(last, self.data.n_train // rows)  # steps with all their rows
+        graphs = max(0, whole_steps - first) // STEPS_PER_GRAPH
+        if graphs == 0:
+            return first
         self.set_lr(optimizer, plan.lr)
-        if self.graphed is None or not self.graphed.fits(last - first, plan.samples_per_step, plan.lr):
+        if self.graphed is None or not self.graphed.fits(STEPS_PER_GRAPH, rows, plan.lr):
             self.graphed = None  # frees the old graph's memory first
-            self.graphed = GraphedSteps(self.net.layers, optimizer, self.data, last - first, plan.samples_per_step)
-        self.epoch_loss_sum += self.graphed(self.order[first * plan.samples_per_step : last * plan.samples_per_step])
-        for _ in range(first, last):
-            self.count_step(plan.samples_per_step)
+            self.graphed = GraphedSteps(self.net.layers, optimizer, self.data, STEPS_PER_GRAPH, rows)
+        for graph in range(graphs):
+            start = (first + graph * STEPS_PER_GRAPH) * rows
+            self.epoch_loss_sum += self.graphed(self.order[start : start + STEPS_PER_GRAPH * rows])
+        for _ in range(graphs * STEPS_PER_GRAPH):
+            self.count_step(rows)
+        return first + graphs * STEPS_PER_GRAPH
 
     def autograd_step(
         self, optimizer: torch.optim.Optimizer, indices: torch.Tensor, update_sq_norms: torch.Tensor | None = None

@@ -14,13 +14,15 @@ import torch
 from bsstudy import ConfigError
 from bsstudy.config import check_config
 from bsstudy.cuda_graph import GraphedSteps
+from bsstudy.data import TensorData
 from bsstudy.run import train
 from bsstudy.runfiles import read_metrics
 from tests.conftest import compose_run
 
-# 2 epochs of 1000 samples at B=8 (125 steps): chunks of 12 steps and a last one of 5; a warm-up of half an epoch
-# and an lr schedule make the graph's lr change twice
-SMALL = ["data=synthetic", "data.n_train=1000", "model.hidden_sizes=[32,32]", "data.batch_size=8",
+# 3 epochs of 1001 samples at B=8 (126 steps, the last of 1 sample): chunks of 12 steps and a last one of 6, graphs
+# of 5 steps (STEPS_PER_GRAPH, patched) replayed twice per chunk and once in the last (whose short step runs alone);
+# a warm-up of half an epoch and an lr schedule make the graph's lr change twice
+SMALL = ["data=synthetic", "data.n_train=1001", "model.hidden_sizes=[32,32]", "data.batch_size=8",
          "trainer.chunk_samples=96", "trainer.max_epochs=3", "optim.warmup_epochs=0.5", "optim.lr_schedule={2: 0.5}",
          "trainer.threads=1"]  # fmt: skip
 COMPARED = ("optimizer_steps", "samples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -43,15 +45,36 @@ def assert_same_rows(rows: list[dict], expected: list[dict], rel: float) -> None
 def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, monkeypatch):
     import bsstudy.model
 
-    built = []
-    monkeypatch.setattr(bsstudy.model, "GraphedSteps", lambda *a: built.append(a[3:]) or GraphedSteps(*a))
+    built, replays = [], []
+
+    class Counted(GraphedSteps):
+        def __call__(self, indices):
+            replays.append(len(indices))
+            return super().__call__(indices)
+
+    monkeypatch.setattr(bsstudy.model, "STEPS_PER_GRAPH", 5)
+    monkeypatch.setattr(bsstudy.model, "GraphedSteps", lambda *a: built.append(a[3:]) or Counted(*a))
     graphed, rows = trained(tmp_path, "graphed", ["trainer.cuda_graph=true"])
     usual, usual_rows = trained(tmp_path, "usual", [])
     assert_same_rows(rows, usual_rows, rel=1e-5)  # the usual loop defers updates at B=8: rounding differs
-    assert graphed["optimizer_steps"] == usual["optimizer_steps"] == 3 * 125
+    assert graphed["optimizer_steps"] == usual["optimizer_steps"] == 3 * 126
+    assert graphed["samples_seen"] == usual["samples_seen"] == 3 * 1001
     assert graphed["cuda_graph"] is False  # nothing was captured on the CPU
     # one set of buffers per (steps, rows) and lr: the lr after the warm-up, then half of it from epoch 2
-    assert built == [(12, 8), (12, 8)]
+    assert built == [(5, 8), (5, 8)]
+    # epoch 0 from step 72 (the first chunk after the warm-up's 63 steps): 4 chunks x 2 + 1; epochs 1, 2: 10 x 2 + 1
+    assert replays == [5 * 8] * (9 + 21 + 21)
+
+
+def test_graphed_steps_refuse_indices_of_another_shape():
+    from bsstudy.model import MLP
+
+    data = TensorData("t", torch.randn(20, 4), torch.arange(20) % 3, torch.randn(3, 4), torch.arange(3))
+    net = MLP(4, [8], 3)
+    graphed = GraphedSteps(net.layers, torch.optim.SGD(net.parameters(), lr=0.1), data, 2, 4)
+    with pytest.raises(ValueError, match=r"takes 2 x 4 sample indices; got \(7,\)"):
+        graphed(torch.arange(7))
+    assert graphed(torch.arange(8)).item() > 0
 
 
 def test_cuda_graph_needs_the_fast_step(tmp_path):
@@ -64,14 +87,20 @@ def test_cuda_graph_needs_the_fast_step(tmp_path):
         with pytest.raises(ConfigError, match=r"trainer\.cuda_graph=true captures the fast step, which .*") as error:
             check_config(cfg)
         assert named in str(error.value)
+    cfg = compose_run(tmp_path, ["data=synthetic", "trainer.cuda_graph=true", "trainer.deterministic=true"])
+    with pytest.raises(ConfigError, match=r"trainer\.cuda_graph=true cannot capture with trainer\.deterministic"):
+        check_config(cfg)
     cfg = compose_run(tmp_path, ["data=synthetic", "trainer.cuda_graph=yes"])
     with pytest.raises(ConfigError, match=r"trainer\.cuda_graph"):
         check_config(cfg)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="graph capture needs a CUDA GPU (make gpu-check runs it)")
-def test_captured_chunks_replay_the_eager_steps(tmp_path):
-    gpu = ["trainer=gpu", "trainer.chunk_samples=96", "trainer.eval_chunk_size=1000"]
+def test_captured_chunks_replay_the_eager_steps(tmp_path, monkeypatch):
+    import bsstudy.model
+
+    monkeypatch.setattr(bsstudy.model, "STEPS_PER_GRAPH", 5)
+    gpu = ["trainer=gpu", "trainer.chunk_samples=96", "trainer.eval_chunk_size=1000", "optim.momentum=0.9"]
     graphed, rows = trained(tmp_path, "graphed", [*gpu, "trainer.cuda_graph=true"])
     eager, eager_rows = trained(tmp_path, "eager", gpu)
     assert graphed["cuda_graph"] is True and eager["cuda_graph"] is False
