@@ -37,7 +37,8 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,6 +223,7 @@ class Member:
     lr: float = 0.0  # the lr of its last step (metrics.csv's lr column)
     status: str | None = None  # None while it trains
     started: float = 0.0
+    log_path: str | None = None  # its log file, as Hydra set it up for the job (run_log_files)
 
     @property
     def folder(self) -> RunFolder:
@@ -244,14 +246,83 @@ def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
         if (done := check_run_folder(resolved, run_dir)) is not None:
             return done
         record_identity(resolved, run_dir)
-        return Member(resolved, run_dir)
+        return Member(resolved, run_dir, log_path=job_log_path())
     except Exception as err:
         return job_failed(run_dir, err)
+
+
+def job_log_path() -> str | None:
+    """The log file Hydra's job logging has just opened for this job (<run>/<job name>.log), if any."""
+    files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return files[0] if files else None
+
+
+LINES_OF: ContextVar[str | None] = ContextVar("packed_lines_of", default=None)  # whose log file a line is for
+
+
+@contextmanager
+def lines_of(member: Member):
+    """Log lines written inside are about `member`: they go to its log file only (PackLogFiles)."""
+    token = LINES_OF.set(member.log_path)
+    try:
+        yield
+    finally:
+        LINES_OF.reset(token)
+
+
+class PackLogFiles(logging.Handler):
+    """While a pack trains, each run's own log file gets the lines about it (written inside `lines_of`) and the
+    pack's own lines, as if it had run alone."""
+
+    def __init__(self, paths: list[str], formatter: logging.Formatter | None, level: int):
+        super().__init__(level)
+        self.files = {path: logging.FileHandler(path, mode="a") for path in paths}
+        for handler in self.files.values():
+            handler.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        about = LINES_OF.get()
+        for path, handler in self.files.items():
+            if about is None or about == path:
+                handler.handle(record)
+
+    def close(self) -> None:
+        for handler in self.files.values():
+            handler.close()
+        super().close()
+
+
+@contextmanager
+def run_log_files(members: list[Member]):
+    """Route the log lines to every member's log file while the pack trains. Hydra's job logging set up one
+    file, the last job's; it is set aside meanwhile (and nothing changes without one: no Hydra logging)."""
+    root = logging.getLogger()
+    hydra_files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    paths = [m.log_path for m in members if m.log_path]
+    if not hydra_files or not paths:
+        yield
+        return
+    handler = PackLogFiles(paths, hydra_files[0].formatter, hydra_files[0].level)
+    for file in hydra_files:
+        root.removeHandler(file)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for file in hydra_files:
+            root.addHandler(file)
 
 
 def build_member(member: Member, device: torch.device) -> None:
     """The run's data, model and module exactly as a run alone builds them (bsstudy/run.py: fit_run), then its
     checkpoint with resume=true."""
+    with lines_of(member):
+        build_member_module(member, device)
+
+
+def build_member_module(member: Member, device: torch.device) -> None:
     cfg = member.cfg
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -309,6 +380,11 @@ def train_pack(members: list[Member], max_epochs: int, threads: int | None) -> N
     device = pack_device(members[0].cfg.trainer)
     for member in members:
         member.started = time.perf_counter()
+    with run_log_files(members):
+        train_members(members, max_epochs, device)
+
+
+def train_members(members: list[Member], max_epochs: int, device: torch.device) -> None:
     try:
         STOP.check()  # a stop signal before this pack began: it does not start
         ready = []
@@ -419,7 +495,7 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
                 continue
             if not finite[k]:
                 member.module.diverged = True
-            elif member.target is None or not member.target.after_chunk(member.module):
+            elif member.target is None or not target_reached(member):
                 continue
             ending = synchronized_now(device)
             end_epoch(member, loss_sums[k], epoch, epoch_time())
@@ -433,6 +509,11 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
             end_epoch(member, loss_sums[k], epoch, elapsed)
 
 
+def target_reached(member: Member) -> bool:
+    with lines_of(member):
+        return member.target.after_chunk(member.module)
+
+
 def count_steps(module: StudyModule, steps: int, samples: int) -> None:
     """StudyModule.count_step for a chunk of `steps` steps over `samples` samples."""
     module.optimizer_steps += steps
@@ -443,6 +524,11 @@ def count_steps(module: StudyModule, steps: int, samples: int) -> None:
 
 def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: float) -> None:
     """The epoch's row in metrics.csv, then its checkpoints (EpochEvaluation, then RunCheckpoints in a run alone)."""
+    with lines_of(member):
+        write_epoch_end(member, loss_sum, epoch, epoch_time)
+
+
+def write_epoch_end(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: float) -> None:
     member.train_time_s += epoch_time
     member.module.epoch_loss_sum = loss_sum
     extra = {"train_loss_running": member.module.running_train_loss(), "epoch_time_s": epoch_time,
@@ -459,7 +545,8 @@ def log_row(member: Member, epoch: int, extra: dict) -> None:
     cfg = member.cfg.trainer
     row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
     member.logger.log_metrics(row, step=epoch)
-    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
+    with lines_of(member):
+        log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
 
 
 def member_checkpoint(member: Member, epoch: int) -> dict:
@@ -525,6 +612,11 @@ def loop_state(module: StudyModule, epoch: int) -> dict:
 
 def end_member(member: Member, status: str, error: str | None = None, trace: str | None = None) -> None:
     """Write the member's summary.json (bsstudy/run.py: build_summary) with what the pack adds."""
+    with lines_of(member):
+        write_member_end(member, status, error, trace)
+
+
+def write_member_end(member: Member, status: str, error: str | None, trace: str | None) -> None:
     member.status = status
     launcher = {"name": "PackedLauncher", "jobs_at_a_time": 1, "threads": torch.get_num_threads(),
                 "devices": str(member.module.device) if member.module else None, "set_by_launcher": {}}  # fmt: skip

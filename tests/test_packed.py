@@ -112,6 +112,12 @@ def test_a_packed_sweep_gives_each_run_the_files_and_numbers_of_a_run_alone(tmp_
         assert s["packed"]["size"] == 4 and a.get("packed") is None
     assert {summary(tmp_path / "packed" / str(i))["status"] for i in range(4)} == {"completed", "diverged"}
     assert (tmp_path / "packed" / "report" / "report.md").exists()
+    for i in range(4):  # each run's log file has its own lines (and the pack's), as a run alone's has
+        (log,) = (tmp_path / "packed" / str(i)).glob("*.log")
+        lines = log.read_text()
+        assert f"{i}: epoch 0/2" in lines, lines
+        assert not any(f"{j}: epoch" in lines for j in range(4) if j != i)
+        assert f"summary in {tmp_path / 'packed' / str(i)}" in lines
 
 
 def test_a_packed_run_resumes_packed_or_alone_to_the_numbers_of_an_uninterrupted_run(tmp_path):
