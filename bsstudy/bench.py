@@ -14,6 +14,8 @@ Step cases, in seconds per optimizer step at batch size B:
     bsstudy_update_norms  `bsstudy` with the update_norms probe: the probe's overhead
     packed            PACKED_RUNS runs (seeds) in one batched step (bsstudy/packed.py: hydra/launcher=packed),
                       in seconds per step of one run: packed / fast below 1 is what a pack saves
+    graphed           (a GPU only) the fast steps of a repeat captured as one CUDA graph and replayed
+                      (bsstudy/cuda_graph.py: trainer.cuda_graph=true)
     tutorial          torchvision dataset + per-item transforms + DataLoader + autograd (the usual tutorial)
 
 Eval cases, in seconds per full evaluation (training set + test set):
@@ -276,6 +278,8 @@ def step_cases(data: TensorData, tmp: Path, batch_sizes: list[int], scale: float
             Case("step", "bsstudy_update_norms", b, n, lightning_loop(data, b, n, True, tmp / "update_norms")),
             Case("step", "packed", b, n * PACKED_RUNS, packed_loop(data, b, n, PACKED_RUNS)),
         ]
+        if data.x_train.device.type == "cuda":  # on a CPU there is nothing to capture
+            cases.append(Case("step", "graphed", b, n, graphed_loop(data, b, n)))
         if b in TUTORIAL_BATCH_SIZES:
             cases.append(Case("step", "tutorial", b, n, tutorial_loop(tutorial_root, b, n, data.x_train.device)))
     return cases
@@ -317,13 +321,14 @@ def print_table(rows: list[dict], data: TensorData, device: torch.device = CPU) 
 
     print(f"bsstudy bench | device {device_name(device)} | torch {torch.__version__} | "
           f"data {data.name} ({data.n_train} train) | {rows[0]['repeats']} interleaved repeats")  # fmt: skip
-    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms", "packed"]
+    impls = ["raw", "fast", "bsstudy", "bsstudy_autograd", "tutorial", "bsstudy_update_norms", "packed", "graphed"]
     ratios = [
         ("bsstudy", "raw"),
         ("bsstudy_autograd", "raw"),
         ("tutorial", "bsstudy"),
         ("bsstudy_update_norms", "bsstudy"),
         ("packed", "fast"),
+        ("graphed", "fast"),
     ]
     batch_sizes = sorted({r["batch_size"] for r in rows if r["what"] == "step"})
     print("\ntraining step, microseconds per optimizer step: median over repeats")
@@ -341,6 +346,7 @@ def print_table(rows: list[dict], data: TensorData, device: torch.device = CPU) 
     print("         bsstudy_update_norms/bsstudy <= 1.15 at B=2 (the update_norms probe's overhead)")
     print(f"packed/fast: one run's share of a step of {PACKED_RUNS} packed runs vs a step alone (no target on a CPU;")
     print("         on a GPU, make gpu-check: 16 packed runs <= 0.25x at B=2, <= 0.5x at B=64)")
+    print("graphed/fast: fast steps replayed from one CUDA graph vs eager (a GPU only; target <= 0.5 at B=2)")
     ev = {r["impl"]: r["median_s"] for r in rows if r["what"] == "eval"}
     if ev:
         eval_ratio = " | ".join(f"{ratio(rows, 'eval', None, 'bsstudy', 'bare', stat):.2f}" for stat in STATS)
