@@ -53,7 +53,7 @@ from bsstudy import CONF_DIR
 from bsstudy.cuda_graph import GraphedSteps
 from bsstudy.data import TensorData, epoch_permutation, load_data
 from bsstudy.evaluate import evaluate
-from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, look_ahead_rows
 from bsstudy.model import MLP, StudyModule
 from bsstudy.packed import PackedSGD
 from bsstudy.probes.speed import device_name
@@ -122,13 +122,13 @@ def raw_loop(data: TensorData, batch_size: int, steps: int, fast: bool) -> Calla
     deferred = DeferredUpdates()
 
     weights = [layer.weight for layer in net.layers]
-    block = deferred.block_steps(weights, batch_size, plain_sgd=True) if fast else 0
+    block = deferred.block_steps(weights, batch_size, plain=True) if fast else 0
 
     def run() -> None:
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
-            if block and step % block == 0:  # as StudyModule.training_step
-                deferred.start_block(weights, data.x_train[order[step * batch_size : (step + block) * batch_size]])
+            if (ahead := look_ahead_rows(order, step, 0, steps, block, batch_size)) is not None:  # as training_step
+                deferred.start_block(weights, data.x_train[ahead])
             if fast:
                 fast_sgd_step(net.layers, optimizer, data.x_train[idx], data.y_train[idx], deferred=deferred)
             else:
@@ -164,8 +164,8 @@ def packed_loop(data: TensorData, batch_size: int, steps: int, runs: int) -> Cal
     def run() -> None:
         for step in range(steps):
             idx = order[:, step * batch_size : (step + 1) * batch_size]
-            if block and step % block == 0:  # as packed.train_epoch
-                pack.start_block(data.x_train[order[:, step * batch_size : (step + block) * batch_size]])
+            if (ahead := look_ahead_rows(order, step, 0, steps, block, batch_size)) is not None:  # as train_epoch
+                pack.start_block(data.x_train[ahead])
             pack.step(data.x_train[idx], data.y_train[idx], lr)
         pack.flush()
 

@@ -2,7 +2,7 @@
 
 A small step on a GPU costs kernel launches, not arithmetic: at B=2 the MLP's fast step is a few dozen
 kernels of microseconds each. Capturing a whole chunk's inner loop (for each step: gather the batch,
-forward, backward, update) with `torch.cuda.graph` turns it into one launch per chunk, replayed with
+forward, backward, update) with `torch.cuda.graph` turns it into one launch per STEPS_PER_GRAPH steps, replayed with
 `CUDAGraph.replay` (PyTorch's "CUDA Graphs" notes: https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs).
 
 A graph keeps the tensor addresses and the Python numbers it was captured with, so:

@@ -69,7 +69,8 @@ def fast_sgd_step(
     If `grad_sums` is given ({"<i>.weight" or "<i>.bias": tensor} for layer i), the loss gradient of
     each of those parameters is added to its tensor (the gradient-sum-norm experiment).
     If `deferred` is given, plain SGD updates of a few rows on a CPU are kept there as factors
-    (`DeferredUpdates`); the caller applies them with `deferred.flush(weights)` before it reads the weights.
+    (`DeferredUpdates`); the caller applies them with `deferred.flush(weights)` before it reads the weights, and
+    only then are such a step's `update_sq_norms` written.
     """
     group = optimizer.param_groups[0]
     lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
@@ -127,6 +128,17 @@ def fast_sgd_step(
     return loss_sum
 
 
+def look_ahead_rows(
+    order: torch.Tensor, step: int, first: int, last: int, block: int, rows: int
+) -> torch.Tensor | None:
+    """The sample indices of the block of deferred updates that starts at `step` (blocks of `block` steps of `rows`
+    rows from step `first` on, none past step `last`), for DeferredUpdates.start_block; None if no block starts
+    here. `order` is an epoch's sample order ([samples], or a pack's [K, samples])."""
+    if not block or (step - first) % block:
+        return None
+    return order[..., step * rows : min(step + block, last) * rows]
+
+
 def plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
     """SGD without momentum and weight decay: its updates are products dz^T h that `DeferredUpdates` can keep."""
     group = optimizer.param_groups[0]
@@ -151,7 +163,8 @@ class DeferredUpdates:
     costs on a CPU. The result is the same SGD up to float32 rounding (tests/test_fast_step.py). Only on a
     CPU and for batches of at most DEFERRED_MAX_BATCH rows: on a GPU the step costs kernel launches, not
     memory traffic, and the factors would add launches. Works on one net's weights ([out, in]) and on a
-    pack's stacked weights ([K, out, in], bsstudy/packed.py) alike.
+    pack's stacked weights ([K, out, in], bsstudy/packed.py) alike. `start_block` applies the pending updates and
+    computes the first layer's product for the next steps at once (the look-ahead).
     """
 
     def __init__(self, capacity: int = DEFERRED_ROWS):
@@ -161,13 +174,13 @@ class DeferredUpdates:
         self.ahead_used = 0
         self.tracked: list[tuple[torch.Tensor, int, int]] = []  # (update_sq_norms row, first pending row, rows)
 
-    def takes(self, weights: list[torch.Tensor], n: int, plain_sgd: bool) -> bool:
+    def takes(self, weights: list[torch.Tensor], n: int, plain: bool) -> bool:
         """Whether steps of n rows on these weights defer their updates (plain SGD, a CPU, a few rows)."""
-        return plain_sgd and weights[0].device.type == "cpu" and n <= min(DEFERRED_MAX_BATCH, self.capacity)
+        return plain and weights[0].device.type == "cpu" and n <= min(DEFERRED_MAX_BATCH, self.capacity)
 
-    def block_steps(self, weights: list[torch.Tensor], n: int, plain_sgd: bool) -> int:
+    def block_steps(self, weights: list[torch.Tensor], n: int, plain: bool) -> int:
         """How many steps of n rows a block holds between two applications of the updates (0: no deferral)."""
-        return self.capacity // n if self.takes(weights, n, plain_sgd) else 0
+        return self.capacity // n if self.takes(weights, n, plain) else 0
 
     def start_block(self, weights: list[torch.Tensor], x: torch.Tensor) -> None:
         """Apply the pending updates, then compute the first layer's x W_0^T for all rows x of the block's
@@ -188,10 +201,10 @@ class DeferredUpdates:
         self.ahead_used += n
         return self.ahead.narrow(-2, self.ahead_used - n, n)
 
-    def prepare(self, weights: list[torch.Tensor], n: int, plain_sgd: bool) -> bool:
+    def prepare(self, weights: list[torch.Tensor], n: int, plain: bool) -> bool:
         """Whether this step of n rows defers its updates; makes room first (or applies all pending updates
         when it does not defer)."""
-        takes = self.takes(weights, n, plain_sgd)
+        takes = self.takes(weights, n, plain)
         if not takes or self.rows + n > self.capacity:
             self.flush(weights)
         if takes and self.factors is None:

@@ -19,7 +19,7 @@ from torch import nn
 from bsstudy import ConfigError
 from bsstudy.cuda_graph import STEPS_PER_GRAPH, GraphedSteps
 from bsstudy.data import TensorData, epoch_permutation, steps_per_epoch
-from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, plain_sgd
+from bsstudy.fast_step import DeferredUpdates, fast_sgd_step, look_ahead_rows, plain_sgd
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 OPTIMIZERS = ("sgd", "adam")
@@ -164,7 +164,8 @@ class StudyModule(L.LightningModule):
         self.net, self.data, self.optim_cfg, self.seed = net, data, optim_cfg, seed
         self.take_step = self.fast_step if fast_step else self.autograd_step
         self.deferred = DeferredUpdates()  # the fast step's pending updates, applied at the end of every chunk
-        self.cuda_graph = cuda_graph and fast_step  # chunks of fast steps as one graph (bsstudy/cuda_graph.py)
+        self.cuda_graph = cuda_graph and fast_step  # fast steps replayed from a CUDA graph (bsstudy/cuda_graph.py)
+        self.graph_replays = 0
         self.graphed: GraphedSteps | None = None
         self.batch_size, self.batch_size_schedule = batch_size, batch_size_schedule
         self.drop_last, self.chunk_samples = drop_last, chunk_samples
@@ -218,10 +219,8 @@ class StudyModule(L.LightningModule):
         for step in range(first, last):
             if step == first or self.optimizer_steps < self.warmup_steps:  # the epoch's lr, or the warm-up's
                 self.set_lr(optimizer, plan.lr * warmup_factor(self.optimizer_steps, self.warmup_steps))
-            if block and (step - first) % block == 0:  # the first layer's product for the block's steps at once
-                self.deferred.start_block(
-                    weights, self.data.x_train[self.order[step * rows : min(step + block, last) * rows]]
-                )
+            if (ahead := look_ahead_rows(self.order, step, first, last, block, rows)) is not None:
+                self.deferred.start_block(weights, self.data.x_train[ahead])  # the first layer for the block at once
             indices = self.order[step * rows : (step + 1) * rows]
             self.take_step(optimizer, indices, self.record.update_norms_of(step))
         self.deferred.flush(weights)  # the weights are whole again before any hook or probe reads them
@@ -247,9 +246,9 @@ class StudyModule(L.LightningModule):
             self.graphed = GraphedSteps(self.net.layers, optimizer, self.data, STEPS_PER_GRAPH, rows)
         for graph in range(graphs):
             start = (first + graph * STEPS_PER_GRAPH) * rows
+            self.graph_replays += self.graphed.graph is not None  # else: the warm-up (and capture), or a CPU
             self.epoch_loss_sum += self.graphed(self.order[start : start + STEPS_PER_GRAPH * rows])
-        for _ in range(graphs * STEPS_PER_GRAPH):
-            self.count_step(rows)
+        self.count_steps(graphs * STEPS_PER_GRAPH, graphs * STEPS_PER_GRAPH * rows)
         return first + graphs * STEPS_PER_GRAPH
 
     def autograd_step(
@@ -292,6 +291,13 @@ class StudyModule(L.LightningModule):
         them, and `trainer.global_step` (which ModelCheckpoint compares to skip a save already made, and which
         +trainer.max_steps caps) would stay 0. It then equals `optimizer_steps`."""
         self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(steps)
+
+    def count_steps(self, steps: int, samples: int) -> None:
+        """count_step for `steps` steps over `samples` samples in all."""
+        self.optimizer_steps += steps
+        self.epoch_steps += steps
+        self.samples_seen += samples
+        self.epoch_samples += samples
 
     def count_step(self, n: int) -> None:
         self.optimizer_steps += 1

@@ -51,7 +51,7 @@ from torch import nn
 from bsstudy.config import check_batch_size, check_config
 from bsstudy.data import epoch_permutation, load_data
 from bsstudy.evaluate import epoch_row, log_epoch_line
-from bsstudy.fast_step import DeferredUpdates, fast_step_blocker
+from bsstudy.fast_step import DeferredUpdates, fast_step_blocker, look_ahead_rows
 from bsstudy.model import MLP, StudyModule, build_optimizer, warmup_factor
 from bsstudy.run import build_summary, interrupting_signal, interruption_message, job_failed, requeued_by_slurm
 from bsstudy.run_identity import check_run_folder, locked_run_folder, record_identity
@@ -262,12 +262,24 @@ LINES_OF: ContextVar[str | None] = ContextVar("packed_lines_of", default=None)  
 
 @contextmanager
 def lines_of(member: Member):
-    """Log lines written inside are about `member`: they go to its log file only (PackLogFiles)."""
-    token = LINES_OF.set(member.log_path)
+    """Log lines written inside are about `member`: they go to its log file only (PackLogFiles); to none for a
+    member without one ("" names no file; None marks the pack's own lines)."""
+    token = LINES_OF.set(member.log_path or "")
     try:
         yield
     finally:
         LINES_OF.reset(token)
+
+
+def about_member(function):
+    """`function(member, ...)` writes log lines about that member (lines_of)."""
+
+    @functools.wraps(function)
+    def about(member: Member, *args, **kwargs):
+        with lines_of(member):
+            return function(member, *args, **kwargs)
+
+    return about
 
 
 class PackLogFiles(logging.Handler):
@@ -315,14 +327,10 @@ def run_log_files(members: list[Member]):
             root.addHandler(file)
 
 
+@about_member
 def build_member(member: Member, device: torch.device) -> None:
     """The run's data, model and module exactly as a run alone builds them (bsstudy/run.py: fit_run), then its
     checkpoint with resume=true."""
-    with lines_of(member):
-        build_member_module(member, device)
-
-
-def build_member_module(member: Member, device: torch.device) -> None:
     cfg = member.cfg
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -381,35 +389,31 @@ def train_pack(members: list[Member], max_epochs: int, threads: int | None) -> N
     for member in members:
         member.started = time.perf_counter()
     with run_log_files(members):
-        train_members(members, max_epochs, device)
-
-
-def train_members(members: list[Member], max_epochs: int, device: torch.device) -> None:
-    try:
-        STOP.check()  # a stop signal before this pack began: it does not start
-        ready = []
-        for member in members:
-            try:
-                build_member(member, device)
-                ready.append(member)
-            except Exception as err:
-                end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
-        for start in sorted({m.start_epoch for m in ready}):
-            sub_pack = [m for m in ready if m.start_epoch == start]
-            try:
-                train_sub_pack(sub_pack, max_epochs, device)
-            except Exception as err:
-                for member in sub_pack:
-                    if member.status is None:
-                        error, trace = f"{type(err).__name__}: {err}", traceback.format_exc()
-                        end_member(member, "failed", error=error, trace=trace)
-    except (SystemExit, KeyboardInterrupt) as err:  # as bsstudy/run.py: fit_run
-        for member in members:
-            if member.status is None:
-                end_member(member, "interrupted", error=interruption_message(err, epochs_completed(member)))
-        if (signum := interrupting_signal(err)) is None:
-            raise
-        raise RunInterrupted(signum) from None
+        try:
+            STOP.check()  # a stop signal before this pack began: it does not start
+            ready = []
+            for member in members:
+                try:
+                    build_member(member, device)
+                    ready.append(member)
+                except Exception as err:
+                    end_member(member, "failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+            for start in sorted({m.start_epoch for m in ready}):
+                sub_pack = [m for m in ready if m.start_epoch == start]
+                try:
+                    train_sub_pack(sub_pack, max_epochs, device)
+                except Exception as err:
+                    for member in sub_pack:
+                        if member.status is None:
+                            error, trace = f"{type(err).__name__}: {err}", traceback.format_exc()
+                            end_member(member, "failed", error=error, trace=trace)
+        except (SystemExit, KeyboardInterrupt) as err:  # as bsstudy/run.py: fit_run
+            for member in members:
+                if member.status is None:
+                    end_member(member, "interrupted", error=interruption_message(err, epochs_completed(member)))
+            if (signum := interrupting_signal(err)) is None:
+                raise
+            raise RunInterrupted(signum) from None
 
 
 def epochs_completed(member: Member) -> int:
@@ -480,14 +484,14 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
             factor = warmup_factor(first.optimizer_steps + step - steps.start, first.warmup_steps)
             if factor != lr_factor:
                 lr, lr_factor = plan_lrs * factor, factor
-            if block and (step - steps.start) % block == 0:
-                pack.start_block(x_all[order[:, step * rows : min(step + block, steps.stop) * rows]])
+            if (ahead := look_ahead_rows(order, step, steps.start, steps.stop, block, rows)) is not None:
+                pack.start_block(x_all[ahead])
             indices = order[:, step * rows : (step + 1) * rows]
             loss_sums += pack.step(x_all[indices], y_all[indices], lr)
         pack.flush()  # the weights are whole again before anything reads them
         samples = min(steps.stop * plan.samples_per_step, n) - steps.start * plan.samples_per_step
         for member, member_plan in zip(members, plans, strict=True):
-            count_steps(member.module, len(steps), samples)
+            member.module.count_steps(len(steps), samples)
             member.lr = member_plan.lr * lr_factor
         finite = torch.isfinite(loss_sums).tolist()  # one device sync per chunk, as a run alone
         for k, member in enumerate(members):  # a run that stops ends its epoch here, as a run alone does
@@ -509,26 +513,14 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
             end_epoch(member, loss_sums[k], epoch, elapsed)
 
 
+@about_member
 def target_reached(member: Member) -> bool:
-    with lines_of(member):
-        return member.target.after_chunk(member.module)
+    return member.target.after_chunk(member.module)
 
 
-def count_steps(module: StudyModule, steps: int, samples: int) -> None:
-    """StudyModule.count_step for a chunk of `steps` steps over `samples` samples."""
-    module.optimizer_steps += steps
-    module.epoch_steps += steps
-    module.samples_seen += samples
-    module.epoch_samples += samples
-
-
+@about_member
 def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: float) -> None:
     """The epoch's row in metrics.csv, then its checkpoints (EpochEvaluation, then RunCheckpoints in a run alone)."""
-    with lines_of(member):
-        write_epoch_end(member, loss_sum, epoch, epoch_time)
-
-
-def write_epoch_end(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: float) -> None:
     member.train_time_s += epoch_time
     member.module.epoch_loss_sum = loss_sum
     extra = {"train_loss_running": member.module.running_train_loss(), "epoch_time_s": epoch_time,
@@ -541,12 +533,12 @@ def write_epoch_end(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_ti
         save_checkpoint_file(member.folder.checkpoints / name, lambda tmp: torch.save(checkpoint, tmp))
 
 
+@about_member
 def log_row(member: Member, epoch: int, extra: dict) -> None:
     cfg = member.cfg.trainer
     row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
     member.logger.log_metrics(row, step=epoch)
-    with lines_of(member):
-        log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
+    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
 
 
 def member_checkpoint(member: Member, epoch: int) -> dict:
@@ -610,13 +602,9 @@ def loop_state(module: StudyModule, epoch: int) -> dict:
     }
 
 
+@about_member
 def end_member(member: Member, status: str, error: str | None = None, trace: str | None = None) -> None:
     """Write the member's summary.json (bsstudy/run.py: build_summary) with what the pack adds."""
-    with lines_of(member):
-        write_member_end(member, status, error, trace)
-
-
-def write_member_end(member: Member, status: str, error: str | None, trace: str | None) -> None:
     member.status = status
     launcher = {"name": "PackedLauncher", "jobs_at_a_time": 1, "threads": torch.get_num_threads(),
                 "devices": str(member.module.device) if member.module else None, "set_by_launcher": {}}  # fmt: skip

@@ -278,7 +278,7 @@ def build_summary(
             "world_size": world_size(cfg.trainer),  # DDP processes; data.batch_size is their global batch
             "per_device_batch_size": cfg.data.batch_size // world_size(cfg.trainer),
             "fast_step": module.take_step == module.fast_step,
-            "cuda_graph": module.graphed is not None and module.graphed.capture,  # chunks replayed from a graph
+            "cuda_graph_replays": module.graph_replays,  # replays of a CUDA graph of cuda_graph.STEPS_PER_GRAPH steps
             "optimizer_steps": module.optimizer_steps,
             "steps_per_epoch": module.epoch_plan(0).steps,
             "samples_seen": module.samples_seen,

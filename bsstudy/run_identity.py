@@ -41,7 +41,7 @@ RESUMABLE_KEYS = (
     "trainer.max_epochs",
     "trainer.progress_bar",
     "trainer.threads",
-    "trainer.cuda_graph",  # the same kernels, replayed from a graph: the same steps
+    "trainer.cuda_graph",  # the same steps replayed from a graph (on a CPU: uncaptured, rounding apart)
     "logger",
     "data.root",
     "data.download",

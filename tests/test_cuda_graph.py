@@ -59,7 +59,7 @@ def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, mon
     assert_same_rows(rows, usual_rows, rel=1e-5)  # the usual loop defers updates at B=8: rounding differs
     assert graphed["optimizer_steps"] == usual["optimizer_steps"] == 3 * 126
     assert graphed["samples_seen"] == usual["samples_seen"] == 3 * 1001
-    assert graphed["cuda_graph"] is False  # nothing was captured on the CPU
+    assert graphed["cuda_graph_replays"] == 0  # nothing is captured on a CPU
     # one set of buffers per (steps, rows) and lr: the lr after the warm-up, then half of it from epoch 2
     assert built == [(5, 8), (5, 8)]
     # epoch 0 from step 72 (the first chunk after the warm-up's 63 steps): 4 chunks x 2 + 1; epochs 1, 2: 10 x 2 + 1
@@ -103,5 +103,5 @@ def test_captured_chunks_replay_the_eager_steps(tmp_path, monkeypatch):
     gpu = ["trainer=gpu", "trainer.chunk_samples=96", "trainer.eval_chunk_size=1000", "optim.momentum=0.9"]
     graphed, rows = trained(tmp_path, "graphed", [*gpu, "trainer.cuda_graph=true"])
     eager, eager_rows = trained(tmp_path, "eager", gpu)
-    assert graphed["cuda_graph"] is True and eager["cuda_graph"] is False
+    assert graphed["cuda_graph_replays"] > 0 and eager["cuda_graph_replays"] == 0
     assert_same_rows(rows, eager_rows, rel=1e-6)  # the same kernels, replayed

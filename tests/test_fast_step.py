@@ -168,7 +168,7 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
     optimizers = [torch.optim.SGD(n.parameters(), lr=0.1) for n in (deferred_net, immediate_net)]
     deferred = DeferredUpdates(capacity=12)  # not a multiple of every row count: flushes fall between steps
     weights = [layer.weight for layer in deferred_net.layers]
-    block = deferred.block_steps(weights, rows, plain_sgd=True)
+    block = deferred.block_steps(weights, rows, plain=True)
     xs, ys = torch.randn(40, rows, 20), torch.randint(0, 10, (40, rows))
     norms, expected_norms = torch.full((40, 6), -1.0), torch.full((40, 6), -1.0)
     for step in range(40):
@@ -219,5 +219,5 @@ def test_a_look_ahead_block_is_used_and_dropped_when_the_weights_change():
     deferred.start_block(weights, x)
     deferred.flush(weights)
     assert deferred.first_layer_rows(1) is None
-    assert deferred.block_steps(weights, 2, plain_sgd=True) == 2
-    assert deferred.block_steps(weights, 2, plain_sgd=False) == 0
+    assert deferred.block_steps(weights, 2, plain=True) == 2
+    assert deferred.block_steps(weights, 2, plain=False) == 0

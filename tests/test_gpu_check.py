@@ -34,7 +34,7 @@ def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
     graphs = [line for line in table if "CUDA-graph captured step vs eager" in line]  # uncaptured on the CPU
     assert len(graphs) == 4 and all("x; ok: " in line for line in graphs)
     graph_run = next(line for line in table if "trainer.cuda_graph=true" in line)
-    assert "| ok: completed, captured: False" in graph_run
+    assert "| ok: completed, graph replays: 0" in graph_run
     assert sum("16 packed runs vs one at a time" in line for line in table) == 4
     assert sum("trials/s: batched vs one at a time" in line for line in table) == 2
     speed = next(line for line in table if "speed probe" in line)
