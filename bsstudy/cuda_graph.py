@@ -1,12 +1,12 @@
 """Fast SGD steps captured as one CUDA graph and replayed (trainer.cuda_graph=true).
 
 A small step on a GPU costs kernel launches, not arithmetic: at B=2 the MLP's fast step is a few dozen
-kernels of microseconds each. Capturing a whole chunk's inner loop (for each step: gather the batch,
-forward, backward, update) with `torch.cuda.graph` turns it into one launch per STEPS_PER_GRAPH steps, replayed with
+kernels of microseconds each. Capturing STEPS_PER_GRAPH steps of the inner loop (for each step: gather the
+batch, forward, backward, update) with `torch.cuda.graph` turns them into one launch, replayed with
 `CUDAGraph.replay` (PyTorch's "CUDA Graphs" notes: https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs).
 
 A graph keeps the tensor addresses and the Python numbers it was captured with, so:
-- the chunk's sample indices are copied into `indices` before each replay, the summed loss comes out of
+- the steps' sample indices are copied into `indices` before each replay, the summed loss comes out of
   `loss`, and the weights and momentum buffers are the run's own tensors, updated in place;
 - the lr and the shape (steps, rows) are part of the graph: `fits` says whether steps can replay it; a new lr
   (a schedule) or B takes a new capture. A graph holds STEPS_PER_GRAPH steps, whatever the chunk size: a chunk
@@ -57,15 +57,15 @@ class GraphedSteps:
         return (steps, rows, lr) == (self.steps, self.rows, self.lr)
 
     def run_steps(self) -> None:
-        """The captured work: every step of the chunk on its slice of `indices`; `loss` gets their summed loss."""
+        """The captured work: every step on its slice of `indices`; `loss` gets their summed loss."""
         self.loss.zero_()
         for step in range(self.steps):
             batch = self.indices[step * self.rows : (step + 1) * self.rows]
             self.loss += fast_sgd_step(self.layers, self.optimizer, self.data.x_train[batch], self.data.y_train[batch])
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        """Take the chunk's steps on the samples `indices` (steps * rows of them); returns their summed loss (a
-        buffer that the next call overwrites)."""
+        """Take the steps on the samples `indices` (steps * rows of them); returns their summed loss (a buffer
+        that the next call overwrites)."""
         if indices.shape != self.indices.shape:  # copy_ would broadcast a short slice: steps on repeated samples
             raise ValueError(
                 f"GraphedSteps takes {self.steps} x {self.rows} sample indices; got {tuple(indices.shape)}"
@@ -75,7 +75,7 @@ class GraphedSteps:
             self.run_steps()
         elif self.graph is not None:
             self.graph.replay()
-        else:  # the warm-up: this chunk's steps eagerly on the capture's stream, then the capture (runs nothing)
+        else:  # the warm-up: these steps eagerly on the capture's stream, then the capture (runs nothing)
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
                 self.run_steps()
