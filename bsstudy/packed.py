@@ -135,11 +135,16 @@ class PackedSGD:
         self.buffers: list[torch.Tensor] | None = None
         self.deferred = DeferredUpdates()  # plain SGD with a few rows on a CPU: see fast_step.DeferredUpdates
 
+    @property
+    def plain(self) -> bool:
+        """SGD without momentum and weight decay (fast_step.plain_sgd for the pack)."""
+        return self.momentum == 0 and self.weight_decay == 0
+
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """One SGD step of every net k on its batch (x[k], y[k]) with lr[k]; returns the K summed NLL losses.
         Updates may be pending afterwards (`flush` applies them): call it before reading the weights."""
-        plain = self.momentum == 0 and self.weight_decay == 0
+        plain = self.plain
         defer = self.deferred.prepare(self.weights, y.shape[1], plain)
         activations = [x]
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
@@ -181,7 +186,7 @@ class PackedSGD:
 
     def block_steps(self, n: int) -> int:
         """Steps of n rows per block of deferred updates (0: the updates are not deferred)."""
-        return self.deferred.block_steps(self.weights, n, self.momentum == 0 and self.weight_decay == 0)
+        return self.deferred.block_steps(self.weights, n, self.plain)
 
     def start_block(self, x: torch.Tensor) -> None:
         """The first layer's product for the rows x [K, rows, in] of the coming steps (DeferredUpdates.start_block)."""
@@ -251,10 +256,15 @@ def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
         return job_failed(run_dir, err)
 
 
+def log_files() -> list[logging.FileHandler]:
+    """The root logger's file handlers: the one Hydra's job logging opened for the job last set up."""
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
 def job_log_path() -> str | None:
     """The log file Hydra's job logging has just opened for this job (<run>/<job name>.log), if any."""
-    files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    return files[0] if files else None
+    files = log_files()
+    return files[0].baseFilename if files else None
 
 
 LINES_OF: ContextVar[str | None] = ContextVar("packed_lines_of", default=None)  # whose log file a line is for
@@ -309,7 +319,7 @@ def run_log_files(members: list[Member]):
     """Route the log lines to every member's log file while the pack trains. Hydra's job logging set up one
     file, the last job's; it is set aside meanwhile (and nothing changes without one: no Hydra logging)."""
     root = logging.getLogger()
-    hydra_files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    hydra_files = log_files()
     paths = [m.log_path for m in members if m.log_path]
     if not hydra_files or not paths:
         yield
