@@ -61,27 +61,28 @@ speed: install  ## speed and memory per batch size (15 ... 1024), table and powe
 	$(BIN)/python -m bsstudy -m experiment=speed $(ARGS)
 
 report: install  ## the report of a sweep: make report SWEEP=multirun/<date>/<time> [ARGS="--target-acc 0.85"]
-	$(BIN)/python -m bsstudy.report $(SWEEP) $(ARGS)
+	$(BIN)/python -m bsstudy.analysis.report $(SWEEP) $(ARGS)
 
 publish: install  ## publish a sweep's report: make publish SWEEP=multirun/<date>/<time> STUDY=reference -> docs/results/reference/
-	$(BIN)/python -m bsstudy.report $(SWEEP) --publish docs/results/$(STUDY) $(ARGS)
+	$(BIN)/python -m bsstudy.analysis.report $(SWEEP) --publish docs/results/$(STUDY) $(ARGS)
 
 wandb-report: install  ## W&B report of a sweep's group (offline: <sweep>/report/wandb_report.json + sync commands)
-	$(BIN)/python -m bsstudy.report.wandb_report $(SWEEP) $(ARGS)
+	$(BIN)/python -m bsstudy.analysis.report.wandb_report $(SWEEP) $(ARGS)
 
 report-check: install  ## render <sweep>/report/report.html in headless Chromium: no broken figure, screenshot
-	$(BIN)/python -m bsstudy.report.check $(SWEEP) --screenshot $(SWEEP)/report/screenshot.png
+	$(BIN)/python -m bsstudy.analysis.report.check $(SWEEP) --screenshot $(SWEEP)/report/screenshot.png
 
 bench: install  ## the training loop and evaluation against plain PyTorch loops; a parallel vs sequential sweep
-	$(BIN)/python -m bsstudy.bench $(ARGS)
-	$(BIN)/python -m bsstudy.bench_sweep
+	$(BIN)/python -m bsstudy.tools.bench $(ARGS)
+	$(BIN)/python -m bsstudy.tools.bench_sweep
 
 gpu-check: install  ## on one GPU, < 5 min: fast vs autograd step per B, speed probe, parallel launcher, reference-study estimate; ARGS=--cpu: dry run
-	$(BIN)/python -m bsstudy.gpu_check $(ARGS)
+	$(BIN)/python -m bsstudy.tools.gpu_check $(ARGS)
 
-lint: install  ## ruff check + ruff format --check
+lint: install  ## ruff check + ruff format --check + the import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:  ## remove run outputs and caches (not .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 
 from bsstudy import CONF_DIR, UsageError
 from bsstudy.extras import require_launchers
-from bsstudy.parallel import job_share
-from bsstudy.run import FAILED_JOBS, job_failed, sweeper_objective, train
-from bsstudy.stop_signals import STOP
+from bsstudy.train.parallel import job_share
+from bsstudy.train.run import FAILED_JOBS, job_failed, sweeper_objective, train
+from bsstudy.train.signals import STOP
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     """The command: Hydra's run or sweep, then the report and the exit code of a sweep that ended early or
     with failed jobs."""
-    from bsstudy.report.callback import finish_sweep  # the report is analysis: imported by the command only
+    from bsstudy.analysis.report.callback import finish_sweep  # the report is analysis: imported by the command only
 
     try:
         require_launchers(sys.argv[1:])

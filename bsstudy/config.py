@@ -22,16 +22,91 @@ from dataclasses import dataclass
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.data import DATASETS
-from bsstudy.distributed import DDP_STRATEGIES, launched_externally, per_device_batch_size, world_size
 from bsstudy.extras import require
-from bsstudy.fast_step import FAST_STEP_MODES, fast_step_blocker
-from bsstudy.model import GEOMETRY_BN, LR_SCALINGS, OPTIMIZERS
-from bsstudy.stopping import STOP_AT_KEYS, TARGET_KEYS
-from bsstudy.target import has_target
+
+# What the settings allow and imply, declared here once; the code imports them from here (this module
+# imports nothing of bsstudy's code, so it sits below everything it checks).
+DATASETS = ("mnist", "fashion_mnist", "kmnist", "digits", "synthetic")  # data.name (IDX files: train/data.py)
+FAST_STEP_MODES = ("auto", "on", "off")
+
+
+def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1, precision="32-true") -> str | None:
+    """Why the exact fast step cannot run with these settings (world_size: DDP processes; precision: Lightning's
+    trainer.precision), or None if it can."""
+    if str(precision) not in ("32", "32-true"):
+        return f"trainer.precision={precision} (the fast step computes in float32, outside Lightning's autocast)"
+    if world_size > 1:
+        return f"trainer=ddp with {world_size} processes (the fast step does not all-reduce gradients)"
+    if model_cfg.get("batch_norm", False):
+        return "model.batch_norm=true (the fast step implements Linear + ReLU layers only)"
+    if optim_cfg.name != "sgd":
+        return f"optim.name={optim_cfg.name} (the fast step implements SGD only)"
+    if optim_cfg.accumulate != 1:
+        return f"optim.accumulate={optim_cfg.accumulate} (the fast step updates after every micro-batch)"
+    return None
+
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+OPTIMIZERS = ("sgd", "adam")
+GEOMETRY_BN = ("running", "batch")  # batch-norm conventions of the geometry measures (measures/objective.py)
+
+
+def check_geometry_bn(value) -> str:
+    """model.geometry_bn is one of GEOMETRY_BN."""
+    if value not in GEOMETRY_BN:
+        raise ConfigError(f"model.geometry_bn must be one of {list(GEOMETRY_BN)}; got {value!r}")
+    return value
+
+
+STOP_AT_KEYS = ("train_loss", "train_acc", "patience", "min_delta")
+TARGET_KEYS = ("val_acc", "val_check_ratio", "max_steps")  # checked within the epoch (bsstudy/train/target.py)
+
+
+def has_target(stop_at) -> bool:
+    """Whether trainer.stop_at sets a val_acc target or a step budget (both are checked within the epoch)."""
+    return stop_at.get("val_acc") is not None or stop_at.get("max_steps") is not None
+
+
+# One run on several processes (trainer=ddp): which share of every batch each process takes.
+# `data.batch_size` is always the *global* batch B: one optimizer step consumes B samples (times
+# `optim.accumulate`) whatever the number of processes W = trainer.devices x trainer.num_nodes.
+# Each process takes every W-th sample of the step (rank r: samples r, r + W, ...), so a process
+# sees B / W samples per micro-batch, and B must be divisible by W. Every process scales its summed
+# loss by W / n (n = samples of the whole step) and DDP averages the gradients over the W processes:
+#
+#     (1/W) sum_r (W/n) sum_{i in share r} grad l_i = (1/n) sum_{i in step} grad l_i,
+#
+# the gradient of the step's mean loss, the same as one process with batch B (exact also for a
+# last step of an epoch whose n is not a multiple of W).
+DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
+
+
+def world_size(trainer_cfg) -> int:
+    """W = processes of one run: trainer.devices x trainer.num_nodes under DDP, else 1."""
+    if trainer_cfg.strategy not in DDP_STRATEGIES:
+        return 1
+    devices = trainer_cfg.devices
+    return (len(devices) if not isinstance(devices, int) else devices) * trainer_cfg.num_nodes
+
+
+def per_device_batch_size(batch_size: int, world: int) -> int:
+    """B / W, the micro-batch of each process; a B not divisible by W is a ConfigError naming both."""
+    if batch_size % world:
+        raise ConfigError(
+            f"data.batch_size ({batch_size}) must be divisible by the number of DDP processes, "
+            f"trainer.devices x trainer.num_nodes = {world}: data.batch_size is the global batch, "
+            f"split evenly over the processes"
+        )
+    return batch_size // world
+
+
+def launched_externally() -> bool:
+    """True where a cluster (SLURM, torchrun) has started one process per device, not Lightning."""
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
 
 
 def is_number(value) -> bool:

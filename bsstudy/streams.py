@@ -30,7 +30,7 @@ STREAMS = (
     "geometry_directions",  # random directions and subspaces (key: one of the DIRECTIONS_* measures below)
     "gradsum",  # the gradient-sum experiment's trials (keys: regime, batch size or 0, trial)
     "gradsum_bootstrap",  # the gradient-sum experiment's resamples of its trials (key: regime)
-    "tuned_bootstrap",  # the tuned study's resamples of seeds for the interval of B_crit (bsstudy/report/tuned.py)
+    "tuned_bootstrap",  # the tuned study's resamples of seeds for the interval of B_crit (analysis/report/tuned.py)
 )
 
 # keys of "geometry_directions": each measure draws its own directions

@@ -10,16 +10,16 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from bsstudy import ConfigError
-from bsstudy.data import TensorData
-from bsstudy.geometry.__main__ import main as geometry_main
-from bsstudy.model import MLP
+from bsstudy.analysis.geometry.__main__ import main as geometry_main
 from bsstudy.probes.hessian import Hessian
 from bsstudy.probes.interpolation import Interpolation
 from bsstudy.probes.landscape import Landscape
 from bsstudy.probes.noise_scale import batch_gradient_sq_norms
 from bsstudy.probes.sharpness import Sharpness
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.data import TensorData
+from bsstudy.train.module import MLP
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

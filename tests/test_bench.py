@@ -1,10 +1,10 @@
-"""`python -m bsstudy.bench --json` is read by other tools: its rows must keep their format."""
+"""`python -m bsstudy.tools.bench --json` is read by other tools: its rows must keep their format."""
 
 import json
 
 import pytest
 
-from bsstudy.bench import main
+from bsstudy.tools.bench import main
 
 ROW_KEYS = {"what", "impl", "batch_size", "median_s", "min_s", "repeats"}
 
@@ -24,8 +24,8 @@ def test_bench_json_rows_cover_every_case_in_the_documented_format(capsys):
 def test_bench_table_prints_times_and_both_kinds_of_ratio(capsys):
     import torch
 
-    from bsstudy.bench import print_table
-    from bsstudy.data import TensorData
+    from bsstudy.tools.bench import print_table
+    from bsstudy.train.data import TensorData
 
     rows = [{"what": "step", "impl": impl, "batch_size": 2, "median_s": s, "min_s": s / 2, "repeats": 3}
             for impl, s in (("raw", 4e-3), ("bsstudy", 1e-3))]  # fmt: skip
@@ -52,7 +52,7 @@ def test_bench_device_cuda_without_a_gpu_is_a_one_line_error_naming_the_flag(mon
 def test_bench_device_auto_is_the_cpu_without_a_gpu_and_unknown_names_are_errors(monkeypatch):
     import torch
 
-    from bsstudy.bench import bench_device
+    from bsstudy.tools.bench import bench_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_device("auto") == bench_device("cpu") == torch.device("cpu")
@@ -65,7 +65,7 @@ def test_measure_gives_seconds_per_unit_on_the_cpu_path():
 
     import torch
 
-    from bsstudy.bench import Case, measure
+    from bsstudy.tools.bench import Case, measure
 
     rows = measure([Case("step", "sleep", 2, 4, lambda: time.sleep(0.004)),
                     Case("step", "timed", 2, 2, lambda: 0.01)], repeats=2, device=torch.device("cpu"))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Batch sizes compared at equal epochs, equal optimizer steps and equal training time (bsstudy/report/budgets.py)
+"""Batch sizes compared at equal epochs, equal optimizer steps and equal training time (analysis/report/budgets.py)
 on hand-made sweeps whose answer is known: an ordering that flips between equal epochs and equal training
 time, and batch sizes that share no evaluated step budget."""
 
@@ -11,10 +11,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from bsstudy.report.at_budget import READ_TOLERANCE, budget_table, comparisons, read_point
-from bsstudy.report.budgets import budgets_section
-from bsstudy.report.findings import NOT_COMPARABLE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, findings_table, kind_of
-from bsstudy.report.runs import read_sweep
+from bsstudy.analysis.report.at_budget import READ_TOLERANCE, budget_table, comparisons, read_point
+from bsstudy.analysis.report.budgets import budgets_section
+from bsstudy.analysis.report.findings import (
+    NOT_COMPARABLE,
+    NOT_MEASURED,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    findings_table,
+    kind_of,
+)
+from bsstudy.analysis.report.runs import read_sweep
 
 AT_EPOCHS = "Larger batches reach lower test accuracy at fixed epochs and lr"
 AT_STEPS = "Larger batches reach lower test accuracy at equal optimizer steps and fixed lr"

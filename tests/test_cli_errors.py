@@ -9,10 +9,10 @@ import pytest
 @pytest.mark.parametrize(
     "module,args,folder",
     [
-        ("bsstudy.report", [], "empty"),  # no runs inside
-        ("bsstudy.geometry", ["hessian"], "empty"),
-        ("bsstudy.geometry", ["interpolate"], "missing"),  # no such folder
-        ("bsstudy.speed_table", [], "missing"),
+        ("bsstudy.analysis.report", [], "empty"),  # no runs inside
+        ("bsstudy.analysis.geometry", ["hessian"], "empty"),
+        ("bsstudy.analysis.geometry", ["interpolate"], "missing"),  # no such folder
+        ("bsstudy.analysis.speed_table", [], "missing"),
     ],
 )
 def test_analysis_commands_reject_a_folder_without_runs(tmp_path, module, args, folder):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.run import train
+from bsstudy.train.run import train
 
 from conftest import FAST, compose_run
 
@@ -60,7 +60,7 @@ def test_the_cli_prints_a_config_error_as_one_line_unless_hydra_full_error(tmp_p
 
 
 def test_any_lightning_trainer_argument_passes_through_and_an_unknown_one_is_named(tmp_path):
-    from bsstudy.run import trainer_arguments
+    from bsstudy.train.run import trainer_arguments
 
     cfg = compose_run(tmp_path, ["trainer.deterministic=true", "+trainer.max_time=00:00:10:00"])
     arguments = trainer_arguments(cfg.trainer)

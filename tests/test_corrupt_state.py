@@ -8,9 +8,9 @@ import math
 import pytest
 
 from bsstudy import RunFolderError
-from bsstudy.report.runs import read_sweep
-from bsstudy.run import train
-from bsstudy.runfiles import RunCheckpoints, RunFolder, read_metrics, replace_atomically
+from bsstudy.analysis.report.runs import read_sweep
+from bsstudy.runfolder import RunCheckpoints, RunFolder, read_metrics, replace_atomically
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

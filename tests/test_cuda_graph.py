@@ -1,4 +1,4 @@
-"""trainer.cuda_graph (bsstudy/cuda_graph.py): a chunk of fast steps on static buffers, captured as one CUDA graph.
+"""trainer.cuda_graph (train/cuda_graph.py): a chunk of fast steps on static buffers, captured as one CUDA graph.
 
 On a CPU there is nothing to capture, and the same static-buffer loop (`GraphedSteps.run_steps`) runs every
 chunk: these tests check it, with everything around it (whole chunks only, after the warm-up, a new graph when the
@@ -13,10 +13,10 @@ import torch
 
 from bsstudy import ConfigError
 from bsstudy.config import check_config
-from bsstudy.cuda_graph import GraphedSteps
-from bsstudy.data import TensorData
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.cuda_graph import GraphedSteps
+from bsstudy.train.data import TensorData
+from bsstudy.train.run import train
 from tests.conftest import compose_run
 
 # 3 epochs of 1001 samples at B=8 (126 steps, the last of 1 sample): chunks of 12 steps and a last one of 6, graphs
@@ -43,7 +43,7 @@ def assert_same_rows(rows: list[dict], expected: list[dict], rel: float) -> None
 
 
 def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, monkeypatch):
-    import bsstudy.model
+    import bsstudy.train.module
 
     built, replays = [], []
 
@@ -52,8 +52,8 @@ def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, mon
             replays.append(len(indices))
             return super().__call__(indices)
 
-    monkeypatch.setattr(bsstudy.model, "STEPS_PER_GRAPH", 5)
-    monkeypatch.setattr(bsstudy.model, "GraphedSteps", lambda *a: built.append(a[3:]) or Counted(*a))
+    monkeypatch.setattr(bsstudy.train.module, "STEPS_PER_GRAPH", 5)
+    monkeypatch.setattr(bsstudy.train.module, "GraphedSteps", lambda *a: built.append(a[3:]) or Counted(*a))
     graphed, rows = trained(tmp_path, "graphed", ["trainer.cuda_graph=true"])
     usual, usual_rows = trained(tmp_path, "usual", [])
     assert_same_rows(rows, usual_rows, rel=1e-5)  # the usual loop defers updates at B=8: rounding differs
@@ -67,7 +67,7 @@ def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, mon
 
 
 def test_graphed_steps_refuse_indices_of_another_shape():
-    from bsstudy.model import MLP
+    from bsstudy.train.module import MLP
 
     data = TensorData("t", torch.randn(20, 4), torch.arange(20) % 3, torch.randn(3, 4), torch.arange(3))
     net = MLP(4, [8], 3)
@@ -97,9 +97,9 @@ def test_cuda_graph_needs_the_fast_step(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="graph capture needs a CUDA GPU (make gpu-check runs it)")
 def test_captured_chunks_replay_the_eager_steps(tmp_path, monkeypatch):
-    import bsstudy.model
+    import bsstudy.train.module
 
-    monkeypatch.setattr(bsstudy.model, "STEPS_PER_GRAPH", 5)
+    monkeypatch.setattr(bsstudy.train.module, "STEPS_PER_GRAPH", 5)
     gpu = ["trainer=gpu", "trainer.chunk_samples=96", "trainer.eval_chunk_size=1000", "optim.momentum=0.9"]
     graphed, rows = trained(tmp_path, "graphed", [*gpu, "trainer.cuda_graph=true"])
     eager, eager_rows = trained(tmp_path, "eager", gpu)

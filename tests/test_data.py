@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
 from bsstudy.config import DATA_RULES, check_settings
-from bsstudy.data import TensorData, epoch_permutation, load_data, read_idx, steps_per_epoch
+from bsstudy.train.data import TensorData, epoch_permutation, load_data, read_idx, steps_per_epoch
 
 
 def data_cfg(**kw):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bsstudy import DataError
-from bsstudy.data import load_idx_dataset
+from bsstudy.train.data import load_idx_dataset
 
 RAW = "FashionMNIST/raw"
 

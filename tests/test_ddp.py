@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.distributed import per_device_batch_size, world_size
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.config import per_device_batch_size, world_size
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli
 

@@ -3,7 +3,7 @@
 import pytest
 
 from bsstudy import UsageError, extras
-from bsstudy.run import check_config
+from bsstudy.train.run import check_config
 
 from conftest import compose_run
 

@@ -5,10 +5,10 @@ import torch
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.data import TensorData
-from bsstudy.model import MLP, StudyModule
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.data import TensorData
+from bsstudy.train.module import MLP, StudyModule
+from bsstudy.train.run import train
 
 from conftest import compose_run
 
@@ -72,7 +72,7 @@ def test_forcing_the_fast_step_where_it_is_not_exact_is_an_error(tmp_path):
 @pytest.fixture
 def update_kernel(monkeypatch, tmp_path):
     """Set fast_step.UPDATE_KERNEL for one test, with an empty cache of measured choices."""
-    from bsstudy import fast_step
+    from bsstudy.train import fast_step
 
     monkeypatch.setattr(fast_step, "KERNEL_CHOICES", {})
     monkeypatch.setenv("BSSTUDY_CACHE", str(tmp_path))
@@ -81,7 +81,7 @@ def update_kernel(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("rows", [1, 3, 8])
 def test_rank1_and_addmm_kernels_give_the_same_update(update_kernel, rows):
-    from bsstudy.fast_step import subtract_outer
+    from bsstudy.train.fast_step import subtract_outer
 
     g = torch.Generator().manual_seed(rows)
     weight, dz, h = (
@@ -108,7 +108,7 @@ def test_fast_step_with_either_kernel_gives_the_same_parameters_as_autograd(upda
 
 
 def test_the_kernel_is_measured_once_per_shape_and_rows_then_cached(update_kernel, monkeypatch):
-    from bsstudy import fast_step
+    from bsstudy.train import fast_step
 
     measured = []
     monkeypatch.setattr(fast_step, "faster_update_kernel", lambda w, n: measured.append((tuple(w.shape), n)) or "rank1")
@@ -126,7 +126,7 @@ def test_the_kernel_is_measured_once_per_shape_and_rows_then_cached(update_kerne
 def test_the_first_measurement_on_a_machine_is_kept_for_later_runs(update_kernel, monkeypatch, tmp_path):
     """Later processes (an empty in-process cache) reuse the stored choice instead of measuring again, so the
     same config gives the same numbers on the same machine; a corrupt store is measured over."""
-    from bsstudy import fast_step
+    from bsstudy.train import fast_step
 
     weight, picks = torch.zeros(16, 8), iter(["rank1", "addmm"])
     monkeypatch.setattr(fast_step, "faster_update_kernel", lambda w, n: next(picks))
@@ -139,13 +139,13 @@ def test_the_first_measurement_on_a_machine_is_kept_for_later_runs(update_kernel
 
 
 def test_the_measurement_names_one_of_the_two_kernels():
-    from bsstudy.fast_step import faster_update_kernel
+    from bsstudy.train.fast_step import faster_update_kernel
 
     assert faster_update_kernel(torch.zeros(32, 16), 2, trials=2) in ("rank1", "addmm")
 
 
 def test_an_unknown_forced_kernel_is_an_error(update_kernel):
-    from bsstudy.fast_step import update_kernel as choose
+    from bsstudy.train.fast_step import update_kernel as choose
 
     update_kernel("gemv")
     with pytest.raises(ValueError, match=r"UPDATE_KERNEL must be one of \['auto', 'rank1', 'addmm'\]; got 'gemv'"):
@@ -160,7 +160,7 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
     flush, also when a step does not fit the pending rows.
     With `look_ahead`, blocks of steps take their first layer's product from start_block (as the training loop
     does), including blocks shorter than the capacity and steps past a block's rows (they compute their own)."""
-    from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+    from bsstudy.train.fast_step import DeferredUpdates, fast_sgd_step
 
     torch.manual_seed(0)
     deferred_net, immediate_net = MLP(20, [64, 32], 10), MLP(20, [64, 32], 10)
@@ -187,7 +187,7 @@ def test_deferred_updates_give_the_steps_of_immediate_ones(rows, look_ahead):
 
 def test_deferred_update_norms_of_steps_of_different_row_counts():
     """Pending steps of 1, 3 and 2 rows: their norms are read one step at a time, and equal immediate ones."""
-    from bsstudy.fast_step import DeferredUpdates, fast_sgd_step
+    from bsstudy.train.fast_step import DeferredUpdates, fast_sgd_step
 
     torch.manual_seed(0)
     deferred_net, immediate_net = MLP(20, [64, 32], 10), MLP(20, [64, 32], 10)
@@ -207,7 +207,7 @@ def test_deferred_update_norms_of_steps_of_different_row_counts():
 def test_a_look_ahead_block_is_used_and_dropped_when_the_weights_change():
     """start_block's rows are handed out in order, none past the block; applying the updates drops the block
     (its product was of the weights before)."""
-    from bsstudy.fast_step import DeferredUpdates
+    from bsstudy.train.fast_step import DeferredUpdates
 
     weights = [torch.randn(5, 4)]
     deferred = DeferredUpdates(capacity=4)

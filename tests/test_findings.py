@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bsstudy.report.findings import (
+from bsstudy.analysis.report.findings import (
     CAPTION,
     COLUMNS,
     INCONCLUSIVE,
@@ -26,7 +26,7 @@ from bsstudy.report.findings import (
     findings_table,
     kind_of,
 )
-from bsstudy.report.runs import read_sweep
+from bsstudy.analysis.report.runs import read_sweep
 
 LOWER_ACCURACY = "Larger batches reach lower test accuracy at fixed epochs and lr"
 SCALING = "Scaling the lr with B narrows the test-accuracy gap between small and large batches"

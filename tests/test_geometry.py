@@ -9,17 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bsstudy.data import load_data
-from bsstudy.geometry.__main__ import main as geometry_main
-from bsstudy.geometry.hessian import hessian_trace_hutchinson
-from bsstudy.geometry.interpolation import interpolate
-from bsstudy.geometry.landscape import filter_normalized_direction
-from bsstudy.geometry.objective import FlatModel, SubsetLoss
-from bsstudy.geometry.runs import load_weights
-from bsstudy.geometry.sharpness import sharpness_eps_box
-from bsstudy.model import MLP
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.analysis.geometry.__main__ import main as geometry_main
+from bsstudy.measures.hessian import hessian_trace_hutchinson
+from bsstudy.measures.interpolation import interpolate
+from bsstudy.measures.landscape import filter_normalized_direction
+from bsstudy.measures.objective import FlatModel, SubsetLoss
+from bsstudy.measures.sharpness import sharpness_eps_box
+from bsstudy.runfolder import load_weights, read_metrics
+from bsstudy.train.data import load_data
+from bsstudy.train.module import MLP
+from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli
 
@@ -215,7 +214,7 @@ def test_sweep_gets_its_interpolation_and_the_cli_measures_its_runs(tmp_path):
 def test_report_shows_the_train_loss_and_gradient_norm_beside_the_sharpness(tmp_path):
     from test_report import write_run
 
-    from bsstudy.report import build_report
+    from bsstudy.analysis.report import build_report
 
     for job, (batch_size, seed) in enumerate(itertools.product((32, 256), (0, 1))):
         point = {"train_loss": 0.1 * (1 + job), "grad_norm": 0.01 * (1 + job)}

@@ -1,9 +1,9 @@
-"""`make gpu-check` (bsstudy/gpu_check.py): without a GPU it says so; `--cpu` runs every check as a dry run."""
+"""`make gpu-check` (bsstudy/tools/gpu_check.py): without a GPU it says so; `--cpu` runs every check as a dry run."""
 
 import pytest
 import torch
 
-from bsstudy.gpu_check import NO_GPU, main, reference_study_seconds
+from bsstudy.tools.gpu_check import NO_GPU, main, reference_study_seconds
 
 
 def test_gpu_check_without_a_gpu_exits_1_with_one_line(monkeypatch):

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from bsstudy import CONF_DIR, ConfigError
-from bsstudy.model import MLP
+from bsstudy.analysis.report.dynamics import gradsum_section
+from bsstudy.analysis.report.runs import read_sweep
 from bsstudy.probes.gradsum import (
     GradSum,
     bootstrap_exponent,
@@ -28,10 +29,9 @@ from bsstudy.probes.gradsum import (
     summarize,
     trial_indices,
 )
-from bsstudy.report.dynamics import gradsum_section
-from bsstudy.report.runs import read_sweep
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.module import MLP
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

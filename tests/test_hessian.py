@@ -9,11 +9,11 @@ from omegaconf import OmegaConf
 from torch.func import grad, hessian, jvp
 
 from bsstudy import CONF_DIR, ConfigError
-from bsstudy.geometry.hessian import hessian_extreme_eigenvalues, hessian_lambda_max_and_abs_max
-from bsstudy.geometry.objective import FlatModel, SubsetLoss
-from bsstudy.model import MLP
-from bsstudy.probes import build_probe
-from bsstudy.report.geometry import hessian_columns, hessian_table
+from bsstudy.analysis.report.geometry import hessian_columns, hessian_table
+from bsstudy.measures.hessian import hessian_extreme_eigenvalues, hessian_lambda_max_and_abs_max
+from bsstudy.measures.objective import FlatModel, SubsetLoss
+from bsstudy.train.module import MLP
+from bsstudy.train.probe import build_probe
 
 
 def quadratic_hvp(eigenvalues, seed=0):

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from bsstudy import CONF_DIR
-from bsstudy.bench_sweep import max_relative_difference
-from bsstudy.parallel import available_cores, claimed_slot, threads_per_job
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.tools.bench_sweep import max_relative_difference
+from bsstudy.train.parallel import available_cores, claimed_slot, threads_per_job
+from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli
 
@@ -51,7 +51,7 @@ def test_a_job_takes_the_gpu_of_its_number_or_the_next_free_one_or_waits(tmp_pat
 
 
 def test_the_parallel_preset_runs_one_job_per_gpu_or_two_on_the_cpu():
-    import bsstudy.parallel  # noqa: F401  (registers the resolver of the default n_jobs)
+    import bsstudy.train.parallel  # noqa: F401  (registers the resolver of the default n_jobs)
 
     launcher = hydra_config(["hydra/launcher=parallel"]).hydra.launcher
     assert launcher._target_.endswith("JoblibLauncher") and launcher.backend == "loky"
@@ -116,8 +116,8 @@ def test_the_sweep_bench_reports_the_largest_relative_difference_between_runs():
 
 
 def test_what_the_parallel_launcher_sets_is_in_summary_json_and_a_resumed_job_is_the_same_run(tmp_path):
-    from bsstudy.parallel import job_share, set_by_launcher
-    from bsstudy.run_identity import run_identity
+    from bsstudy.runfolder.identity import run_identity
+    from bsstudy.train.parallel import job_share, set_by_launcher
 
     parallel = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra.mode=MULTIRUN"]
     cfg = compose_run(tmp_path, [*TINY, *parallel, "trainer.max_epochs=1"])

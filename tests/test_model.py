@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
 from bsstudy.config import check_optim
-from bsstudy.data import TensorData
-from bsstudy.model import MLP, StudyModule, effective_lr, warmup_factor
+from bsstudy.train.data import TensorData
+from bsstudy.train.module import MLP, StudyModule, effective_lr, warmup_factor
 
 OPTIM = {
     "name": "sgd",

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bsstudy.model import MLP
 from bsstudy.probes.noise_scale import batch_gradient_sq_norms, noise_scale_estimates
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.module import MLP
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

@@ -1,4 +1,4 @@
-"""Packed runs (bsstudy/packed.py, hydra/launcher=packed): runs that differ in seed and lr train as one batched
+"""Packed runs (bsstudy/train/packed.py, hydra/launcher=packed): runs that differ in seed and lr train as one batched
 model and end with the same numbers, files and resume as runs alone."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bsstudy.fast_step import fast_sgd_step
-from bsstudy.model import MLP
-from bsstudy.packed import Member, PackedSGD, pack_blocker, train_pack
-from bsstudy.runfiles import RunFolder, read_metrics
-from bsstudy.stop_signals import STOP, RunInterrupted
+from bsstudy.runfolder import RunFolder, read_metrics
+from bsstudy.train.fast_step import fast_sgd_step
+from bsstudy.train.module import MLP
+from bsstudy.train.packed import Member, PackedSGD, pack_blocker, train_pack
+from bsstudy.train.signals import STOP, RunInterrupted
 from hydra_plugins.bsstudy_packed.packed_launcher import Job, packs_of
 from tests.conftest import compose_run, run_cli
 

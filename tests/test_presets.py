@@ -4,8 +4,8 @@ probes: a preset a user copies is a working starting point."""
 import pytest
 
 from bsstudy import CONF_DIR
-from bsstudy.probes import build_probe
-from bsstudy.run import check_config, selected_probes
+from bsstudy.train.probe import build_probe
+from bsstudy.train.run import check_config, selected_probes
 
 from conftest import compose_run
 

@@ -9,13 +9,13 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError
+from bsstudy.analysis.report import build_report
 from bsstudy.config import check_settings
-from bsstudy.model import EpochRecord
-from bsstudy.probes import build_probe
 from bsstudy.probes.weight_norm import WeightNorm, weight_norm
-from bsstudy.report import build_report
-from bsstudy.run import train
-from bsstudy.runfiles import RunFolder
+from bsstudy.runfolder import RunFolder
+from bsstudy.train.module import EpochRecord
+from bsstudy.train.probe import build_probe
+from bsstudy.train.run import train
 
 from conftest import ROOT, compose_run
 

@@ -1,4 +1,4 @@
-"""Publishing a sweep's report (`python -m bsstudy.report <sweep> --publish DIR`): a tiny real sweep through
+"""Publishing a sweep's report (`python -m bsstudy.analysis.report <sweep> --publish DIR`): a tiny real sweep through
 the CLI, published into a docs-like folder: the report's Markdown, figures and CSV tables with relative paths
 only, a README with the command that made the sweep, the seeds, versions, machine and duration; no
 report.html and no run folders."""
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bsstudy.report.__main__ import main as report_main
-from bsstudy.report.publish import sweep_overrides, without_local_paths
-from bsstudy.runfiles import cpu_model, library_versions
+from bsstudy.analysis.report.__main__ import main as report_main
+from bsstudy.analysis.report.publish import sweep_overrides, without_local_paths
+from bsstudy.runfolder import cpu_model, library_versions
 
 from conftest import run_cli
 

@@ -40,7 +40,7 @@ RTOL = 1e-4
 def run_reference(out: Path) -> dict[int, Path]:
     """Train the reference runs into out/B<batch size>/ and return their folders."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bsstudy.run import train
+    from bsstudy.train.run import train
 
     from conftest import compose_run
 
@@ -67,7 +67,7 @@ def write_fixture() -> None:
     import shutil
     import tempfile
 
-    from bsstudy.runfiles import cpu_model
+    from bsstudy.runfolder import cpu_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = run_reference(Path(tmp))

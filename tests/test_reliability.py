@@ -18,9 +18,9 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError, RunFolderError
-from bsstudy.run import train
-from bsstudy.run_identity import LOCK_FILE, job_subdir
-from bsstudy.runfiles import read_metrics, run_folders
+from bsstudy.runfolder import read_metrics, run_folders
+from bsstudy.runfolder.identity import LOCK_FILE, job_subdir
+from bsstudy.train.run import train
 
 from conftest import FAST, compose_run, run_cli
 
@@ -209,8 +209,8 @@ def test_resume_of_a_run_that_failed_before_training_starts_it_with_the_fixed_co
 def test_an_exit_that_no_signal_caused_is_not_reported_as_one():
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from bsstudy.run import interrupting_signal
-    from bsstudy.stop_signals import RunInterrupted
+    from bsstudy.train.run import interrupting_signal
+    from bsstudy.train.signals import RunInterrupted
 
     assert interrupting_signal(RunInterrupted(signal.SIGTERM)) == signal.SIGTERM
     assert interrupting_signal(SIGTERMException()) == signal.SIGTERM  # Lightning's, after its own SIGTERM handler

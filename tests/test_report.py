@@ -18,13 +18,13 @@ import pytest
 import yaml
 from scipy import stats
 
-from bsstudy.report import build_report
-from bsstudy.report.__main__ import main as report_main
-from bsstudy.report.check import check_images, chromium, screenshot
-from bsstudy.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
-from bsstudy.report.wandb_report import wandb_report
-from bsstudy.run import best_on_validation
-from bsstudy.wandb_files import log_run_files
+from bsstudy.analysis.report import build_report
+from bsstudy.analysis.report.__main__ import main as report_main
+from bsstudy.analysis.report.check import check_images, chromium, screenshot
+from bsstudy.analysis.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
+from bsstudy.analysis.report.wandb_report import wandb_report
+from bsstudy.train.run import best_on_validation
+from bsstudy.train.wandb_files import log_run_files
 
 from conftest import run_cli
 
@@ -234,7 +234,7 @@ def write_run(
     **probes,
 ):
     """A completed run with len(test_acc) - 1 epochs of `steps_per_epoch = 1024 / B` steps, 1 s each;
-    with `val_acc`, also validation columns and the best epoch selected on them, as bsstudy.run writes."""
+    with `val_acc`, also validation columns and the best epoch selected on them, as bsstudy.train.run writes."""
     (path / ".hydra").mkdir(parents=True)
     config = {
         "seed": seed,

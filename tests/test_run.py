@@ -8,8 +8,8 @@ import pytest
 
 from bsstudy import ConfigError
 from bsstudy.__main__ import main, sweeper_objective
-from bsstudy.run import best_on_validation, train
-from bsstudy.runfiles import RunCheckpoints, read_metrics
+from bsstudy.runfolder import RunCheckpoints, read_metrics
+from bsstudy.train.run import best_on_validation, train
 
 from conftest import compose_run, run_cli
 

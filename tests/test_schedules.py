@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.model import value_at
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.module import value_at
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.run import train
-from bsstudy.runfiles import PROC_STATUS, read_metrics
-from bsstudy.speed_table import format_speed_table, power_of_two_answer, power_of_two_comparisons, speed_rows
+from bsstudy.analysis.speed_table import format_speed_table, power_of_two_answer, power_of_two_comparisons, speed_rows
+from bsstudy.runfolder import PROC_STATUS, read_metrics
+from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli
 

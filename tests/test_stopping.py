@@ -5,8 +5,8 @@ import json
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

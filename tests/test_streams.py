@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bsstudy.data import epoch_permutation
-from bsstudy.geometry.objective import seeded_subset
+from bsstudy.measures.objective import seeded_subset
 from bsstudy.streams import STREAMS, rng, torch_generator
+from bsstudy.train.data import epoch_permutation
 
 N, HEAD = 60_000, 1_000
 

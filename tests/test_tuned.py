@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 
 from bsstudy import ConfigError
-from bsstudy.config import STOP_AT_RULES, check_settings
-from bsstudy.report.tuned import (
+from bsstudy.analysis.report.tuned import (
     critical_batch,
     edge_of_grid,
     fastest_batch,
@@ -27,8 +26,9 @@ from bsstudy.report.tuned import (
     per_batch_table,
     selected_runs,
 )
-from bsstudy.target import next_check_step
-from bsstudy.tuned import Candidate, lr_grid, select_best
+from bsstudy.config import STOP_AT_RULES, check_settings
+from bsstudy.train.target import next_check_step
+from bsstudy.train.tuned import Candidate, lr_grid, select_best
 
 from conftest import ROOT, compose_run
 
@@ -70,7 +70,7 @@ def test_val_target_stops_within_the_epoch_and_records_the_crossing(tmp_path):
     run_dir = tmp_path / "run"
     overrides = ["data=synthetic", "data.val_size=512", "data.batch_size=16", "optim.lr=0.1", "trainer.max_epochs=5",
                  "trainer.chunk_samples=64", "trainer.stop_at.val_acc=0.3"]  # fmt: skip
-    from bsstudy.run import train
+    from bsstudy.train.run import train
 
     summary = train(compose_run(run_dir, overrides))
     checks = pd.read_csv(run_dir / "target.csv")
@@ -209,7 +209,7 @@ def test_tiny_tuned_study_resumes_after_a_kill_skipping_finished_runs_and_writes
 
 
 def test_a_run_recorded_before_the_target_settings_existed_is_the_same_run_when_they_are_null():
-    from bsstudy.run_identity import differing_keys
+    from bsstudy.runfolder.identity import differing_keys
 
     recorded = {"trainer.max_epochs": 30}
     assert differing_keys(recorded, recorded | {"trainer.stop_at.val_acc": None}) == []

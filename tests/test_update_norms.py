@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bsstudy.data import TensorData
-from bsstudy.model import MLP, StudyModule
-from bsstudy.run import train
-from bsstudy.runfiles import read_metrics
+from bsstudy.runfolder import read_metrics
+from bsstudy.train.data import TensorData
+from bsstudy.train.module import MLP, StudyModule
+from bsstudy.train.run import train
 
 from conftest import compose_run
 

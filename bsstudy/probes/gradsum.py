@@ -53,11 +53,11 @@ from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError
 from bsstudy.config import BOOL, POSITIVE_INT, Rule
-from bsstudy.fast_step import fast_sgd_step
-from bsstudy.model import MLP
-from bsstudy.probes import Probe
-from bsstudy.runfiles import write_json, write_table
+from bsstudy.runfolder import write_json, write_table
 from bsstudy.streams import rng
+from bsstudy.train.fast_step import fast_sgd_step
+from bsstudy.train.module import MLP
+from bsstudy.train.probe import Probe
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def fast_sgd_gradient_sum(
     net: MLP, names: list[str], x: torch.Tensor, y: torch.Tensor, batch_size: int, reduction: str, sgd: dict
 ) -> torch.Tensor:
     """S_B of one trial, x [m, d] -> [P], as `sgd_gradient_sums` computes it, but with the exact hand-written
-    SGD step of bsstudy/fast_step.py on one copy of the weights, which stays in cache: several times faster
+    SGD step of bsstudy/train/fast_step.py on one copy of the weights, which stays in cache: several times faster
     at small B than vmapped copies, which are bound by memory traffic. A sum-reduced batch loss is B times
     the mean one, so its SGD step is the mean step with lr B, weight decay wd / B and momentum buffer / B."""
     scale = batch_size if reduction == "sum" else 1
@@ -332,7 +332,7 @@ def replace_regime(path, table: pd.DataFrame, regime: int) -> None:
 class GradSum(Probe):
     """The gradient-sum-norm experiment at the end of each epoch of `at_epochs`, on copies of the weights."""
 
-    report_section = "bsstudy.report.dynamics:gradsum_section"
+    report_section = "bsstudy.analysis.report.dynamics:gradsum_section"
     report_order = 20
     settings = {
         "at_epochs": Rule("list", each=POSITIVE_INT),

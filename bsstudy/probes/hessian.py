@@ -1,4 +1,4 @@
-"""Hessian spectrum of the final minimizer: extreme eigenvalues (Lanczos) and trace, see bsstudy/geometry/hessian.py.
+"""Hessian spectrum of the final minimizer: extreme eigenvalues (Lanczos) and trace, see bsstudy/measures/hessian.py.
 
 Files in <run>/probes/hessian/: `hessian.json` (estimates with their residuals, products, tolerances, convergence).
 summary.json probes.hessian: lambda_max (largest algebraic eigenvalue) and lambda_abs_max (largest magnitude),
@@ -6,7 +6,7 @@ each with _residual (||H v - lambda v||), _relative_residual (/ |lambda|), _hvps
 was read from a positive lambda_abs_max) and _converged; trace, trace_stderr, ...; geometry_bn (the
 batch-norm convention). `top_eigenvalue` is kept as an alias of lambda_abs_max (what the earlier power
 iteration estimated), for readers of older summaries.
-train_loss and grad_norm (whole training set, at the measured weights: bsstudy/geometry/objective.py).
+train_loss and grad_norm (whole training set, at the measured weights: bsstudy/measures/objective.py).
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import torch
 
 from bsstudy import ConfigError
 from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
-from bsstudy.geometry.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
-from bsstudy.geometry.objective import measured_point, subset_loss
-from bsstudy.probes import FinalWeightsProbe
-from bsstudy.runfiles import write_json
+from bsstudy.measures.hessian import hessian_lambda_max_and_abs_max, hessian_trace_hutchinson
+from bsstudy.measures.objective import measured_point, subset_loss
+from bsstudy.runfolder import write_json
 from bsstudy.streams import DIRECTIONS_HESSIAN, DIRECTIONS_LANCZOS, rng, torch_generator
+from bsstudy.train.probe import FinalWeightsProbe
 
 
 class Hessian(FinalWeightsProbe):
     """Extreme Hessian eigenvalues (Lanczos: largest algebraic and largest magnitude) and trace
     (Hutchinson) of the training loss."""
 
-    report_section = "bsstudy.report.geometry:sharpness_section"
+    report_section = "bsstudy.analysis.report.geometry:sharpness_section"
     report_order = 40
     settings = {
         "k": POSITIVE_INT,

@@ -1,9 +1,9 @@
 """Linear interpolation between this run's final weights (alpha = 0) and another minimizer (alpha = 1),
-see bsstudy/geometry/interpolation.py. `probes.interpolation.other` names the other minimizer: a run
+see bsstudy/measures/interpolation.py. `probes.interpolation.other` names the other minimizer: a run
 folder (its checkpoints/last.ckpt) or a checkpoint file, of a network with the same architecture.
 
 Files in the output folder (<run>/probes/interpolation/, or <sweep>/geometry/interpolation_<Ba>_<Bb>/ from
-`python -m bsstudy.geometry interpolate`): `interpolation.csv` (alpha, train_loss, train_acc, test_loss,
+`python -m bsstudy.analysis.geometry interpolate`): `interpolation.csv` (alpha, train_loss, train_acc, test_loss,
 test_acc) and `meta.json` (run_a, run_b, batch_size_a, batch_size_b, geometry_bn, settings, and the summary:
 train_loss and grad_norm at alpha = 0, other_train_loss and other_grad_norm at alpha = 1, on the whole training
 set). Batch norm follows run_a's model.geometry_bn (under "running" the running statistics are interpolated too).
@@ -20,18 +20,17 @@ import pandas as pd
 
 from bsstudy import ConfigError
 from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
-from bsstudy.geometry.interpolation import interpolate, interpolated_statistics
-from bsstudy.geometry.objective import measured_point, subset_loss
-from bsstudy.geometry.runs import is_run_dir, load_weights
-from bsstudy.probes import Probe
-from bsstudy.runfiles import RunFolder, write_json, write_table
+from bsstudy.measures.interpolation import interpolate, interpolated_statistics
+from bsstudy.measures.objective import measured_point, subset_loss
+from bsstudy.runfolder import RunFolder, load_weights, write_json, write_table
+from bsstudy.train.probe import Probe
 
 
 def recorded_batch_size(run_dir: Path | None) -> int | None:
     """A run's batch size from its .hydra/config.yaml, else its summary.json, else None."""
     if run_dir is None:
         return None
-    if is_run_dir(run_dir):
+    if RunFolder(run_dir).config_path.is_file():
         return RunFolder(run_dir).config().data.batch_size
     return (RunFolder(run_dir).summary() or {}).get("batch_size")
 
@@ -48,7 +47,7 @@ def resolve_other(other: str | Path) -> tuple[Path, Path | None]:
 class Interpolation(Probe):
     """Train and test loss and accuracy along (1 - alpha) theta_this + alpha theta_other."""
 
-    report_section = "bsstudy.report.geometry:interpolation_section"
+    report_section = "bsstudy.analysis.report.geometry:interpolation_section"
     report_order = 50
     settings = {
         "other": Rule("str", nullable=True),

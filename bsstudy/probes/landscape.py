@@ -1,11 +1,11 @@
 """2-D filter-normalized loss landscape and 1-D curve of the final minimizer (Li et al. 2018),
-see bsstudy/geometry/landscape.py.
+see bsstudy/measures/landscape.py.
 
 Files in <run>/probes/landscape/: `landscape.npz` (alphas [n], betas [m], train_loss [n, m], train_acc [n, m],
 curve_alphas, curve_train_loss, curve_train_acc, and curve_test_* with test samples; point_train_loss and
 point_grad_norm: the whole training set's loss and gradient norm at the centre), `landscape.png`.
 summary.json probes.landscape: center_train_loss, max_train_loss, settings, geometry_bn (model.geometry_bn),
-train_loss and grad_norm at the centre (bsstudy/geometry/objective.py).
+train_loss and grad_norm at the centre (bsstudy/measures/objective.py).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import time
 import numpy as np
 
 from bsstudy.config import BOOL, POSITIVE_INT, SAMPLES, Rule
-from bsstudy.geometry.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
-from bsstudy.geometry.objective import measured_point, subset_loss
-from bsstudy.probes import FinalWeightsProbe
+from bsstudy.measures.landscape import filter_normalized_direction, loss_curve, loss_grid, plot_landscape
+from bsstudy.measures.objective import measured_point, subset_loss
 from bsstudy.streams import DIRECTIONS_LANDSCAPE, torch_generator
+from bsstudy.train.probe import FinalWeightsProbe
 
 
 class Landscape(FinalWeightsProbe):
     """Loss and accuracy on a grid of theta + alpha d1 + beta d2, and along theta + alpha d1."""
 
-    report_section = "bsstudy.report.geometry:landscape_section"
+    report_section = "bsstudy.analysis.report.geometry:landscape_section"
     report_order = 60
     settings = {
         "points": POSITIVE_INT,

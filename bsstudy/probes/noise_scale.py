@@ -43,10 +43,10 @@ from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError
 from bsstudy.config import POSITIVE_INT, Rule
-from bsstudy.geometry.objective import has_batch_norm
-from bsstudy.probes import Probe
-from bsstudy.runfiles import EpochCSVLogger
+from bsstudy.measures.objective import has_batch_norm
+from bsstudy.runfolder import EpochCSVLogger
 from bsstudy.streams import torch_generator
+from bsstudy.train.probe import Probe
 
 
 def noise_scale_estimates(small_sq: float, big_sq: float, b_small: int, b_big: int) -> tuple[float, float]:
@@ -87,7 +87,7 @@ def batch_gradient_sq_norms(
 class NoiseScale(Probe):
     """B_simple = tr(Sigma)/|G|^2 from two batch sizes, `measurements_per_epoch` times per epoch."""
 
-    report_section = "bsstudy.report.dynamics:noise_scale_section"
+    report_section = "bsstudy.analysis.report.dynamics:noise_scale_section"
     report_order = 30
     epoch_columns = ("noise_scale", "grad_sq_norm", "grad_trace_cov")
     settings = {

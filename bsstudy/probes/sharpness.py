@@ -1,11 +1,11 @@
-"""Sharpness of the final minimizer (Keskar et al. 2017), at the end of training: see bsstudy/geometry/sharpness.py.
+"""Sharpness of the final minimizer (Keskar et al. 2017), at the end of training: see bsstudy/measures/sharpness.py.
 
 For every eps: the full-space eps-box sharpness, the same in a random `subspace_dim`-dimensional subspace,
 and the mean relative loss increase at `random_samples` uniform random points of the box (the baseline).
 Files in <run>/probes/sharpness/: `sharpness.json` (every result with the optimizer's budget and use).
 summary.json probes.sharpness: sharpness_eps_<eps>, random_sharpness_eps_<eps>, subspace_sharpness_eps_<eps>, ...,
 geometry_bn (the batch-norm convention, model.geometry_bn), train_loss and grad_norm (whole training set, at the
-measured weights: bsstudy/geometry/objective.py).
+measured weights: bsstudy/measures/objective.py).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import time
 
 from bsstudy import ConfigError
 from bsstudy.config import POSITIVE_INT, SAMPLES, Rule
-from bsstudy.geometry.objective import measured_point, subset_loss
-from bsstudy.geometry.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
-from bsstudy.probes import FinalWeightsProbe
-from bsstudy.runfiles import write_json
+from bsstudy.measures.objective import measured_point, subset_loss
+from bsstudy.measures.sharpness import OPTIMIZER, random_sharpness, random_subspace, sharpness_eps_box
+from bsstudy.runfolder import write_json
 from bsstudy.streams import DIRECTIONS_SHARPNESS, torch_generator
+from bsstudy.train.probe import FinalWeightsProbe
 
 
 class Sharpness(FinalWeightsProbe):
     """Keskar et al.'s eps-box sharpness of the trained network, with the random-point baseline."""
 
-    report_section = "bsstudy.report.geometry:sharpness_section"
+    report_section = "bsstudy.analysis.report.geometry:sharpness_section"
     report_order = 40
     settings = {
         "eps": Rule("list", each=Rule("number", min=0, open_min=True)),

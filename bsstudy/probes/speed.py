@@ -1,6 +1,6 @@
 """Speed and memory of the training: seconds per optimizer step, samples per second, time per epoch, peak memory.
 
-One Lightning batch is a chunk of many optimizer steps (bsstudy/model.py). The probe times every
+One Lightning batch is a chunk of many optimizer steps (bsstudy/train/module.py). The probe times every
 chunk with time.perf_counter from on_train_batch_start to on_train_batch_end, on a GPU after
 torch.cuda.synchronize (kernels run asynchronously, so an unsynchronized clock measures launches),
 and divides by the steps and samples the chunk took: step time = seconds / steps, throughput =
@@ -17,7 +17,7 @@ kept; `peak_memory_increase_bytes` (peak minus the memory in use when training s
 part training itself added, the one that grows with B.
 
 Files: <run>/probes/speed/chunks.csv (epoch, chunk, steps, samples, seconds, step_time_s,
-samples_per_s, warmup). bsstudy/speed_table.py turns the runs of a sweep into the per-B table.
+samples_per_s, warmup). bsstudy/analysis/speed_table.py turns the runs of a sweep into the per-B table.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from bsstudy.config import Rule
-from bsstudy.probes import Probe
-from bsstudy.runfiles import cpu_model, peak_memory, proc_status_bytes, synchronized_now, write_table
+from bsstudy.runfolder import cpu_model, peak_memory, proc_status_bytes, synchronized_now, write_table
+from bsstudy.train.probe import Probe
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def write_chunks_csv(path: Path, rows: list[dict]) -> None:
 class Speed(Probe):
     """Per-chunk step time and throughput, epoch time and peak memory; headline numbers in summary.json."""
 
-    report_section = "bsstudy.report.cost:speed_section"
+    report_section = "bsstudy.analysis.report.cost:speed_section"
     report_order = 70
     settings = {"warmup_chunks": Rule("int", min=0)}
 

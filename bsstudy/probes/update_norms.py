@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bsstudy.probes import Probe
-from bsstudy.runfiles import EpochCSVLogger
+from bsstudy.runfolder import EpochCSVLogger
+from bsstudy.train.probe import Probe
 
 QUANTILES = torch.tensor([0.25, 0.5, 0.75])
 
@@ -51,7 +51,7 @@ def step_norm_table(update_sq_norms: torch.Tensor, layer_of_param: list[int]) ->
 class UpdateNorms(Probe):
     """Step norms, epoch distance and distance from initialization; medians and distances join metrics.csv."""
 
-    report_section = "bsstudy.report.dynamics:update_norms_section"
+    report_section = "bsstudy.analysis.report.dynamics:update_norms_section"
     report_order = 10
     epoch_columns = ("update_norm_median", "epoch_distance", "distance_from_init")
 

@@ -3,7 +3,7 @@
 Large-batch training is often said to stay closer to its initialization (Hoffer et al. 2017, "Train longer,
 generalize better"); the norm of the weights is the simplest view of how far they grew. This module and
 bsstudy/conf/probes/weight_norm.yaml are the whole probe: `probes=[weight_norm]` runs it, and the report shows
-it with the generic probe section (bsstudy/report/probes.py), because it names no section of its own.
+it with the generic probe section (bsstudy/analysis/report/probes.py), because it names no section of its own.
 
 Files in <run>/probes/weight_norm/: `epochs.csv`, one row per epoch (the whole norm and, with per_layer=true,
 one column per layer). metrics.csv gains `weight_norm`; summary.json probes.weight_norm has the final norm
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from bsstudy.config import BOOL
-from bsstudy.probes import Probe
-from bsstudy.runfiles import EpochCSVLogger
+from bsstudy.runfolder import EpochCSVLogger
+from bsstudy.train.probe import Probe
 
 
 def weight_norm(net: torch.nn.Module) -> float:

@@ -1,6 +1,6 @@
 """The launcher of `hydra/launcher=packed` (bsstudy/conf/hydra/launcher/packed.yaml): the jobs of a sweep that
 differ only in seed and/or lr train together, up to `pack_size` at a time, as one batched model
-(bsstudy/packed.py). Jobs that cannot be packed (`pack_blocker`, or a pack of one) run one at a time as with
+(bsstudy/train/packed.py). Jobs that cannot be packed (`pack_blocker`, or a pack of one) run one at a time as with
 Hydra's basic launcher, whose `launch` this one follows. Hydra finds launchers only in the `hydra_plugins`
 package, hence this module's place.
 """
@@ -18,10 +18,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from bsstudy import ConfigError, is_positive_int
-from bsstudy.packed import PACK_KEYS, Member, pack_blocker, prepare_member, train_pack
-from bsstudy.run import job_failed, sweeper_objective
-from bsstudy.run_identity import override_key
-from bsstudy.stop_signals import STOP
+from bsstudy.runfolder.identity import override_key
+from bsstudy.train.packed import PACK_KEYS, Member, pack_blocker, prepare_member, train_pack
+from bsstudy.train.run import job_failed, sweeper_objective
+from bsstudy.train.signals import STOP
 
 log = logging.getLogger(__name__)
 

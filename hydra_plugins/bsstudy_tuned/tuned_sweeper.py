@@ -8,10 +8,10 @@ express, and a sweeper keeps everything else of a bsstudy sweep as it is: the co
 sweepers in the `hydra_plugins` package, hence this module's place.
 
 Resuming: the same command with `hydra.sweep.dir=<dir>` launches the same jobs with the same overrides; each
-job finds its folder by its overrides (bsstudy/run_identity.py: job_subdir) and, as the preset sets
+job finds its folder by its overrides (bsstudy/runfolder/identity.py: job_subdir) and, as the preset sets
 resume=true, a completed run returns its summary without training and a killed one continues from its last
 checkpoint. Phase 2 is chosen again from the phase-1 summaries, which give the same choice.
-Selection rules: bsstudy/tuned.py. `<sweep>/tuned_selection.json` records the grid and each B's choice.
+Selection rules: bsstudy/train/tuned.py. `<sweep>/tuned_selection.json` records the grid and each B's choice.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import ConfigError
-from bsstudy.runfiles import RunFolder, write_json
-from bsstudy.tuned import (
+from bsstudy.runfolder import RunFolder, write_json
+from bsstudy.train.tuned import (
     candidate_from_summary,
     check_grid,
     job_overrides,

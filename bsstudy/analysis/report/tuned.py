@@ -1,0 +1,485 @@
+"""The tuned study's analysis (experiment=tuned): steps to the target validation accuracy against B, the fit
+S(B) = S_min (1 + B_crit / B) (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", eq. 2.11)
+with a bootstrap interval for B_crit, B_simple at the target crossing, the best lr against the linear and
+square-root rules, and the recommendation (the report's first section and `python -m bsstudy.analysis.recommend`).
+
+Inputs, per run folder: summary.json (`target`: bsstudy/train/target.py; batch_size, lr, momentum, seed, status) and
+probes/noise_scale/measurements.csv. The study's grid seed is seeds[0] of `<sweep>/tuned_selection.json`
+(else the smallest seed); the best lr per B is chosen on the grid seed's runs with bsstudy/train/tuned.py's rule.
+
+The fit: least squares in log space, log S = log S_min + log(1 + B_crit / B), over the per-B mean steps of the
+selected lr's seeds (scipy.optimize.curve_fit on (log S_min, log B_crit), so both stay positive). Interval:
+a percentile bootstrap over seeds: each resample draws, per B, as many runs as it has, with replacement, from
+its seeds, and refits (the 2.5 and 97.5 percentiles of B_crit over BOOTSTRAP_SAMPLES resamples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from bsstudy.analysis.report.document import Figure, Section, Table
+from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
+from bsstudy.analysis.report.uncertainty import mean_ci
+from bsstudy.runfolder import RunFolder, run_folders
+from bsstudy.streams import rng
+from bsstudy.train.tuned import Candidate, candidate_from_summary, select_best
+
+BOOTSTRAP_SAMPLES = 1000
+MIN_SEEDS = 2  # seeds per B below which no interval, and so no recommendation, can be given
+MIN_BATCH_SIZES = 3  # batch sizes with a selected lr needed to fit two parameters and see the bend
+
+
+# --- the table ---------------------------------------------------------------------------------------
+
+
+def b_simple_at(run_dir: Path, steps: int | None) -> float:
+    """B_simple (the smoothed noise_scale column) of the last measurement at or before `steps` (the target
+    crossing), else the first one after it; NaN without measurements."""
+    path = RunFolder(run_dir).probe_dir("noise_scale") / "measurements.csv"
+    if steps is None or not path.exists():
+        return math.nan
+    rows = pd.read_csv(path)
+    if rows.empty or "noise_scale" not in rows:
+        return math.nan
+    before = rows[rows.optimizer_steps <= steps]
+    return float((before.iloc[-1] if len(before) else rows.iloc[0]).noise_scale)
+
+
+def run_row(run_dir: Path, summary: dict) -> dict:
+    target = summary.get("target") or {}
+    candidate = candidate_from_summary(summary)
+    return {
+        "run": run_dir.name,
+        "status": summary.get("status"),
+        "batch_size": candidate.batch_size,
+        "lr": candidate.lr,
+        "momentum": candidate.momentum,
+        "seed": summary.get("seed"),
+        "reached": candidate.reached,
+        "steps": target.get("optimizer_steps") if candidate.reached else math.nan,
+        "previous_check_steps": target.get("previous_check_steps") if candidate.reached else math.nan,
+        "epochs": target.get("epochs") if candidate.reached else math.nan,
+        "train_time_s": target.get("train_time_s") if candidate.reached else math.nan,
+        "val_acc": target.get("val_acc") if candidate.reached else math.nan,
+        "test_acc": target.get("test_acc") if candidate.reached else math.nan,
+        "val_acc_target": target.get("val_acc_target"),
+        "b_simple": b_simple_at(run_dir, target.get("optimizer_steps")) if candidate.reached else math.nan,
+    }
+
+
+def tuned_runs(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per run of the study that has a summary with a target block (see run_row's columns)."""
+    rows = []
+    for folder in run_folders(Path(sweep_dir)):
+        summary = RunFolder(folder).summary(strict=False)
+        if summary is not None and summary.get("target") is not None and "batch_size" in summary:
+            rows.append(run_row(folder, summary))
+    return pd.DataFrame(rows)
+
+
+def grid_seed(sweep_dir: str | Path, runs: pd.DataFrame) -> int:
+    """The seed that ran the lr grid: seeds[0] of tuned_selection.json, else the smallest seed."""
+    path = Path(sweep_dir) / "tuned_selection.json"
+    try:
+        return int(json.loads(path.read_text())["seeds"][0])
+    except (OSError, ValueError, KeyError, IndexError):
+        return int(runs.seed.min())
+
+
+def grid_candidates(runs: pd.DataFrame, seed: int) -> list[Candidate]:
+    grid = runs[runs.seed == seed]
+    return [
+        Candidate(int(r.batch_size), float(r.lr), float(r.momentum), bool(r.reached),
+                  None if not r.reached else int(r.steps), None if not r.reached else float(r.val_acc))
+        for r in grid.itertuples()
+    ]  # fmt: skip
+
+
+def edge_of_grid(best_lr: float, grid_lrs) -> str | None:
+    """'lowest' or 'highest' when the best lr is at that end of its grid (the optimum may lie beyond it),
+    else None. A grid of one lr is all edge: 'lowest and highest'.
+
+    >>> edge_of_grid(0.1, [0.05, 0.1, 0.2]), edge_of_grid(0.2, [0.05, 0.1, 0.2])
+    (None, 'highest')
+    """
+    lrs = sorted(grid_lrs)
+    if len(lrs) == 1:
+        return "lowest and highest"
+    if math.isclose(best_lr, lrs[0]):
+        return "lowest"
+    if math.isclose(best_lr, lrs[-1]):
+        return "highest"
+    return None
+
+
+def per_batch_table(runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One row per B: the selected lr (and momentum), its grid edge flag, and over the selected lr's seeds
+    the mean and 95% t-interval of steps, epochs, train time and test accuracy to target, and B_simple."""
+    candidates = grid_candidates(runs, seed)
+    rows = []
+    for b in sorted(runs.batch_size.unique()):
+        mine = [c for c in candidates if c.batch_size == b]
+        best = select_best(mine)
+        row = {"batch_size": int(b), "grid_lrs": len(mine), "best_lr": math.nan, "momentum": math.nan, "edge": ""}
+        if best is None:
+            reached_any = runs[(runs.batch_size == b) & runs.reached]
+            row["edge"] = "not reached" if reached_any.empty else "not reached by the grid seed"
+            rows.append(row)
+            continue
+        edge = edge_of_grid(best.lr, [c.lr for c in mine if c.momentum == best.momentum])
+        chosen = runs[(runs.batch_size == b) & np.isclose(runs.lr, best.lr) & np.isclose(runs.momentum, best.momentum)]
+        row |= {"best_lr": best.lr, "momentum": best.momentum, "edge": f"at the {edge} lr" if edge else ""}
+        row["seeds"] = int(chosen.seed.nunique())
+        row["seeds_reached"] = int(chosen.reached.sum())
+        for column in ("steps", "epochs", "train_time_s", "test_acc", "b_simple"):
+            mean, low, high, _ = mean_ci(chosen[column].tolist())
+            row |= {f"{column}_mean": mean, f"{column}_ci_low": low, f"{column}_ci_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The runs at each B's selected lr and momentum (all seeds)."""
+    keep = np.zeros(len(runs), dtype=bool)
+    for r in table.dropna(subset=["best_lr"]).itertuples():
+        keep |= (
+            (runs.batch_size == r.batch_size).to_numpy()
+            & np.isclose(runs.lr, r.best_lr)
+            & np.isclose(runs.momentum, r.momentum)
+        )
+    return runs[keep]
+
+
+# --- the fit S(B) = S_min (1 + B_crit / B) -----------------------------------------------------------
+
+
+def log_steps_model(batch_size, log_s_min, log_b_crit):
+    """log S(B) = log S_min + log(1 + B_crit / B) (McCandlish et al. 2018, eq. 2.11)."""
+    return log_s_min + np.log1p(np.exp(log_b_crit) / np.asarray(batch_size, dtype=float))
+
+
+def fit_steps(batch_sizes, steps) -> tuple[float, float]:
+    """(S_min, B_crit) of S(B) = S_min (1 + B_crit / B), least squares on log S; NaNs when it fails."""
+    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+    ok = np.isfinite(s) & (s > 0)
+    if len(np.unique(b[ok])) < 2:
+        return math.nan, math.nan
+    start = (math.log(s[ok].min()), math.log(np.median(b[ok])))
+    try:
+        with warnings.catch_warnings():  # an exact fit (two batch sizes) has no covariance: not needed here
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (log_s_min, log_b_crit), _ = curve_fit(log_steps_model, b[ok], np.log(s[ok]), p0=start, maxfev=10000)
+    except (RuntimeError, ValueError):
+        return math.nan, math.nan
+    return float(math.exp(log_s_min)), float(math.exp(min(log_b_crit, 700.0)))
+
+
+@dataclass(frozen=True)
+class CriticalBatch:
+    """The fit and its bootstrap interval; `why_not` says why B_crit cannot be told (empty when it can)."""
+
+    s_min: float
+    b_crit: float
+    low: float
+    high: float
+    batch_sizes: tuple[int, ...]
+    seeds_per_b: int
+    why_not: str
+
+
+def bootstrap_b_crit(steps_by_b: dict[int, list[float]], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """(2.5, 97.5) percentiles of B_crit refitted on resamples of the seeds of each B (with replacement)."""
+    generator = rng(seed, "tuned_bootstrap")
+    values = []
+    b = sorted(steps_by_b)
+    for _ in range(samples):
+        means = [np.mean(generator.choice(steps_by_b[k], size=len(steps_by_b[k]), replace=True)) for k in b]
+        values.append(fit_steps(b, means)[1])
+    values = np.asarray(values)
+    if not np.isfinite(values).all():
+        return math.nan, math.inf  # some resamples have no finite fit: the interval is open
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def critical_batch(selected: pd.DataFrame) -> CriticalBatch:
+    """B_crit from the selected lrs' runs, with the reason it cannot be told when the data do not support it:
+    fewer than MIN_BATCH_SIZES batch sizes reached the target, fewer than MIN_SEEDS seeds reached it at some
+    B, or the interval is not inside the measured batch sizes (the bend was not seen)."""
+    reached = selected[selected.reached]
+    steps_by_b = {int(b): g.steps.astype(float).tolist() for b, g in reached.groupby("batch_size")}
+    batch_sizes = tuple(sorted(steps_by_b))
+    seeds = min((len(v) for v in steps_by_b.values()), default=0)
+    means = [float(np.mean(steps_by_b[b])) for b in batch_sizes]
+    s_min, b_crit = fit_steps(batch_sizes, means) if len(batch_sizes) >= 2 else (math.nan, math.nan)
+    if len(batch_sizes) < MIN_BATCH_SIZES:
+        why = f"only {len(batch_sizes)} batch size(s) reached the target; the fit needs {MIN_BATCH_SIZES}"
+        return CriticalBatch(s_min, b_crit, math.nan, math.nan, batch_sizes, seeds, why)
+    if seeds < MIN_SEEDS:
+        why = f"too few seeds: {seeds} at some batch size reached the target; an interval needs {MIN_SEEDS}"
+        return CriticalBatch(s_min, b_crit, math.nan, math.nan, batch_sizes, seeds, why)
+    low, high = bootstrap_b_crit(steps_by_b)
+    why = ""
+    if not (math.isfinite(b_crit) and math.isfinite(low) and math.isfinite(high)):
+        why = "the fit fails on some resamples: the interval for B_crit is unbounded"
+    elif low < batch_sizes[0] or high > batch_sizes[-1]:
+        why = (
+            f"the interval [{low:.3g}, {high:.3g}] reaches beyond the measured batch sizes "
+            f"[{batch_sizes[0]}, {batch_sizes[-1]}]: the bend of the curve is not pinned down by the data"
+        )
+    return CriticalBatch(s_min, b_crit, low, high, batch_sizes, seeds, why)
+
+
+# --- the recommendation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One line of the recommendation: the question, the answer (or "cannot tell: <why>") and its data."""
+
+    question: str
+    answer: str
+    rests_on: str
+
+    @property
+    def told(self) -> bool:
+        return not self.answer.startswith("cannot tell")
+
+
+def interval_text(mean: float, low: float, high: float, unit: str = "") -> str:
+    return f"{mean:.3g}{unit} [{low:.3g}, {high:.3g}]" if math.isfinite(low) else f"{mean:.3g}{unit} (no interval)"
+
+
+def largest_useful_batch(fit: CriticalBatch, table: pd.DataFrame | None = None) -> Answer:
+    """B_crit with its interval; cannot tell when the fit has no bend inside the data or when a fitted B's best lr
+    is at the edge of its grid (its steps to target may be those of a mistuned lr, which moves the bend)."""
+    question = "Largest batch size before diminishing returns (B_crit of S(B) = S_min (1 + B_crit/B))"
+    rests_on = (
+        f"steps to target at the selected lr of B = {', '.join(map(str, fit.batch_sizes)) or 'none'}, "
+        f"{fit.seeds_per_b} seed(s) each; 95% bootstrap interval over seeds"
+    )
+    estimate = f" (point estimate {fit.b_crit:.3g})" if math.isfinite(fit.b_crit) else ""
+    if fit.why_not:
+        return Answer(question, f"cannot tell: {fit.why_not}{estimate}", rests_on)
+    if table is not None and len(at_edge := table[table.batch_size.isin(fit.batch_sizes) & (table.edge != "")]):
+        named = ", ".join(f"B={int(r.batch_size)} {r.edge}" for r in at_edge.itertuples())
+        return Answer(question, f"cannot tell: the fit uses an lr at the edge of its grid ({named}); widen the "
+                      f"grid{estimate}", rests_on)  # fmt: skip
+    return Answer(
+        question,
+        f"B_crit = {interval_text(fit.b_crit, fit.low, fit.high)}: up to about this B, doubling the batch nearly "
+        "halves the steps; beyond it, the steps fall by less and samples are wasted",
+        rests_on,
+    )
+
+
+def fastest_batch(table: pd.DataFrame) -> tuple[Answer, pd.Series | None]:
+    """The B with the least mean training time to target; cannot tell with too few seeds, with an edge optimum,
+    or when another B's interval overlaps its (then the tied ones are named)."""
+    question = "Batch size with the least wall time to target on this machine (training time, evaluation excluded)"
+    rows = table.dropna(subset=["train_time_s_mean"]) if "train_time_s_mean" in table else table.iloc[0:0]
+    if rows.empty:
+        return Answer(question, "cannot tell: no batch size reached the target", "no run reached it"), None
+    best = rows.loc[rows.train_time_s_mean.idxmin()]
+    rests_on = (
+        f"training time to target at the selected lr of B = {', '.join(str(int(b)) for b in rows.batch_size)}, "
+        f"{int(rows.seeds_reached.min())}-{int(rows.seeds_reached.max())} seeds each; 95% t-intervals"
+    )
+    if best.seeds_reached < MIN_SEEDS:
+        return Answer(question, f"cannot tell: too few seeds at B={int(best.batch_size)} ({int(best.seeds_reached)})",
+                      rests_on), best  # fmt: skip
+    tied = [
+        int(r.batch_size)
+        for r in rows.itertuples()
+        if r.batch_size != best.batch_size and r.train_time_s_ci_low <= best.train_time_s_ci_high
+    ]
+    time_text = interval_text(best.train_time_s_mean, best.train_time_s_ci_low, best.train_time_s_ci_high, " s")
+    if tied:
+        return Answer(
+            question,
+            f"cannot tell: B={int(best.batch_size)} ({time_text}) is fastest on average but its interval overlaps "
+            f"that of B = {', '.join(map(str, tied))}",
+            rests_on,
+        ), best
+    if best.edge:
+        return Answer(question, f"cannot tell: B={int(best.batch_size)} is fastest ({time_text}) but its best lr "
+                      f"is {best.edge} of its grid; widen the grid", rests_on), best  # fmt: skip
+    return Answer(question, f"B = {int(best.batch_size)}: {time_text} to target", rests_on), best
+
+
+def lr_for(best: pd.Series | None, grid_ratio: float) -> Answer:
+    """The selected lr of the fastest B; its interval is the grid's resolution (the neighbouring grid points)."""
+    question = "Learning rate to use with it"
+    if best is None or not math.isfinite(best.best_lr):
+        return Answer(question, "cannot tell: no batch size was selected", "no run reached the target")
+    rests_on = f"the lr grid of B={int(best.batch_size)} (factor {grid_ratio:.3g} between neighbours), grid seed only"
+    lr = best.best_lr
+    if best.edge:
+        return Answer(question, f"cannot tell: lr {lr:.3g} is {best.edge} of the grid; the best may lie beyond it",
+                      rests_on)  # fmt: skip
+    momentum = f", momentum {best.momentum:g}" if best.momentum else ""
+    return Answer(question, f"lr = {lr:.3g} (between {lr / grid_ratio:.3g} and {lr * grid_ratio:.3g}){momentum}",
+                  rests_on)  # fmt: skip
+
+
+def grid_ratio(runs: pd.DataFrame) -> float:
+    """The factor between neighbouring lrs of a B's grid (the median over batch sizes); NaN with one lr."""
+    ratios = []
+    for _, group in runs.groupby(["batch_size", "momentum"]):
+        lrs = np.unique(group.lr)
+        if len(lrs) > 1:
+            ratios.append(float(np.median(lrs[1:] / lrs[:-1])))
+    return float(np.median(ratios)) if ratios else math.nan
+
+
+@dataclass(frozen=True)
+class TunedStudy:
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    fit: CriticalBatch
+    answers: list[Answer]
+    target: float | None
+
+
+def analyse(sweep_dir: str | Path) -> TunedStudy | None:
+    """The whole analysis of a tuned study's folder; None when it holds no run with a val_acc target."""
+    runs = tuned_runs(sweep_dir)
+    if runs.empty:
+        return None
+    table = per_batch_table(runs, grid_seed(sweep_dir, runs))
+    fit = critical_batch(selected_runs(runs, table))
+    fastest, best = fastest_batch(table)
+    answers = [largest_useful_batch(fit, table), fastest, lr_for(best, grid_ratio(runs))]
+    targets = runs.val_acc_target.dropna().unique()
+    return TunedStudy(runs, table, fit, answers, float(targets[0]) if len(targets) else None)
+
+
+def recommendation_lines(study: TunedStudy) -> list[str]:
+    """The recommendation as plain lines: question, answer, and what it rests on."""
+    target = f"val accuracy {study.target:g}" if study.target is not None else "the target"
+    lines = [f"Recommendation (target: {target}; selection on validation, test accuracy only reported):"]
+    for a in study.answers:
+        lines.append(f"- {a.question}: {a.answer}. Rests on: {a.rests_on}.")
+    return lines
+
+
+# --- the report section ------------------------------------------------------------------------------
+
+
+def steps_figure(study: TunedStudy) -> Figure:
+    """Steps to target vs B (log-log): the selected lrs' means with 95% intervals, perfect scaling from the
+    smallest B, the fitted S(B), B_crit with its interval, and B_simple at the target crossing."""
+    table = study.table.dropna(subset=["steps_mean"]) if "steps_mean" in study.table else study.table.iloc[0:0]
+    fig, axes = new_figure(1, width=7, height=4.2)
+    ax = axes[0][0]
+    log_scale(ax)
+    batch_axis(ax, study.table.batch_size.tolist())
+    if not table.empty:
+        errorbar(ax, table.batch_size, table, "steps", "black", "steps to target (selected lr)")
+        b0, s0 = float(table.batch_size.iloc[0]), float(table.steps_mean.iloc[0])
+        ax.plot(table.batch_size, s0 * b0 / table.batch_size, color="grey", linestyle="--", label="perfect scaling")
+    fit = study.fit
+    if math.isfinite(fit.b_crit):
+        grid = np.geomspace(study.table.batch_size.min(), study.table.batch_size.max(), 100)
+        ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), color="tab:red",
+                label=f"fit: S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}")  # fmt: skip
+        ax.axvline(fit.b_crit, color="tab:red", linestyle=":", linewidth=1.2)
+        if math.isfinite(fit.low) and math.isfinite(fit.high):
+            ax.axvspan(fit.low, fit.high, color="tab:red", alpha=0.1, label="B_crit 95% bootstrap interval")
+    b_simple = table.b_simple_mean.dropna() if "b_simple_mean" in table else []
+    if len(b_simple):
+        ax.scatter(b_simple, table.loc[b_simple.index, "steps_mean"], marker="x", color="tab:blue", zorder=5,
+                   label="B_simple at the crossing (x), at that B's steps")  # fmt: skip
+        ax.axvline(float(np.median(b_simple)), color="tab:blue", linestyle="-.", linewidth=1.2,
+                   label=f"median B_simple {float(np.median(b_simple)):.3g}")  # fmt: skip
+    ax.set(xlabel="batch size B", ylabel="optimizer steps to target (log)",
+           title=f"steps to val accuracy {study.target:g}" if study.target else "steps to target")  # fmt: skip
+    ax.legend()
+    caption = (
+        "Optimizer steps to the target validation accuracy at each batch size's selected lr (mean over seeds, "
+        "95% t-interval); dashed: perfect scaling from the smallest B (steps x B constant); red: S(B) = S_min "
+        "(1 + B_crit/B) fitted in log space (McCandlish et al. 2018), its B_crit dotted, the bootstrap interval "
+        "shaded; blue: the gradient noise scale B_simple measured in the same runs at the target crossing, which "
+        "McCandlish et al. predict to be close to B_crit."
+    )
+    return Figure("tuned_steps_to_target", caption, to_png(fig))
+
+
+def lr_figure(study: TunedStudy) -> Figure:
+    """Best lr vs B with the linear and square-root rules through the smallest B's best lr; edge optima marked."""
+    table = study.table.dropna(subset=["best_lr"])
+    fig, axes = new_figure(1, width=6, height=3.8)
+    ax = axes[0][0]
+    log_scale(ax)
+    batch_axis(ax, study.table.batch_size.tolist())
+    grid = study.runs
+    ax.scatter(grid.batch_size, grid.lr, marker="_", color="lightgrey", s=80, label="lr grid")
+    if not table.empty:
+        ax.plot(table.batch_size, table.best_lr, "o-", color="black", label="best lr (fewest steps)")
+        edge = table[table.edge != ""]
+        ax.scatter(edge.batch_size, edge.best_lr, s=120, facecolors="none", edgecolors="tab:red",
+                   label="at the edge of its grid")  # fmt: skip
+        b0, lr0 = float(table.batch_size.iloc[0]), float(table.best_lr.iloc[0])
+        b = study.table.batch_size.astype(float)
+        ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
+        ax.plot(b, lr0 * np.sqrt(b / b0), ":", color="tab:green", label="square-root rule lr ~ sqrt(B)")
+    ax.set(xlabel="batch size B", ylabel="learning rate (log)", title="best lr vs batch size")
+    ax.legend()
+    caption = (
+        "The lr with the fewest steps to target per batch size (grid seed, validation only), with the lr grid in "
+        "grey and the linear and square-root scaling rules through the smallest B's best lr. A circled point is "
+        "at the edge of its grid: the true optimum may lie beyond it."
+    )
+    return Figure("tuned_best_lr", caption, to_png(fig))
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    columns = ["batch_size", "best_lr", "momentum", "edge", "seeds", "seeds_reached"]
+    columns += [f"{c}_{s}" for c in ("steps", "epochs", "train_time_s", "test_acc", "b_simple")
+                for s in ("mean", "ci_low", "ci_high")]  # fmt: skip
+    return table.reindex(columns=columns)
+
+
+def recommendation_section(sweep) -> Section | None:
+    """The recommendation of a tuned study (None for other sweeps): the report's first section."""
+    study = analyse(sweep.path)
+    if study is None:
+        return None
+    return Section("Recommendation", recommendation_lines(study))
+
+
+def steps_to_target_section(sweep) -> Section | None:
+    """Steps to target vs B with the S(B) fit and B_simple, best lr vs B, and the per-B table."""
+    study = analyse(sweep.path)
+    if study is None:
+        return None
+    fit = study.fit
+    text = [
+        "Each batch size was trained at every lr of its grid (the grid seed) until the target validation accuracy "
+        "(checked within epochs on a geometric step schedule, bsstudy/train/target.py) or the budget; the lr with the "
+        "fewest steps to target was then run with the other seeds. Budgets compared: steps (the figure), epochs "
+        "(samples / training-set size) and training time on this machine (the table): a conclusion about one "
+        "budget need not hold for another.",
+        f"Fit S(B) = S_min (1 + B_crit/B): S_min = {fit.s_min:.4g} steps, B_crit = {fit.b_crit:.4g}"
+        + (f" [{fit.low:.4g}, {fit.high:.4g}] (95% bootstrap over seeds)" if math.isfinite(fit.low) else "")
+        + (f"; cannot tell B_crit: {fit.why_not}" if fit.why_not else "")
+        + ".",
+    ]
+    caption = (
+        "Per batch size: the selected lr (grid seed), whether it is at the grid's edge, and over the seeds at that "
+        "lr the mean and 95% t-interval of optimizer steps, epochs and training time (s) to the target, the test "
+        "accuracy at the crossing (reported, never selected on) and B_simple at the crossing."
+    )
+    return Section(
+        "Steps to target (tuned lr per batch size)",
+        text,
+        [Table("tuned_per_batch_size", caption, display_table(study.table))],
+        [steps_figure(study), lr_figure(study)],
+    )

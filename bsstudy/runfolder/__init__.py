@@ -1,0 +1,353 @@
+"""The run folder, the one contract between training and analysis: what a run leaves in it, named once here
+(RunFolder), and how every file of it is written (atomically: write_json, write_table, checkpoints).
+
+    <run>/.hydra/config.yaml   the resolved config (Hydra)     <run>/metrics.csv    one row per epoch
+    <run>/summary.json         written when the run has ended  <run>/checkpoints/   last.ckpt, epoch=<e>.ckpt
+    <run>/probes/<name>/       each probe's files (bsstudy/probes/)
+
+metrics.csv is rewritten whole (atomically) after every epoch, so it is never half-written and survives a
+resume; summary.json is written once, atomically, when the run has ended. Training writes through this
+module; the report, the geometry commands, the speed table and the bench read through it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Write `path` through a temporary file and rename it into place (readers never see half a file).
+    A write that fails (a full disk) removes the temporary file and names `path` in its error."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {path.name} is as it was") from err
+
+
+def write_json(path: Path, obj: dict) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def write_table(path: Path, rows, columns: list[str] | None = None) -> None:
+    """Write a table to the CSV file `path`, atomically: `rows` is a list of dicts (the header is `columns`,
+    else every key in first-seen order; a missing cell is empty) or a pandas DataFrame. Every CSV file
+    bsstudy writes goes through here."""
+    if hasattr(rows, "to_csv"):
+        replace_atomically(Path(path), lambda tmp: rows.to_csv(tmp, index=False))
+        return
+    header = columns or list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_atomically(Path(path), write)
+
+
+class EpochCSVLogger(Logger):
+    """A Lightning logger that keeps `<run_dir>/metrics.csv` (or another file) as one row per epoch.
+
+    Unlike Lightning's CSVLogger it keeps the rows of an interrupted run when the run resumes
+    (rows at or after a re-logged step are replaced), keeps columns in logging order, and
+    rewrites the file atomically at every call.
+    """
+
+    def __init__(self, run_dir: str | Path, filename: str = "metrics.csv"):
+        super().__init__()
+        self.path = Path(run_dir) / filename
+        self.rows = read_metrics(self.path) if self.path.exists() else []
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the full resolved config is in <run>/.hydra/config.yaml
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        write_table(self.path, self.rows)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv as a list of dicts with numbers parsed (empty cells -> None)."""
+    with path.open(newline="") as f:
+        return [{k: parse_number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def parse_number(text: str | None) -> int | float | None:
+    if text in ("", None):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class RunCheckpoints(Checkpoint):
+    """After every epoch, `checkpoints/last.ckpt` (for resume); after the epochs in `at_epochs`,
+    also `checkpoints/epoch=<e>.ckpt` (e counts completed epochs). Written atomically; the last.ckpt
+    it replaces is kept as `previous.ckpt`, which resume falls back to when last.ckpt is unreadable.
+
+    A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the epoch end:
+    the epoch's metrics row is logged before the checkpoint that includes the epoch is written.
+    """
+
+    def __init__(self, dirpath: str | Path, at_epochs: list[int], save_last: bool):
+        self.dirpath = Path(dirpath)
+        self.at_epochs = set(at_epochs)
+        self.save_last = save_last
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        for name in checkpoint_names(trainer.current_epoch + 1, self.at_epochs, self.save_last):
+            if trainer.is_global_zero:
+                save_checkpoint_file(self.dirpath / name, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+            else:  # DDP: the other processes join save_checkpoint's barrier; only rank 0 writes the file
+                trainer.save_checkpoint(self.dirpath / f"{name}.tmp", weights_only=False)
+
+
+def checkpoint_names(epoch: int, at_epochs, save_last: bool) -> list[str]:
+    """The checkpoints written after `epoch` completed epochs: last.ckpt (save_last), epoch=<e>.ckpt (at_epochs)."""
+    return (["last.ckpt"] if save_last else []) + ([f"epoch={epoch}.ckpt"] if epoch in set(at_epochs) else [])
+
+
+def save_checkpoint_file(path: Path, write) -> None:
+    """Write a checkpoint atomically with `write(tmp_path)`; the last.ckpt it replaces becomes previous.ckpt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name == "last.ckpt" and path.exists():
+        os.replace(path, path.parent / "previous.ckpt")
+    replace_atomically(path, write)
+
+
+def is_readable_checkpoint(path: Path) -> bool:
+    """The file loads as a Lightning checkpoint (a 0-byte or cut file does not)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # EOFError, UnpicklingError, RuntimeError (zip archive), OSError ...
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint
+
+
+def resume_checkpoint(dirpath: Path) -> Path | None:
+    """The checkpoint resume=true continues from: last.ckpt, or previous.ckpt (one epoch earlier) when last.ckpt
+    is missing or unreadable; None when there is none yet. Neither readable: RunFolderError naming both."""
+    from bsstudy import RunFolderError
+
+    last, previous = dirpath / "last.ckpt", dirpath / "previous.ckpt"
+    candidates = [p for p in (last, previous) if p.exists()]
+    for path in candidates:
+        if is_readable_checkpoint(path):
+            if path == previous:
+                logging.getLogger(__name__).warning("%s is missing or unreadable; resuming from %s", last, previous)
+            return path
+    if candidates:
+        raise RunFolderError(
+            f"cannot resume: {' and '.join(map(str, candidates))} cannot be read (empty or cut short). Delete "
+            f"{dirpath} to train this run again from the start (resume=true), or start it in a new folder"
+        )
+    return None
+
+
+PROC_STATUS = Path("/proc/self/status")  # Linux: the process's current and peak resident set size
+
+
+def synchronized_now(device: torch.device) -> float:
+    """perf_counter after every queued GPU kernel has finished (on the CPU: at once); kernels run
+    asynchronously, so an unsynchronized clock would measure their launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM; reported in kB) in bytes, or None off Linux."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, kind): torch.cuda.max_memory_allocated on a GPU, else the process's peak RSS (VmHWM, which
+    the speed probe can reset; ru_maxrss off Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    if (peak := proc_status_bytes("VmHWM")) is not None:
+        return peak, "rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
+
+
+def library_versions() -> dict[str, str]:
+    names = ["bsstudy", "torch", "lightning", "torchmetrics", "hydra-core", "omegaconf", "numpy", "wandb"]
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor(), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What ran the run, for published results: CPU model and logical CPUs, and the GPUs torch sees."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = [torch.cuda.get_device_name(i) for i in range(count)]
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus}
+
+
+def load_weights(net: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
+    """Load the `net.*` entries of a Lightning checkpoint of StudyModule into `net`."""
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    return net
+
+
+class RunFolder:
+    """One run's folder: where each of its files is, and reading them. Readers raise on a corrupt file (the
+    report catches that per run and lists it); a file not written yet reads as None."""
+
+    HYDRA, SUMMARY, METRICS, CHECKPOINTS, PROBES = ".hydra", "summary.json", "metrics.csv", "checkpoints", "probes"
+    CONFIG = f"{HYDRA}/config.yaml"
+    IDENTITY, LOCK = "identity.json", ".lock"  # which run it holds, and who holds it (bsstudy/runfolder/identity.py)
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def identity_path(self) -> Path:
+        return self.path / self.IDENTITY
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
+    def hydra_file(self, name: str) -> Path:
+        """.hydra/<name>: config.yaml (the resolved config), overrides.yaml (what was typed), hydra.yaml."""
+        return self.path / self.HYDRA / name
+
+    def probe_dir(self, name: str) -> Path:
+        return self.path / self.PROBES / name
+
+    def is_run(self) -> bool:
+        """It holds a resolved config, a summary or metrics (a run still going may lack some)."""
+        return any(p.exists() for p in (self.config_path, self.summary_path, self.metrics_path))
+
+    def config(self):
+        """The resolved config (an OmegaConf DictConfig, interpolations unresolved); FileNotFoundError without."""
+        from omegaconf import OmegaConf
+
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a bsstudy run folder: no {self.config_path}")
+        return OmegaConf.load(self.config_path)
+
+    def summary(self, strict: bool = True) -> dict | None:
+        """summary.json, or None when the run wrote none (not started yet, or killed). A corrupt file is a
+        RunFolderError naming it and the way out; with strict=False it reads as None (readers that list runs)."""
+        from bsstudy import RunFolderError
+
+        if not self.summary_path.exists():
+            return None
+        try:
+            return json.loads(self.summary_path.read_text())
+        except ValueError as err:
+            if not strict:
+                return None
+            way_out = "Delete it: resume=true then continues from checkpoints/last.ckpt"
+            raise RunFolderError(f"{self.summary_path} is corrupt ({err}). {way_out}") from None
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.metrics_path) if self.metrics_path.exists() else []
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def merge_probe_summary(self, name: str, numbers: dict) -> None:
+        """Add `numbers` to summary.json under probes.<name> (as the probe would have), atomically."""
+        summary = self.summary() or {}
+        summary.setdefault("probes", {})[name] = numbers
+        self.write_summary(summary)
+
+
+def is_run_folder(path: Path) -> bool:
+    return RunFolder(path).is_run()
+
+
+def run_folders(path: Path) -> list[Path]:
+    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order."""
+    if is_run_folder(path):
+        return [path]
+    runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
+    return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def runs_of(path: str | Path) -> list[RunFolder]:
+    """The runs of a sweep folder (or [the run] for a run folder), in job order."""
+    return [RunFolder(p) for p in run_folders(Path(path))]
