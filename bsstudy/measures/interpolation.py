@@ -3,7 +3,7 @@
     theta(alpha) = (1 - alpha) theta_a + alpha theta_b,   alpha in [-1, 2] by default,
 
 with train and test loss and accuracy at every alpha; alpha = 0 is theta_a, alpha = 1 is theta_b.
-Batch norm follows model.geometry_bn (geometry/objective.py, recorded in meta.json): under "batch" each
+Batch norm follows model.geometry_bn (measures/objective.py, recorded in meta.json): under "batch" each
 subset is normalized with its own statistics at theta(alpha); under "running" the running means and
 variances are interpolated with the weights, (1 - alpha) s_a + alpha s_b, so that alpha = 0 and 1
 reproduce the two networks' own eval-mode losses exactly, as they do without batch norm.

@@ -3,7 +3,7 @@
 Per optimizer step t: ||theta_{t+1} - theta_t||_2 of the whole model and of each layer (weight
 and bias together). Per epoch e: the epoch distance ||theta_end(e) - theta_start(e)||_2, the
 distance from initialization ||theta_end(e) - theta_0||_2, and the median and quartiles of the
-step norms. The step norms come from the training step itself (StudyModule.record, model.EpochRecord), so
+step norms. The step norms come from the training step itself (StudyModule.record, module.EpochRecord), so
 the probe adds no pass over the weights per step.
 
 Files in <run>/probes/update_norms/: `epoch_<e>.npz` (arrays `total` and `layer_<i>`, one value

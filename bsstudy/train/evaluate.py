@@ -109,7 +109,7 @@ class EpochEvaluation(L.Callback):
     """Writes one row per epoch to every logger: full-pass train/test (and val) loss and accuracy, the gap,
     the running training loss, lr, steps, samples and wall-clock time (epoch 0 = before training).
 
-    Extra columns that probes put into `pl_module.record.columns` (model.EpochRecord) during the epoch join the row.
+    Extra columns that probes put into `pl_module.record.columns` (module.EpochRecord) during the epoch join the row.
     """
 
     def __init__(self, eval_chunk_size: int):

@@ -6,7 +6,7 @@ settings, `probes.<name>.*`); select probes with `probes=[update_norms,...]`. Ad
 - it declares its settings (`settings`, a table of config.Rule); `build_probe` checks them, naming
   `probes.<name>.<key>`, and builds it with `out_dir=<run>/probes/<name>` (its files go there); run.py puts it
   before the per-epoch evaluation;
-- per step and per epoch it talks to the training only through `pl_module.record` (model.EpochRecord): the
+- per step and per epoch it talks to the training only through `pl_module.record` (module.EpochRecord): the
   columns it adds to this epoch's metrics.csv row (`record.columns`), the time of its measurements
   (`with self.timed(pl_module):`, kept out of the training time) and, if it asks, every step's update norms;
 - its headline numbers go into `self.summary` (JSON-able), written to summary.json under `probes.<name>`;
