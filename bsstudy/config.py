@@ -32,6 +32,8 @@ from bsstudy.extras import require
 # imports nothing of bsstudy's code, so it sits below everything it checks).
 DATASETS = ("mnist", "fashion_mnist", "kmnist", "digits", "synthetic")  # data.name (IDX files: train/data.py)
 FAST_STEP_MODES = ("auto", "on", "off")
+MLP_TARGET = "bsstudy.train.net.MLP"  # model._target_ of the study's MLP, the one network with the fast step
+MODELS = {MLP_TARGET: "mlp", "bsstudy.train.net.LeNet5": "cnn"}  # model._target_ -> its conf/model/<name>.yaml
 
 
 def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1, precision="32-true") -> str | None:
@@ -41,6 +43,8 @@ def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1, precision="32-t
         return f"trainer.precision={precision} (the fast step computes in float32, outside Lightning's autocast)"
     if world_size > 1:
         return f"trainer=ddp with {world_size} processes (the fast step does not all-reduce gradients)"
+    if model_cfg.get("_target_", MLP_TARGET) != MLP_TARGET:
+        return f"model={model_name(model_cfg)} (the fast step implements the MLP only)"
     if model_cfg.get("batch_norm", False):
         return "model.batch_norm=true (the fast step implements Linear + ReLU layers only)"
     if optim_cfg.name != "sgd":
@@ -48,6 +52,12 @@ def fast_step_blocker(optim_cfg, model_cfg, world_size: int = 1, precision="32-t
     if optim_cfg.accumulate != 1:
         return f"optim.accumulate={optim_cfg.accumulate} (the fast step updates after every micro-batch)"
     return None
+
+
+def model_name(model_cfg) -> str:
+    """The name of the model's config file (mlp, cnn) or else its `_target_`."""
+    target = model_cfg.get("_target_", MLP_TARGET)
+    return MODELS.get(target, target)
 
 
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -253,10 +263,19 @@ DATA_RULES = {
     "num_classes": POSITIVE_INT,
     "class_sep": Rule("number", min=0),
 }  # fmt: skip
-MODEL_RULES = {
-    "hidden_sizes": Rule("list", each=POSITIVE_INT, example="[1024, 1024]"),
-    "batch_norm": BOOL,
-    "geometry_bn": Rule("choice", choices=GEOMETRY_BN),
+MODEL_RULES = {  # model._target_ -> the settings of that network; another _target_'s constructor checks its own
+    "bsstudy.train.net.MLP": {
+        "_target_": Rule("str"),
+        "hidden_sizes": Rule("list", each=POSITIVE_INT, example="[1024, 1024]"),
+        "batch_norm": BOOL,
+        "geometry_bn": Rule("choice", choices=GEOMETRY_BN),
+    },
+    "bsstudy.train.net.LeNet5": {
+        "_target_": Rule("str"),
+        "channels": Rule("list", each=POSITIVE_INT, example="[6, 16]"),
+        "hidden_sizes": Rule("list", each=POSITIVE_INT, example="[120, 84]"),
+        "geometry_bn": Rule("choice", choices=GEOMETRY_BN),
+    },
 }
 OPTIM_RULES = {
     "name": Rule("choice", choices=OPTIMIZERS),
@@ -300,7 +319,6 @@ CHECKPOINT_RULES = {
 }
 GROUP_RULES = {  # the nodes whose every key is a setting of the table
     "data": DATA_RULES,
-    "model": MODEL_RULES,
     "optim": OPTIM_RULES,
     "trainer.stop_at": STOP_AT_RULES,
     "checkpoint": CHECKPOINT_RULES,
@@ -379,6 +397,7 @@ def check_config(cfg: DictConfig) -> None:
     for path, rules in GROUP_RULES.items():
         check_settings(node_at(cfg, path), rules, path)
     trainer_arguments(cfg.trainer)
+    check_model(cfg.model)
     check_callback_group(cfg.get("callbacks"))
     check_monitors(cfg)
     check_checkpoint_epochs(cfg.checkpoint.at_epochs, cfg.trainer.max_epochs)
@@ -393,6 +412,16 @@ def check_optim(optim: DictConfig) -> None:
     """The `optim` group alone: its table and the Adam/momentum rule."""
     check_settings(optim, OPTIM_RULES, "optim")
     check_adam_momentum(optim)
+
+
+def check_model(model: DictConfig) -> None:
+    """The `model` group: a built-in network's settings by its table (a config recorded before model._target_
+    existed is the MLP); another network's `_target_` must name a class, whose constructor checks the rest."""
+    target = model.get("_target_", MLP_TARGET)
+    if target in MODEL_RULES:
+        check_settings(model, MODEL_RULES[target], "model")
+    elif not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"model._target_ must be the import path of a torch.nn.Module class; got {target!r}")
 
 
 def check_callback_group(callbacks) -> None:

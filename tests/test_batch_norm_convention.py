@@ -18,7 +18,7 @@ from bsstudy.probes.noise_scale import batch_gradient_sq_norms
 from bsstudy.probes.sharpness import Sharpness
 from bsstudy.runfolder import read_metrics
 from bsstudy.train.data import TensorData
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP, build_net
 from bsstudy.train.run import train
 
 from conftest import compose_run
@@ -98,7 +98,7 @@ def test_every_geometry_measure_gives_the_loss_of_the_net_evaluated_under_the_co
 def test_a_bad_geometry_bn_is_a_config_error_naming_the_key():
     cfg = OmegaConf.create({"hidden_sizes": [4], "batch_norm": True, "geometry_bn": "train"})
     with pytest.raises(ConfigError, match=r"model\.geometry_bn must be one of \['running', 'batch'\]; got 'train'"):
-        MLP.from_config(cfg, 6, 3)
+        build_net(cfg, 6, 3)
     with pytest.raises(SystemExit):  # the offline command's --geometry-bn takes the same two values
         geometry_main(["hessian", "some_run", "--geometry-bn", "train"])
 

@@ -67,7 +67,7 @@ def test_chunks_on_static_buffers_give_the_steps_of_the_usual_loop(tmp_path, mon
 
 
 def test_graphed_steps_refuse_indices_of_another_shape():
-    from bsstudy.train.module import MLP
+    from bsstudy.train.net import MLP
 
     data = TensorData("t", torch.randn(20, 4), torch.arange(20) % 3, torch.randn(3, 4), torch.arange(3))
     net = MLP(4, [8], 3)

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from bsstudy import ConfigError
 from bsstudy.runfolder import read_metrics
 from bsstudy.train.data import TensorData
-from bsstudy.train.module import MLP, StudyModule
+from bsstudy.train.module import StudyModule
+from bsstudy.train.net import MLP
 from bsstudy.train.run import train
 
 from conftest import compose_run

@@ -17,7 +17,7 @@ from bsstudy.measures.objective import FlatModel, SubsetLoss
 from bsstudy.measures.sharpness import sharpness_eps_box
 from bsstudy.runfolder import load_weights, read_metrics
 from bsstudy.train.data import load_data
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP, build_net
 from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli
@@ -174,9 +174,7 @@ def test_geometry_probes_record_the_train_loss_and_gradient_norm_where_they_meas
     summary = train(cfg)
     last = read_metrics(tmp_path / "metrics.csv")[-1]
     data = load_data(cfg.data, cfg.seed)
-    net = load_weights(
-        MLP.from_config(cfg.model, data.input_size, data.num_classes), tmp_path / "checkpoints" / "last.ckpt"
-    )
+    net = load_weights(build_net(cfg.model, data.input_size, data.num_classes), tmp_path / "checkpoints" / "last.ckpt")
     expected = full_batch_gradient_norm(net.eval(), data.x_train, data.y_train)
     assert expected > 1e-3  # two epochs of SGD: not a stationary point, so a zero would be caught
     for name in ("sharpness", "landscape", "hessian"):

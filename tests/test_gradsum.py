@@ -30,7 +30,7 @@ from bsstudy.probes.gradsum import (
     trial_indices,
 )
 from bsstudy.runfolder import read_metrics
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 from bsstudy.train.run import train
 
 from conftest import compose_run

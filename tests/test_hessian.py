@@ -12,7 +12,7 @@ from bsstudy import CONF_DIR, ConfigError
 from bsstudy.analysis.report.geometry import hessian_columns, hessian_table
 from bsstudy.measures.hessian import hessian_extreme_eigenvalues, hessian_lambda_max_and_abs_max
 from bsstudy.measures.objective import FlatModel, SubsetLoss
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 from bsstudy.train.probe import build_probe
 
 

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from bsstudy import ConfigError
 from bsstudy.config import check_optim
 from bsstudy.train.data import TensorData
-from bsstudy.train.module import MLP, StudyModule, effective_lr, warmup_factor
+from bsstudy.train.module import StudyModule, effective_lr, warmup_factor
+from bsstudy.train.net import MLP
 
 OPTIM = {
     "name": "sgd",

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from bsstudy.probes.noise_scale import batch_gradient_sq_norms, noise_scale_estimates
 from bsstudy.runfolder import read_metrics
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 from bsstudy.train.run import train
 
 from conftest import compose_run

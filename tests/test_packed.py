@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from bsstudy.runfolder import RunFolder, read_metrics
 from bsstudy.train.fast_step import fast_sgd_step
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 from bsstudy.train.packed import Member, PackedSGD, pack_blocker, train_pack
 from bsstudy.train.signals import STOP, RunInterrupted
 from hydra_plugins.bsstudy_packed.packed_launcher import Job, packs_of
@@ -68,6 +68,7 @@ def test_jobs_are_packed_by_everything_but_seed_and_lr_up_to_the_pack_size():
         (["+trainer.max_steps=10"], "trainer.max_steps"),
         (["trainer.fast_step=off"], "trainer.fast_step=off"),
         (["optim.accumulate=2"], "optim.accumulate"),
+        (["model=cnn"], "model=cnn"),
     ],
 )
 def test_what_a_pack_cannot_take_is_named(tmp_path, overrides, named):

@@ -56,7 +56,7 @@ from bsstudy.config import BOOL, POSITIVE_INT, Rule
 from bsstudy.runfolder import write_json, write_table
 from bsstudy.streams import rng
 from bsstudy.train.fast_step import fast_sgd_step
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 from bsstudy.train.probe import Probe
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import RunFolderError
-from bsstudy.config import ROOT_RULES, check_value
+from bsstudy.config import MLP_TARGET, ROOT_RULES, check_value
 from bsstudy.runfolder import RunFolder, write_json
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,20 @@ def composed_values() -> dict:
     return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in COMPOSED.items()}
 
 
+ADDED_SINCE = {"model._target_": MLP_TARGET}  # settings added since runs were recorded -> what those runs did
+
+
 def differing_keys(recorded: dict, current: dict) -> list[str]:
     """'key: recorded -> current' for each key whose value differs (or that only one of them has). A key the
-    recorded run lacks and the current config leaves null is a setting added since, switched off: no difference."""
+    recorded run lacks and the current config leaves null, or sets to what runs did before the key existed
+    (ADDED_SINCE), is a setting added since: no difference."""
     missing = object()
     keys = sorted(set(recorded) | set(current))
     return [
         f"{k}: {recorded.get(k, '(absent)')!r} -> {current.get(k, '(absent)')!r}"
         for k in keys
-        if recorded.get(k, missing) != current.get(k, missing) and not (k not in recorded and current[k] is None)
+        if recorded.get(k, missing) != current.get(k, missing)
+        and not (k not in recorded and current[k] in (None, ADDED_SINCE.get(k)))
     ]
 
 

@@ -57,7 +57,8 @@ from bsstudy.train.cuda_graph import GraphedSteps
 from bsstudy.train.data import TensorData, epoch_permutation, load_data
 from bsstudy.train.evaluate import evaluate
 from bsstudy.train.fast_step import DeferredUpdates, fast_sgd_step, look_ahead_rows
-from bsstudy.train.module import MLP, StudyModule
+from bsstudy.train.module import StudyModule
+from bsstudy.train.net import MLP
 from bsstudy.train.packed import PackedSGD
 
 CONF = CONF_DIR

@@ -49,7 +49,7 @@ from bsstudy.tools.bench import STEPS_PER_REPEAT, Case, graphed_loop, measure, p
 from bsstudy.train.cuda_graph import GraphedSteps
 from bsstudy.train.data import TensorData, steps_per_epoch
 from bsstudy.train.fast_step import fast_sgd_step
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP
 
 REFERENCE_BATCH_SIZES = (2, 64, 256, 1024)
 PACK_SIZE = 16  # runs per pack in the packed-runs row (issue 17's target: 16 packed runs at B=2 <= 0.25x)

@@ -1,4 +1,4 @@
-"""The study's MLP and the LightningModule that trains it with minibatch SGD.
+"""The LightningModule that trains a network (train/net.py) with minibatch SGD.
 
 One Lightning batch is a *chunk* of many optimizer steps run in a tight inner loop with manual
 optimization: Lightning's per-batch machinery (hooks, progress bar, loop bookkeeping) then costs
@@ -16,49 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsstudy.config import check_geometry_bn
 from bsstudy.train.cuda_graph import STEPS_PER_GRAPH, GraphedSteps
 from bsstudy.train.data import TensorData, epoch_permutation, steps_per_epoch
 from bsstudy.train.fast_step import DeferredUpdates, fast_sgd_step, look_ahead_rows, plain_sgd
-
-
-class MLP(nn.Module):
-    """input -> [Linear -> (BatchNorm1d) -> ReLU] x len(hidden_sizes) -> Linear -> log-softmax.
-
-    With `batch_norm`, hidden layer i is followed by `norms[i]` (Keskar et al. 2017's network F1).
-    `geometry_bn` ("running" or "batch") is how the geometry measures evaluate those batch norms
-    (bsstudy/measures/objective.py); it changes nothing in training or in the per-epoch evaluation.
-
-    >>> MLP(784, [1024, 1024], 10)(torch.zeros(2, 784)).shape
-    torch.Size([2, 10])
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_sizes: list[int],
-        num_classes: int,
-        batch_norm: bool = False,
-        geometry_bn: str = "running",
-    ):
-        super().__init__()
-        self.geometry_bn = check_geometry_bn(geometry_bn)
-        sizes = [input_size, *hidden_sizes, num_classes]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(h) for h in hidden_sizes) if batch_norm else None
-
-    @classmethod
-    def from_config(cls, model_cfg, input_size: int, num_classes: int) -> MLP:
-        """The MLP of the `model` config group (configs written before `batch_norm` or `geometry_bn` existed
-        have neither: no batch norm, running statistics)."""
-        batch_norm, geometry_bn = model_cfg.get("batch_norm", False), model_cfg.get("geometry_bn", "running")
-        return cls(input_size, list(model_cfg.hidden_sizes), num_classes, batch_norm, geometry_bn)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers[:-1]):
-            x = layer(x)
-            x = torch.relu(self.norms[i](x) if self.norms is not None else x)
-        return F.log_softmax(self.layers[-1](x), dim=1)
 
 
 def effective_lr(lr: float, scaling: str, batch_size: int, base_batch_size: int) -> float:
@@ -137,7 +97,7 @@ class StudyModule(L.LightningModule):
 
     def __init__(
         self,
-        net: MLP,
+        net: nn.Module,
         data: TensorData,
         optim_cfg,
         batch_size: int,

@@ -62,7 +62,8 @@ from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, reco
 from bsstudy.train.data import epoch_permutation, load_data
 from bsstudy.train.evaluate import epoch_row, log_epoch_line
 from bsstudy.train.fast_step import DeferredUpdates, look_ahead_rows
-from bsstudy.train.module import MLP, StudyModule, build_optimizer, warmup_factor
+from bsstudy.train.module import StudyModule, build_optimizer, warmup_factor
+from bsstudy.train.net import MLP, build_net
 from bsstudy.train.run import build_summary, interrupting_signal, interruption_message, job_failed, requeued_by_slurm
 from bsstudy.train.signals import STOP, RunInterrupted
 from bsstudy.train.stopping import stopped
@@ -346,7 +347,7 @@ def build_member(member: Member, device: torch.device) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, cfg.seed)
     check_batch_size(cfg, data.n_train)
-    net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
+    net = build_net(cfg.model, data.input_size, data.num_classes)
     member.module = StudyModule(
         net, data, cfg.optim, cfg.data.batch_size, cfg.data.drop_last, cfg.trainer.chunk_samples, cfg.seed,
         fast_step=True, batch_size_schedule=cfg.data.batch_size_schedule,

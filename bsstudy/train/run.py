@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy.config import check_batch_size, check_config, fast_step_blocker, trainer_arguments, world_size
+from bsstudy.config import check_batch_size, check_config, fast_step_blocker, model_name, trainer_arguments, world_size
 from bsstudy.runfolder import (
     RunCheckpoints,
     RunFolder,
@@ -34,7 +34,8 @@ from bsstudy.runfolder import (
 from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.train.data import load_data
 from bsstudy.train.evaluate import EpochEvaluation
-from bsstudy.train.module import MLP, StudyModule
+from bsstudy.train.module import StudyModule
+from bsstudy.train.net import build_net
 from bsstudy.train.parallel import launcher_summary
 from bsstudy.train.probe import build_probe
 from bsstudy.train.signals import STOP, RunInterrupted, StopAtChunkBoundary
@@ -106,7 +107,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             torch.set_num_threads(cfg.trainer.threads)
         data = load_data(cfg.data, cfg.seed)
         check_batch_size(cfg, data.n_train)
-        net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
+        net = build_net(cfg.model, data.input_size, data.num_classes)
         module = StudyModule(
             net,
             data,
@@ -260,6 +261,7 @@ def build_summary(
         "accumulate": cfg.optim.accumulate,
         "drop_last": cfg.data.drop_last,
         "seed": cfg.seed,
+        "model": model_name(cfg.model),
         "optimizer": cfg.optim.name,
         "lr": cfg.optim.lr,
         "momentum": cfg.optim.get("momentum"),

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from bsstudy.runfolder import RunFolder, load_weights, run_folders
 from bsstudy.train.data import TensorData, load_data
-from bsstudy.train.module import MLP
+from bsstudy.train.net import MLP, build_net
 
 
 @dataclass
@@ -36,7 +36,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt", geometry_bn: st
     if geometry_bn is not None:
         cfg.model.geometry_bn = geometry_bn
     data = load_data(cfg.data, cfg.seed)
-    net = MLP.from_config(cfg.model, data.input_size, data.num_classes)
+    net = build_net(cfg.model, data.input_size, data.num_classes)
     load_weights(net, RunFolder(run_dir).checkpoints / checkpoint)
     return LoadedRun(run_dir, cfg, net.eval(), data)
 
