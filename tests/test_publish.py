@@ -13,7 +13,7 @@ import pytest
 
 from bsstudy.analysis.report.__main__ import main as report_main
 from bsstudy.analysis.report.publish import sweep_overrides, without_local_paths
-from bsstudy.runfolder import cpu_model, library_versions
+from bsstudy.resources import cpu_model, library_versions
 
 from conftest import run_cli
 

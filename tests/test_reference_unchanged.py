@@ -67,7 +67,7 @@ def write_fixture() -> None:
     import shutil
     import tempfile
 
-    from bsstudy.runfolder import cpu_model
+    from bsstudy.resources import cpu_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = run_reference(Path(tmp))

@@ -9,7 +9,8 @@ import pytest
 
 from bsstudy import ConfigError
 from bsstudy.analysis.speed_table import format_speed_table, power_of_two_answer, power_of_two_comparisons, speed_rows
-from bsstudy.runfolder import PROC_STATUS, read_metrics
+from bsstudy.resources import PROC_STATUS
+from bsstudy.runfolder import read_metrics
 from bsstudy.train.run import train
 
 from conftest import compose_run, run_cli

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from bsstudy.config import Rule
-from bsstudy.runfolder import cpu_model, peak_memory, proc_status_bytes, synchronized_now, write_table
+from bsstudy.resources import cpu_model, peak_memory, proc_status_bytes, synchronized_now
+from bsstudy.runfolder import write_table
 from bsstudy.train.probe import Probe
 
 log = logging.getLogger(__name__)

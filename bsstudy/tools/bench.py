@@ -52,7 +52,7 @@ from omegaconf import OmegaConf
 from bsstudy import CONF_DIR
 from bsstudy.probes.speed import device_name
 from bsstudy.probes.update_norms import UpdateNorms
-from bsstudy.runfolder import synchronized_now
+from bsstudy.resources import synchronized_now
 from bsstudy.train.cuda_graph import GraphedSteps
 from bsstudy.train.data import TensorData, epoch_permutation, load_data
 from bsstudy.train.evaluate import evaluate

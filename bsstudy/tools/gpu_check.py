@@ -230,7 +230,7 @@ def gradsum_trial_rates(device: torch.device, trials: int, samples: int) -> dict
     """{B: (trials/s batched, trials/s one at a time)} for update=true gradient sums over `samples` samples on the
     reference MLP (784-1024-1024-10, mean loss, last layer measured), random data of Fashion-MNIST's shape."""
     from bsstudy.probes.gradsum import fast_sgd_gradient_sum, sgd_gradient_sums
-    from bsstudy.runfolder import synchronized_now
+    from bsstudy.resources import synchronized_now
 
     torch.manual_seed(0)
     net = MLP(784, [1024, 1024], 10).to(device)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from bsstudy.runfolder import synchronized_now
+from bsstudy.resources import synchronized_now
 
 log = logging.getLogger(__name__)
 

@@ -347,7 +347,8 @@ def stored_kernel_choice(key: tuple, measure) -> str:
     so that jobs of a parallel sweep that measure at the same time all keep the first stored choice."""
     from filelock import FileLock
 
-    from bsstudy.runfolder import cpu_model, write_json
+    from bsstudy.resources import cpu_model
+    from bsstudy.runfolder import write_json
 
     path, name = kernel_cache_path(), "|".join(map(str, (cpu_model(), *key)))
     stored = read_choices(path)

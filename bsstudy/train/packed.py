@@ -49,13 +49,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bsstudy.config import check_batch_size, check_config, fast_step_blocker
+from bsstudy.resources import synchronized_now
 from bsstudy.runfolder import (
     EpochCSVLogger,
     RunFolder,
     checkpoint_names,
     resume_checkpoint,
     save_checkpoint_file,
-    synchronized_now,
     write_json,
 )
 from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity

@@ -29,7 +29,7 @@ from hydra.utils import get_class, instantiate
 
 from bsstudy import ConfigError
 from bsstudy.config import Rule, check_settings
-from bsstudy.runfolder import synchronized_now
+from bsstudy.resources import synchronized_now
 
 
 class Probe(L.Callback):

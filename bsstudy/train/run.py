@@ -22,15 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from bsstudy.config import check_batch_size, check_config, fast_step_blocker, model_name, trainer_arguments, world_size
-from bsstudy.runfolder import (
-    RunCheckpoints,
-    RunFolder,
-    library_versions,
-    machine,
-    peak_memory,
-    resume_checkpoint,
-    write_json,
-)
+from bsstudy.resources import library_versions, machine, peak_memory
+from bsstudy.runfolder import RunCheckpoints, RunFolder, resume_checkpoint, write_json
 from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity
 from bsstudy.train.data import load_data
 from bsstudy.train.evaluate import EpochEvaluation

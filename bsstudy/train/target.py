@@ -31,7 +31,8 @@ import lightning as L
 
 from bsstudy import ConfigError
 from bsstudy.config import has_target
-from bsstudy.runfolder import EpochCSVLogger, synchronized_now
+from bsstudy.resources import synchronized_now
+from bsstudy.runfolder import EpochCSVLogger
 from bsstudy.train.evaluate import EpochEvaluation, evaluate
 
 DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of the step count apart

@@ -24,7 +24,8 @@ import yaml
 
 from bsstudy.analysis.report.build import build_report
 from bsstudy.analysis.report.runs import Sweep, read_sweep
-from bsstudy.runfolder import RunFolder, machine, run_folders
+from bsstudy.resources import machine
+from bsstudy.runfolder import RunFolder, run_folders
 
 COPIED = ["report.md", "runs.csv", "epochs.csv"]  # plus figures/ and tables/
 SWEEP_PLACEHOLDER = "<sweep>"
