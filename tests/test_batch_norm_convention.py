@@ -61,6 +61,7 @@ def data():
                       torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g))  # fmt: skip
 
 
+@pytest.mark.slow  # every measure, twice
 @pytest.mark.parametrize("geometry_bn", ["running", "batch"])
 def test_every_geometry_measure_gives_the_loss_of_the_net_evaluated_under_the_convention(tmp_path, data, geometry_bn):
     net_a, net_b = trained_bn_net(1, geometry_bn, data.x_train), trained_bn_net(2, geometry_bn, data.x_train)

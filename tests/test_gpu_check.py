@@ -21,6 +21,7 @@ def test_reference_study_estimate_sums_steps_times_step_time_over_b_epochs_and_s
     assert reference_study_seconds({2: times[2]}) is None
 
 
+@pytest.mark.slow  # a whole dry run of every check (about a minute alone on 2 cores)
 def test_gpu_check_cpu_dry_run_passes_every_check_and_prints_one_table(capsys):
     # tiny settings: 2 steps per timing, one repeat; the speed run and the 2-job sweep start the real CLI
     args = ["--cpu", "--steps-scale", "0.01", "--repeats", "1", "--batch-sizes", "2", "64", "256", "1024"]
