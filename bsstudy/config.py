@@ -250,6 +250,7 @@ DATA_RULES = {
     "drop_last": BOOL,
     "root": Rule("str"),
     "download": BOOL,
+    "check_known": BOOL,  # the IDX files hold the known split sizes and classes (train/data_checks.py)
     "val_size": Rule("int", min=0),  # its upper bound, the training set's size, is checked when the data is loaded
     "train_size": Rule("int", min=1, nullable=True),
     "test_size": Rule("int", min=1, nullable=True),

@@ -46,6 +46,7 @@ RESUMABLE_KEYS = (
     "logger",
     "data.root",
     "data.download",
+    "data.check_known",  # a check of the files, not what they hold
     "checkpoint.at_epochs",
 )
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
