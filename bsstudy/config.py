@@ -31,6 +31,7 @@ from bsstudy.extras import require
 # What the settings allow and imply, declared here once; the code imports them from here (this module
 # imports nothing of bsstudy's code, so it sits below everything it checks).
 DATASETS = ("mnist", "fashion_mnist", "kmnist", "digits", "synthetic")  # data.name (IDX files: train/data.py)
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed_everything's largest seed
 FAST_STEP_MODES = ("auto", "on", "off")
 MLP_TARGET = "bsstudy.train.net.MLP"  # model._target_ of the study's MLP, the one network with the fast step
 MODELS = {MLP_TARGET: "mlp", "bsstudy.train.net.LeNet5": "cnn"}  # model._target_ -> its conf/model/<name>.yaml
@@ -219,13 +220,19 @@ class Rule:
         return {"bool": "true or false", "str": "a string", "mapping": "a mapping {name: settings}"}[self.kind]
 
     def describe_range(self) -> str:
+        low, high = (bound(v) if v is not None else "" for v in (self.min, self.max))
         if self.min is not None and self.max is not None:
-            return f" in {'(' if self.open_min else '['}{self.min:g}, {self.max:g}{')' if self.open_max else ']'}"
+            return f" in {'(' if self.open_min else '['}{low}, {high}{')' if self.open_max else ']'}"
         if self.min is not None:
-            return f" {'>' if self.open_min else '>='} {self.min:g}"
+            return f" {'>' if self.open_min else '>='} {low}"
         if self.max is not None:
-            return f" {'<' if self.open_max else '<='} {self.max:g}"
+            return f" {'<' if self.open_max else '<='} {high}"
         return ""
+
+
+def bound(value) -> str:
+    """A range bound in words: an int in full (seed's 4294967295, not 4.29497e+09), a float as %g."""
+    return str(value) if is_int(value) else f"{value:g}"
 
 
 POSITIVE_INT = Rule("int", min=1)
@@ -234,7 +241,7 @@ SAMPLES = Rule("int", min=1, nullable=True, says="null (all samples) or a positi
 FRACTION = Rule("number", min=0, max=1, open_min=True, open_max=True)
 
 ROOT_RULES = {
-    "seed": Rule("int", min=0),
+    "seed": Rule("int", min=0, max=MAX_SEED),
     "resume": BOOL,
     "data": Rule("mapping"),
     "model": Rule("mapping"),
@@ -253,6 +260,7 @@ DATA_RULES = {
     "drop_last": BOOL,
     "root": Rule("str"),
     "download": BOOL,
+    "check_known": BOOL,  # the IDX files hold the known split sizes and classes (train/data_checks.py)
     "val_size": Rule("int", min=0),  # its upper bound, the training set's size, is checked when the data is loaded
     "train_size": Rule("int", min=1, nullable=True),
     "test_size": Rule("int", min=1, nullable=True),
@@ -401,6 +409,7 @@ def check_config(cfg: DictConfig) -> None:
     check_callback_group(cfg.get("callbacks"))
     check_monitors(cfg)
     check_checkpoint_epochs(cfg.checkpoint.at_epochs, cfg.trainer.max_epochs)
+    check_schedule_epochs(cfg.data.batch_size_schedule, cfg.trainer.max_epochs)
     check_adam_momentum(cfg.optim)
     check_distributed(cfg)
     check_fast_step_settings(cfg)
@@ -455,6 +464,17 @@ def check_checkpoint_epochs(at_epochs, max_epochs: int) -> None:
         raise ConfigError(
             f"checkpoint.at_epochs has epochs beyond trainer.max_epochs={max_epochs}: {beyond}; no checkpoint would "
             "be written there. Drop them or raise trainer.max_epochs"
+        )
+
+
+def check_schedule_epochs(schedule, max_epochs: int) -> None:
+    """data.batch_size_schedule: switches at epochs the run reaches (0 ... trainer.max_epochs - 1; epochs count
+    from 0), as checkpoint.at_epochs: a switch beyond them would never train, and the summary would still show it."""
+    if beyond := sorted(e for e in (schedule or {}) if e >= max_epochs):
+        raise ConfigError(
+            f"data.batch_size_schedule has epochs beyond the last one, {max_epochs - 1} (epochs count from 0; "
+            f"trainer.max_epochs={max_epochs}): {beyond}; no epoch would train with their batch size. Drop them or "
+            "raise trainer.max_epochs"
         )
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers: compose the real config tree in-process, or run the real CLI in a subprocess.
+"""Shared helpers: compose the real config tree in-process, run the real CLI in a subprocess, write tiny IDX files.
 
 Markers (registered in pyproject.toml) are also given from what a test does, so `make test-fast`
 (`-m "not slow and not cli"`) needs no list to keep up to date: a test that, itself or through a
@@ -9,12 +9,15 @@ fixture, starts a process (`run_cli`, `subprocess`) is `cli`; one that trains a 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import inspect
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +26,16 @@ from omegaconf import DictConfig, open_dict
 from bsstudy import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def offline_data() -> Path:
+    """The offline data folder beside the project; from a git worktree elsewhere, $BSSTUDY_DATA when it holds it."""
+    beside = ROOT.parent / "shared" / "data"
+    given = Path(os.environ.get("BSSTUDY_DATA", beside))
+    return given if not (beside / "FashionMNIST").is_dir() and (given / "FashionMNIST").is_dir() else beside
+
+
+SHARED_DATA = offline_data()
 FAST = ["trainer.progress_bar=false"]
 
 
@@ -65,6 +77,36 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
         pytest.skip(f"no offline Fashion-MNIST at {SHARED_DATA} (CI and the dev machines have it)")
     return SHARED_DATA
+
+
+RAW = "FashionMNIST/raw"
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_fashion_mnist(root, gz=True, **replace) -> dict:
+    """Tiny Fashion-MNIST files (20 train, 10 test images) under <root>/FashionMNIST/raw, gzipped or not; `replace`
+    gives another array for x_train, y_test, ... Returns their paths."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (20, 28, 28)),
+        "y_train": rng.integers(0, 10, 20),
+        "x_test": rng.integers(0, 256, (10, 28, 28)),
+        "y_test": rng.integers(0, 10, 10),
+    } | replace
+    stems = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}  # fmt: skip
+    (root / RAW).mkdir(parents=True)
+    paths = {}
+    for key, array in arrays.items():
+        path = root / RAW / (stems[key] + (".gz" if gz else ""))
+        raw = idx_bytes(np.asarray(array), 2049 if key.startswith("y") else 2051)
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+        paths[key] = path
+    return paths
 
 
 CLI_CALLS = ("run_cli(", "subprocess", "Popen(")

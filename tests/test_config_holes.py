@@ -1,5 +1,6 @@
 """Settings that used to reach torch, or train to "completed", now fail before training with one line naming the
-key (issue 15, item 6); the CLI prints that line without a traceback unless HYDRA_FULL_ERROR=1."""
+key (issue 15, item 6; a seed beyond numpy's and a batch-size switch beyond the last epoch: issue 25); the CLI prints
+that line without a traceback unless HYDRA_FULL_ERROR=1."""
 
 import json
 import os
@@ -28,7 +29,14 @@ TINY = ["data=synthetic", "model.hidden_sizes=[16]", "trainer.max_epochs=1"]
         ("optim.lr=nan", r"optim.lr must be a number > 0 and finite; got nan"),
         ("resume=maybe", r"resume must be true or false; got 'maybe'"),
         ("checkpoint.at_epochs=[1,5]", r"checkpoint.at_epochs has epochs beyond trainer.max_epochs=1: \[5\]"),
-        ("seed=-1", r"seed must be an integer >= 0; got -1"),
+        ("seed=-1", r"seed must be an integer in \[0, 4294967295\]; got -1"),
+        ("seed=99999999999999", r"^seed must be an integer in \[0, 4294967295\]; got 99999999999999$"),  # numpy's
+        (
+            "data.batch_size_schedule={0:8,1:16,5:4}",
+            r"^data.batch_size_schedule has epochs beyond the last one, 0 \(epochs count from 0; "
+            r"trainer.max_epochs=1\): \[1, 5\]; no epoch would train with their batch size. Drop them or raise "
+            r"trainer.max_epochs$",
+        ),
         ("data.batch_size_schedule=abc", r"data.batch_size_schedule must be null or a mapping.*'abc'"),
         ("optim.lr_schedule={1:-1}", r"optim.lr_schedule must be .*factor > 0}, e.g. \{10: 0.2, 20: 0.04\}"),
     ],

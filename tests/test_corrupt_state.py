@@ -1,5 +1,6 @@
 """Corrupt run state gives clear errors naming the file and what to do; resume falls back to the previous good
-checkpoint; a diverged run reports NaN and is not resumed; a failed write leaves no temporary file (issue 15, 7)."""
+checkpoint; a diverged run reports NaN and is not resumed; a failed write leaves no temporary file (issue 15, 7); a
+metrics.csv that lacks epochs of the checkpoint is not resumed (issue 25)."""
 
 import errno
 import json
@@ -9,7 +10,7 @@ import pytest
 
 from bsstudy import RunFolderError
 from bsstudy.analysis.report.runs import read_sweep
-from bsstudy.runfolder import RunCheckpoints, RunFolder, read_metrics, replace_atomically
+from bsstudy.runfolder import RunCheckpoints, RunFolder, read_metrics, replace_atomically, write_table
 from bsstudy.train.run import train
 
 from conftest import compose_run
@@ -65,6 +66,33 @@ def test_a_corrupt_summary_is_named_with_what_to_do(tmp_path):
     with pytest.raises(RunFolderError, match=r"summary.json is corrupt .*Delete it"):
         train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=1", "resume=true"]))
     assert RunFolder(tmp_path).summary(strict=False) is None  # readers that list runs (tuned study) skip it
+
+
+@pytest.mark.parametrize(
+    ("damage", "what", "rowless"),
+    [
+        ("deleted", "is missing", "epochs 0 ... 2"),
+        ("cut to epoch 1", "has rows up to epoch 1 only", "epoch 2"),  # rows 0 and 1 of 0 ... 2
+        ("header only", "has no rows", "epochs 0 ... 2"),
+    ],
+)
+def test_a_metrics_file_that_lacks_epochs_of_the_checkpoint_is_not_resumed(tmp_path, damage, what, rowless):
+    train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=2"]))
+    metrics = tmp_path / "metrics.csv"
+    if damage == "deleted":
+        metrics.unlink()
+    else:
+        rows = read_metrics(metrics)
+        write_table(metrics, rows[:2] if damage == "cut to epoch 1" else [], columns=list(rows[0]))
+    before = (tmp_path / "summary.json").read_text(), metrics.read_text() if metrics.exists() else None
+    with pytest.raises(RunFolderError) as err:
+        train(compose_run(tmp_path, [*TINY, "trainer.max_epochs=3", "resume=true"]))
+    assert str(err.value) == (
+        f"cannot resume: {metrics} {what}, but {tmp_path / 'checkpoints' / 'last.ckpt'} holds 2 completed epochs; "
+        f"resuming would leave {rowless} without a row. Restore metrics.csv (from a backup), or start the run in a new "
+        f"folder (or delete {tmp_path} to train it again from the start)"
+    )
+    assert ((tmp_path / "summary.json").read_text(), metrics.read_text() if metrics.exists() else None) == before
 
 
 def test_a_diverged_run_reports_nan_and_is_not_resumed_from_nan_weights(tmp_path):

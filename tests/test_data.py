@@ -1,5 +1,8 @@
 import gzip
+import logging
 import struct
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ def data_cfg(**kw):
         "name": "synthetic",
         "root": "unused",
         "download": False,
+        "check_known": False,  # the IDX files below are tiny custom copies, not the 60,000 / 10,000 of the real sets
         "val_size": 0,
         "train_size": None,
         "test_size": None,
@@ -101,8 +105,29 @@ def test_subsets_are_seeded_and_sized():
 
 
 def test_fashion_mnist_loads_from_the_offline_folder(shared_data):
-    data = load_data(data_cfg(name="fashion_mnist", root=str(shared_data), train_size=1000, test_size=500), seed=0)
+    cfg = data_cfg(name="fashion_mnist", root=str(shared_data), check_known=True, train_size=1000, test_size=500)
+    data = load_data(cfg, seed=0)
     assert data.input_size == 784 and data.num_classes == 10 and data.n_train == 1000
+
+
+def test_the_fashion_mnist_files_get_a_cheap_fingerprint_each(shared_data):
+    from bsstudy.train.data import IDX_FILES, file_fingerprint, read_idx
+
+    cfg = data_cfg(name="fashion_mnist", root=str(shared_data), check_known=True, train_size=100, test_size=100)
+    files = load_data(cfg, seed=0).files  # of the whole files, whatever the subsets
+    assert list(files) == list(IDX_FILES.values()) and files["train-images-idx3-ubyte"]["shape"] == [60000, 28, 28]
+    path = Path(files["train-images-idx3-ubyte"]["path"])
+    images = read_idx(path)
+    started = time.perf_counter()
+    assert file_fingerprint(path, images) == files["train-images-idx3-ubyte"]
+    assert time.perf_counter() - started < 1.0  # about 0.05 s: each start and resume computes it
+
+
+def test_a_generated_set_that_misses_a_class_in_training_warns(caplog):
+    with caplog.at_level(logging.WARNING):
+        data = load_data(data_cfg(n_train=3, num_classes=10), seed=0)
+    assert data.files is None  # generated from the config: no files to fingerprint
+    assert "data=synthetic: the training set (data.n_train=3) has no training sample of classes" in caplog.text
 
 
 def test_epoch_permutation_depends_only_on_seed_and_epoch():

@@ -6,13 +6,16 @@ Each test is one case of issue 15; the name says the behaviour that holds now.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import FileLock
 from omegaconf import OmegaConf
@@ -22,7 +25,7 @@ from bsstudy.runfolder import read_metrics, run_folders
 from bsstudy.runfolder.identity import LOCK_FILE, job_subdir
 from bsstudy.train.run import train
 
-from conftest import FAST, compose_run, run_cli
+from conftest import FAST, RAW, compose_run, run_cli, write_fashion_mnist
 
 # small and many chunks per epoch, so a signal lands mid-epoch; one thread, as in the in-process reference run
 TINY = ["data=synthetic", "model.hidden_sizes=[32]", "data.batch_size=8", "trainer.chunk_samples=64",
@@ -204,6 +207,74 @@ def test_resume_of_a_run_that_failed_before_training_starts_it_with_the_fixed_co
     with pytest.raises(ConfigError):
         train(compose_run(tmp_path, [*ONE, "optim.lr=inf"]))
     assert train(compose_run(tmp_path, [*ONE, "resume=true"]))["status"] == "completed"
+
+
+# --- a resumed run goes on with its own data, and says whether it resumed (issue 25) -------------------------------
+
+# tiny Fashion-MNIST files (20 + 10 images), a custom copy: not the 60,000 / 10,000 of the real set
+IDX = ["data=fashion_mnist", "data.download=false", "data.check_known=false", "data.val_size=0",
+       "model.hidden_sizes=[8]", "data.batch_size=8", "trainer.threads=1"]  # fmt: skip
+
+
+def idx_run(root: Path, *overrides: str) -> list[str]:
+    return [*IDX, f"data.root={root}", *overrides]
+
+
+def test_resume_with_a_data_root_holding_other_files_is_refused_naming_the_file(tmp_path):
+    write_fashion_mnist(tmp_path / "data", y_train=np.arange(20) % 10)
+    write_fashion_mnist(tmp_path / "other", y_train=np.arange(20) % 10, x_train=np.zeros((20, 28, 28)))  # same names
+    run = tmp_path / "run"
+    train(compose_run(run, idx_run(tmp_path / "data", "trainer.max_epochs=1")))
+    before = {name: (run / name).read_text() for name in ("summary.json", "identity.json", "metrics.csv")}
+    recorded = json.loads(before["identity.json"])["data_files"]["train-images-idx3-ubyte"]
+    assert recorded["shape"] == [20, 28, 28] and len(recorded["blake2b"]) == 32
+    with pytest.raises(RunFolderError) as err:
+        train(compose_run(run, idx_run(tmp_path / "other", "trainer.max_epochs=2", "resume=true")))
+    message = str(err.value)
+    assert message.startswith(f"resume=true: {tmp_path / 'other' / RAW}/train-images-idx3-ubyte.gz is not the file ")
+    assert "\n" not in message and "new folder" in message
+    assert {name: (run / name).read_text() for name in before} == before  # the folder is as it was
+    moved = tmp_path / "moved"  # the same files elsewhere: data.root may change on resume
+    shutil.copytree(tmp_path / "data", moved)
+    summary = train(compose_run(run, idx_run(moved, "trainer.max_epochs=2", "resume=true")))
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+
+
+def test_an_older_run_folder_without_data_fingerprints_resumes_and_says_so(tmp_path, caplog):
+    write_fashion_mnist(tmp_path / "data", y_train=np.arange(20) % 10)
+    run = tmp_path / "run"
+    train(compose_run(run, idx_run(tmp_path / "data", "trainer.max_epochs=1")))
+    record = json.loads((run / "identity.json").read_text())
+    del record["data_files"]  # as an older bsstudy wrote it
+    (run / "identity.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        summary = train(compose_run(run, idx_run(tmp_path / "data", "trainer.max_epochs=2", "resume=true")))
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert "records no data fingerprints (an older bsstudy): the data files are not checked" in caplog.text
+
+
+def test_resume_true_on_a_new_folder_starts_fresh_with_a_warning_and_says_so_in_the_summary(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        summary = train(compose_run(tmp_path / "new", [*ONE, "resume=true"]))
+    assert summary["status"] == "completed" and summary["resumed"] is False
+    assert summary["resumed_reason"] == (
+        f"resume=true, but {tmp_path / 'new'} holds no checkpoint to continue from: the run started fresh"
+    )
+    assert summary["resumed_reason"] in caplog.text
+    assert json.loads((tmp_path / "new" / "summary.json").read_text())["resumed"] is False
+    resumed = train(compose_run(tmp_path / "new", [*TINY, "trainer.max_epochs=2", "resume=true"]))
+    assert resumed["resumed"] is True and resumed["resumed_from"] == str(tmp_path / "new" / "checkpoints" / "last.ckpt")
+    fresh = train(compose_run(tmp_path / "fresh", ONE))
+    assert fresh["resumed"] is False and "resumed_reason" not in fresh
+
+
+@pytest.mark.cli
+def test_resume_true_on_a_folder_that_does_not_exist_exits_0_and_warns(tmp_path):
+    proc = run_cli([*ONE, "resume=true", "hydra.run.dir=never_run"], tmp_path)  # check: exit code 0
+    summary = json.loads((tmp_path / "never_run" / "summary.json").read_text())
+    assert proc.returncode == 0 and summary["status"] == "completed" and summary["resumed"] is False
+    log_text = (tmp_path / "never_run" / "__main__.log").read_text()
+    assert "WARNING] - resume=true, but" in log_text and "the run started fresh" in log_text
 
 
 def test_an_exit_that_no_signal_caused_is_not_reported_as_one():

@@ -172,6 +172,12 @@ def resume_checkpoint(dirpath: Path) -> Path | None:
     return None
 
 
+def checkpoint_epochs(path: Path) -> int:
+    """The completed epochs a checkpoint holds: Lightning saves the 0-based index of the epoch that ended (a packed
+    run's checkpoints too), so epoch + 1; metrics.csv has a row for each of them (epoch 1 ... epoch + 1)."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
 def load_weights(net: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
     """Load the `net.*` entries of a Lightning checkpoint of StudyModule into `net`."""
     if not Path(checkpoint).is_file():

@@ -2,10 +2,13 @@
 
 The identity of a run is its resolved config minus the keys that may change when it resumes
 (RESUMABLE_KEYS: how long to train, how to log and show progress, threads, where the data lives).
-It is written to `<run>/identity.json` when the run starts. Then:
+It is written to `<run>/identity.json` when the run starts, once its data is loaded, with the fingerprints
+of its data files. Then:
 
 - `resume=true` continues only a run with the same identity; otherwise it fails with one line naming
-  the keys that differ. A completed run resumed with a larger `trainer.max_epochs` trains on.
+  the keys that differ. A completed run resumed with a larger `trainer.max_epochs` trains on. A data.root
+  that now holds other files (same names, other contents), or a metrics.csv that lacks epochs the checkpoint
+  holds, is refused too, naming the file.
 - a fresh run into a folder that holds a run's results refuses, with the way out (a new folder, or
   `resume=true`), so old and new files never mix;
 - a lock (`<run>/.lock`, filelock) stops a second process on the same folder;
@@ -29,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import RunFolderError
 from bsstudy.config import MLP_TARGET, ROOT_RULES, check_value
-from bsstudy.runfolder import RunFolder, write_json
+from bsstudy.runfolder import RunFolder, checkpoint_epochs, resume_checkpoint, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ RESUMABLE_KEYS = (
     "logger",
     "data.root",
     "data.download",
+    "data.check_known",  # a check of the files, not what they hold
     "checkpoint.at_epochs",
 )
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
@@ -113,12 +117,37 @@ def read_identity(run_dir: Path) -> dict | None:
     )
 
 
-def record_identity(cfg: DictConfig, run_dir: Path) -> None:
-    """Write <run>/identity.json: the identity and a copy of Hydra's files of the run now held."""
+def record_identity(cfg: DictConfig, run_dir: Path, data_files: dict | None = None) -> None:
+    """Write <run>/identity.json: the identity, the fingerprints of the data files (train/data.py: file_fingerprint;
+    None for a generated data set) and a copy of Hydra's files of the run now held."""
     folder = RunFolder(run_dir)
     files = {name: folder.hydra_file(name).read_text() for name in HYDRA_FILES if folder.hydra_file(name).exists()}
-    record = {"identity": run_identity(cfg), "max_epochs": cfg.trainer.max_epochs, "hydra_files": files}
+    record = {"identity": run_identity(cfg), "max_epochs": cfg.trainer.max_epochs, "data_files": data_files,
+              "hydra_files": files}  # fmt: skip
     write_json(run_dir / IDENTITY_FILE, record)
+
+
+def check_data_files(run_dir: Path, data_files: dict | None, continuing: bool) -> None:
+    """A run that continues from a checkpoint goes on with the data it trained on: each data file's fingerprint
+    must be the one identity.json records (data.root may move, the contents may not). Other contents under the same
+    name are a RunFolderError naming the file; a record without fingerprints (an older bsstudy) resumes unchecked,
+    with a log line."""
+    record = read_identity(run_dir)
+    if not continuing or data_files is None or record is None:  # no record: check_run_folder has said so
+        return
+    if "data_files" not in record:
+        log.warning("resume=true: %s records no data fingerprints (an older bsstudy): the data files are not checked",
+                    run_dir / IDENTITY_FILE)  # fmt: skip
+        return
+    for name, now in data_files.items():
+        before = (record["data_files"] or {}).get(name)
+        if before is not None and (before["shape"], before["blake2b"]) != (now["shape"], now["blake2b"]):
+            restore_hydra_files(run_dir)
+            raise RunFolderError(
+                f"resume=true: {now['path']} is not the file this run trained on, {before['path']} (shape "
+                f"{before['shape']}, blake2b {before['blake2b']}; now {now['shape']}, {now['blake2b']}). Point "
+                "data.root at the run's data again, or start the run in a new folder"
+            )
 
 
 def restore_hydra_files(run_dir: Path) -> None:
@@ -157,6 +186,7 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
         return None  # nothing trained yet (or it failed before training): resume=true starts the run afresh
     if recorded is None:
         log.warning("resume=true: %s has no %s (an older bsstudy); continuing without checking", run_dir, IDENTITY_FILE)
+        check_rows_cover_checkpoint(run_dir)
         return None
     if differ := differing_keys(recorded["identity"], run_identity(cfg)):
         restore_hydra_files(run_dir)
@@ -164,8 +194,15 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
             f"resume=true: {run_dir} holds a run with another config ({'; '.join(differ)}); only "
             f"{', '.join(RESUMABLE_KEYS)} may change on resume. Start the new config in a new folder"
         )
-    if summary is None:
-        return None
+    if summary is not None and (ended := ended_run(cfg, run_dir, summary, recorded)) is not None:
+        return ended
+    check_rows_cover_checkpoint(run_dir)
+    return None
+
+
+def ended_run(cfg: DictConfig, run_dir: Path, summary: dict, recorded: dict) -> dict | None:
+    """The summary of a run that resume=true leaves as it is (diverged, or completed with no more epochs asked
+    for), else None."""
     ended = summary.get("epochs_completed", 0)
     if summary.get("status") == "diverged":
         log.info("resume=true: %s diverged at epoch %d; its weights are not finite, nothing to resume", run_dir, ended)
@@ -175,6 +212,32 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> dict | None:
         log.info("resume=true: %s already completed %d epochs; nothing to do", run_dir, ended)
         return summary
     return None
+
+
+def check_rows_cover_checkpoint(run_dir: Path) -> None:
+    """metrics.csv has a row for every epoch the resume checkpoint holds: resuming keeps the rows before the
+    checkpoint's epoch and appends the later ones, so a missing or shorter file would leave a run that looks shorter
+    or starts late, silently. RunFolderError with the way out (restore the file, or a new folder)."""
+    folder = RunFolder(run_dir)
+    if (checkpoint := resume_checkpoint(folder.checkpoints)) is None:
+        return
+    epochs = checkpoint_epochs(checkpoint)
+    logged = max((int(r["epoch"]) for r in folder.metrics() if r.get("epoch") is not None), default=None)
+    if logged is not None and logged >= epochs:
+        return
+    if not folder.metrics_path.exists():
+        what = "is missing"
+    else:
+        what = "has no rows" if logged is None else f"has rows up to epoch {logged} only"
+    first = 0 if logged is None else logged + 1
+    rowless = f"epoch {epochs}" if first == epochs else f"epochs {first} ... {epochs}"
+    restore_hydra_files(run_dir)
+    raise RunFolderError(
+        f"cannot resume: {folder.metrics_path} {what}, but {checkpoint} holds {epochs} completed "
+        f"epoch{'s' if epochs > 1 else ''}; resuming would leave {rowless} without a row. Restore "
+        f"{folder.METRICS} (from a backup), or start the run in a new folder (or delete {run_dir} to train it again "
+        "from the start)"
+    )
 
 
 @contextmanager

@@ -58,13 +58,20 @@ from bsstudy.runfolder import (
     save_checkpoint_file,
     write_json,
 )
-from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.runfolder.identity import check_data_files, check_run_folder, locked_run_folder, record_identity
 from bsstudy.train.data import epoch_permutation, load_data
 from bsstudy.train.evaluate import epoch_row, log_epoch_line
 from bsstudy.train.fast_step import DeferredUpdates, look_ahead_rows
 from bsstudy.train.module import StudyModule, build_optimizer, warmup_factor
 from bsstudy.train.net import MLP, build_net
-from bsstudy.train.run import build_summary, interrupting_signal, interruption_message, job_failed, requeued_by_slurm
+from bsstudy.train.run import (
+    build_summary,
+    interrupting_signal,
+    interruption_message,
+    job_failed,
+    requeued_by_slurm,
+    resume_record,
+)
 from bsstudy.train.signals import STOP, RunInterrupted
 from bsstudy.train.stopping import stopped
 from bsstudy.train.target import ValTarget, target_callbacks
@@ -230,6 +237,7 @@ class Member:
     status: str | None = None  # None while it trains
     started: float = 0.0
     log_path: str | None = None  # its log file, as Hydra set it up for the job (run_log_files)
+    resumed: dict = field(default_factory=dict)  # summary.json's `resumed` (run.py: resume_record)
 
     @property
     def folder(self) -> RunFolder:
@@ -238,9 +246,9 @@ class Member:
 
 def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
     """The task function the packed launcher runs for each job of a pack (inside Hydra's run_job, which writes
-    <run>/.hydra/): lock the run folder for as long as `locks` is open, check what it holds and record the run's
-    identity, as a run alone does (bsstudy/train/run.py: train). Returns the Member to train, the summary of a run that
-    has ended already, or NaN for a job that failed here (remembered for the sweep's exit code)."""
+    <run>/.hydra/): lock the run folder for as long as `locks` is open and check what it holds, as a run alone does
+    (bsstudy/train/run.py: train; build_member records the identity). Returns the Member to train, the summary of a run
+    that has ended already, or NaN for a job that failed here (remembered for the sweep's exit code)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +259,6 @@ def prepare_member(locks: ExitStack, cfg: DictConfig) -> Member | dict | float:
         locks.enter_context(locked_run_folder(run_dir))
         if (done := check_run_folder(resolved, run_dir)) is not None:
             return done
-        record_identity(resolved, run_dir)
         return Member(resolved, run_dir, log_path=job_log_path())
     except Exception as err:
         return job_failed(run_dir, err)
@@ -345,7 +352,11 @@ def build_member(member: Member, device: torch.device) -> None:
     cfg = member.cfg
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    path = resume_checkpoint(member.folder.checkpoints) if cfg.resume else None
+    member.resumed = resume_record(cfg.resume, path, member.run_dir)
     data = load_data(cfg.data, cfg.seed)
+    check_data_files(member.run_dir, data.files, continuing=path is not None)
+    record_identity(cfg, member.run_dir, data.files)
     check_batch_size(cfg, data.n_train)
     net = build_net(cfg.model, data.input_size, data.num_classes)
     member.module = StudyModule(
@@ -363,7 +374,7 @@ def build_member(member: Member, device: torch.device) -> None:
             return member.train_time_s + member.epoch_time()
 
         member.target.start(member.module, cfg.trainer.eval_chunk_size, trained_s)
-    if cfg.resume and (path := resume_checkpoint(member.folder.checkpoints)) is not None:
+    if path is not None:
         load_member_checkpoint(member, path)
         log.info("resume=true: %s continues from %s (epoch %d)", member.run_dir, path, member.start_epoch)
 
@@ -620,7 +631,7 @@ def end_member(member: Member, status: str, error: str | None = None, trace: str
     launcher = {"name": "PackedLauncher", "jobs_at_a_time": 1, "threads": torch.get_num_threads(),
                 "devices": str(member.module.device) if member.module else None, "set_by_launcher": {}}  # fmt: skip
     wall_time_s = time.perf_counter() - member.started
-    summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher)
+    summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher) | member.resumed
     if member.module is not None and status in ("completed", "diverged"):  # what a run alone adds when it ends
         summary |= stopped(None, status == "diverged", summary["epochs_completed"])
         if member.target is not None:

@@ -21,10 +21,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from bsstudy import RunFolderError
 from bsstudy.config import check_batch_size, check_config, fast_step_blocker, model_name, trainer_arguments, world_size
 from bsstudy.resources import library_versions, machine, peak_memory
 from bsstudy.runfolder import RunCheckpoints, RunFolder, resume_checkpoint, write_json
-from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.runfolder.identity import check_data_files, check_run_folder, locked_run_folder, record_identity
 from bsstudy.train.data import load_data
 from bsstudy.train.evaluate import EpochEvaluation
 from bsstudy.train.module import StudyModule
@@ -78,8 +79,7 @@ def train(cfg: DictConfig) -> dict:
     with locked_run_folder(run_dir):
         if (done := check_run_folder(cfg, run_dir)) is not None:
             return done
-        record_identity(cfg, run_dir)
-        return fit_run(cfg, run_dir)
+        return fit_run(cfg, run_dir)  # records the run's identity once its data is loaded
 
 
 def requeued_by_slurm() -> bool:
@@ -88,17 +88,26 @@ def requeued_by_slurm() -> bool:
 
 
 def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Fit the run in `run_dir` (from checkpoints/last.ckpt with resume=true) and write its summary."""
+    """Fit the run in `run_dir` (from checkpoints/last.ckpt with resume=true) and write its summary. A refusal
+    (RunFolderError: the checkpoints cannot be read, the data files are not the run's) leaves the folder as it was."""
     summary_path = RunFolder(run_dir).summary_path
     started = time.perf_counter()
     module = trainer = summary = None
+    resumed = {}
     restore_signal_handlers = STOP.install()
     try:
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
+        ckpt_path = resume_checkpoint(RunFolder(run_dir).checkpoints) if cfg.resume else None
+        resumed = resume_record(cfg.resume, ckpt_path, run_dir)
+        if ckpt_path is not None:
+            log.info("resume=true: continuing from %s", ckpt_path)
         data = load_data(cfg.data, cfg.seed)
+        if rank_zero_only.rank == 0:  # DDP: rank 0 holds the folder
+            check_data_files(run_dir, data.files, continuing=ckpt_path is not None)
+            record_identity(cfg, run_dir, data.files)
         check_batch_size(cfg, data.n_train)
         net = build_net(cfg.model, data.input_size, data.num_classes)
         module = StudyModule(
@@ -147,15 +156,10 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             limit_val_batches=0,
             default_root_dir=run_dir,
         )
-        ckpt_path = resume_checkpoint(RunFolder(run_dir).checkpoints) if cfg.resume else None
-        if cfg.resume:
-            log.info(
-                "resume=true: %s", f"continuing from {ckpt_path}" if ckpt_path else "no checkpoint yet, starting fresh"
-            )
         STOP.check()
         trainer.fit(module, ckpt_path=ckpt_path)
         status = "diverged" if module.diverged else "completed"
-        summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
+        summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started) | resumed
         summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
         for target in targets:
             summary["target"] = target.summary
@@ -164,7 +168,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             name: probe.summary for name, probe in zip(selected, probes, strict=False) if probe.summary
         }
     except (SystemExit, KeyboardInterrupt) as err:  # a stop signal, Lightning's SIGTERMException, a 2nd Ctrl+C
-        summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started)
+        summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started) | resumed
         summary["error"] = interruption_message(err, summary["epochs_completed"])
         if rank_zero_only.rank == 0:
             write_json(summary_path, summary)
@@ -172,8 +176,10 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         if (signum := interrupting_signal(err)) is None:
             raise  # not a signal of ours: the exit goes on as it was asked for
         raise RunInterrupted(signum) from None
+    except RunFolderError:
+        raise  # the folder holds a run this start must not touch: its summary stays
     except Exception as err:
-        summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started)
+        summary = build_summary(cfg, run_dir, module, "failed", time.perf_counter() - started) | resumed
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc()
         if rank_zero_only.rank == 0:
@@ -190,6 +196,19 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         write_json(summary_path, summary)
     log.info("%s: %s; summary in %s", status, run_dir, summary_path)
     return summary
+
+
+def resume_record(resume: bool, checkpoint: Path | None, run_dir: Path) -> dict:
+    """summary.json's `resumed`: whether this start continued from a checkpoint. resume=true with none to continue
+    from (a new or empty folder, a run that failed before training) starts the run fresh: said in a warning and in
+    `resumed_reason`, as the user expected a continuation."""
+    if checkpoint is not None:
+        return {"resumed": True, "resumed_from": str(checkpoint)}
+    if not resume:
+        return {"resumed": False}
+    reason = f"resume=true, but {run_dir} holds no checkpoint to continue from: the run started fresh"
+    log.warning("%s", reason)
+    return {"resumed": False, "resumed_reason": reason}
 
 
 def job_failed(folder: str | Path, err: Exception) -> float:
