@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -32,6 +33,7 @@ from bsstudy.runfolder import (
     write_json,
 )
 from bsstudy.runfolder.identity import check_run_folder, locked_run_folder, record_identity
+from bsstudy.train.console import StepProgressBar, quiet_lightning
 from bsstudy.train.data import load_data
 from bsstudy.train.evaluate import EpochEvaluation
 from bsstudy.train.module import MLP, StudyModule
@@ -139,6 +141,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             RunCheckpoints(RunFolder(run_dir).checkpoints, list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
             StopAtChunkBoundary(STOP),
         ]
+        if cfg.trainer.progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepProgressBar())  # in optimizer steps (a rich_progress_bar callback is one already)
+        quiet_lightning()  # no banner, adverts or deprecation warnings from inside Lightning (train/console.py)
         loggers = build_loggers(cfg, run_dir)
         trainer = L.Trainer(
             **trainer_arguments(cfg.trainer),  # accelerator, devices, strategy, num_nodes, max_epochs, and any other
