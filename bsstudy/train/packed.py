@@ -621,7 +621,7 @@ def end_member(member: Member, status: str, error: str | None = None, trace: str
     wall_time_s = time.perf_counter() - member.started
     summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher)
     if member.module is not None and status in ("completed", "diverged"):  # what a run alone adds when it ends
-        summary |= stopped(None, status == "diverged", summary["epochs_completed"])
+        summary |= stopped(None, status == "diverged", summary["final"])
         if member.target is not None:
             summary["target"] = member.target.summary
             summary |= member.target.stopped(member.module.optimizer_steps) or {}

@@ -167,7 +167,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(module, ckpt_path=ckpt_path)
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started)
-        summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
+        summary |= stopped(trainer, module.diverged, summary["final"])
         for target in targets:
             summary["target"] = target.summary
             summary |= target.stopped(module.optimizer_steps) or {}
@@ -252,7 +252,7 @@ def build_summary(
     rows = RunFolder(run_dir).metrics()
     summary = {
         "status": status,
-        "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
+        **epochs_trained(rows),
         "final": rows[-1] if rows else None,
         **best_on_validation(rows),
         "wall_time_s": wall_time_s,
@@ -294,6 +294,16 @@ def build_summary(
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary
+
+
+def epochs_trained(rows: list[dict]) -> dict:
+    """`epochs_completed`: the whole epochs trained; `epochs_trained`: with the part of an epoch that training left
+    before its end (a timer, a step budget or target, divergence: its metrics.csv row has `epoch_fraction`), e.g.
+    2 and 2.45 for a run stopped by +trainer.max_time at 45% of its third epoch."""
+    last = rows[-1] if rows else {"epoch": 0}
+    fraction = last.get("epoch_fraction")
+    completed = int(last["epoch"]) - (fraction is not None)
+    return {"epochs_completed": completed, "epochs_trained": round(completed + (fraction or 0.0), 6)}
 
 
 def best_on_validation(rows: list[dict]) -> dict:
