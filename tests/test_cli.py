@@ -1,4 +1,10 @@
-"""What `python -m bsstudy` prints, as a user sees it (HYDRA_FULL_ERROR unset): no noise from Lightning."""
+"""What `python -m bsstudy` prints, as a user sees it (HYDRA_FULL_ERROR unset): no noise from Lightning, and a
+usage error as its one line without a traceback and a non-zero exit."""
+
+import json
+from pathlib import Path
+
+import pytest
 
 from conftest import run_cli
 
@@ -16,3 +22,51 @@ def test_a_run_prints_no_lightning_banner_advert_or_deprecation_warning(tmp_path
     found = [line for line in output_of(proc).splitlines() if any(noise in line for noise in LIGHTNING_NOISE)]
     assert found == []
     assert "epoch 1/1 | train loss" in output_of(proc)  # bsstudy's own lines stay
+
+
+def assert_one_error(proc, first_line: str) -> None:
+    """Exit 1, stderr is the error (its first line `first_line`) and nothing else: no traceback anywhere."""
+    assert proc.returncode == 1, output_of(proc)[-3000:]
+    assert "Traceback" not in output_of(proc) and "Error executing job" not in output_of(proc), output_of(proc)
+    assert proc.stderr.startswith(f"error: {first_line}"), proc.stderr
+
+
+@pytest.mark.parametrize(
+    "root, state",
+    [
+        ("missing", "(no such folder)"),  # a data folder that is not there
+        ("a_file", "is a file, not a folder"),  # data.root given as a file
+        ("empty", ""),  # the folder is there, the files are not (the usual first offline failure)
+    ],
+)
+def test_missing_data_is_one_error_with_its_ways_out_not_a_traceback(tmp_path, root, state):
+    if root == "a_file":
+        (tmp_path / root).write_text("not a folder")
+    elif root == "empty":
+        (tmp_path / root / "FashionMNIST" / "raw").mkdir(parents=True)
+    args = ["data=fashion_mnist", f"data.root={tmp_path / root}", "data.download=false", "hydra.run.dir=run"]
+    proc = run_cli(args, tmp_path, check=False, env=AS_A_USER)
+    assert_one_error(proc, "data=fashion_mnist: cannot find train-images-idx3-ubyte")
+    assert f"  - {tmp_path / root / 'FashionMNIST' / 'raw'}" in proc.stderr and state in proc.stderr
+    assert "Ways out:" in proc.stderr and "data=digits" in proc.stderr
+
+
+def test_a_bad_pack_size_is_one_line_and_no_sweep_starts(tmp_path):
+    args = ["-m", "hydra/launcher=packed", "hydra.launcher.pack_size=0", *TINY, "seed=0,1", "hydra.sweep.dir=sweep"]
+    proc = run_cli(args, tmp_path, check=False, env=AS_A_USER)
+    assert_one_error(proc, "hydra.launcher.pack_size must be an integer >= 1 (runs per pack); got 0")
+    assert proc.stderr.count("\n") == 1 and "report" not in output_of(proc)
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (it answers every write: disk full)")
+def test_a_full_disk_during_a_run_is_one_line_naming_the_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv.tmp").symlink_to("/dev/full")  # metrics.csv's next write meets a full disk
+    proc = run_cli([*TINY, f"hydra.run.dir={run}"], tmp_path, check=False, env=AS_A_USER)
+    path = run / "metrics.csv"
+    assert_one_error(proc, f"could not write {path} (No space left on device); metrics.csv is as it was\n")
+    assert proc.stderr.count("\n") == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and str(path) in summary["error"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bsstudy import ConfigError, DataError, is_positive_int
+from bsstudy import ConfigError, DataError, MissingDataError, is_positive_int
 from bsstudy.streams import rng, torch_generator
 from bsstudy.train.data_checks import WAY_OUT, check_idx_arrays
 
@@ -183,8 +183,8 @@ def load_idx_dataset(name: str, root: Path, download: bool) -> dict[str, np.ndar
         download_error = "skipped (data.download=false)"
     missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
     if missing:
-        tried = "\n".join(f"  - {f}" for f in folders)
-        raise FileNotFoundError(
+        tried = "\n".join(f"  - {f}{folder_state(f)}" for f in folders)
+        raise MissingDataError(
             f"data={name}: cannot find {', '.join(missing)} (.gz or unpacked).\n"
             f"Looked in:\n{tried}\n  - torchvision download: {download_error}\n"
             f"Ways out:\n"
@@ -200,6 +200,17 @@ def load_idx_dataset(name: str, root: Path, download: bool) -> dict[str, np.ndar
         raise DataError(f"data={name}: {err}. {WAY_OUT}") from None
     check_idx_arrays(name, arrays, paths)
     return arrays
+
+
+def folder_state(folder: Path) -> str:
+    """What is wrong with a folder looked in, for the error's list: " (no such folder)", " (<path> is a file, not a
+    folder)" when that part of the path is a file (a data.root given as a file), "" when the folder is there."""
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            return "" if part == folder else " (no such folder)"
+        if part.exists():
+            return f" ({part} is a file, not a folder)"
+    return " (no such folder)"
 
 
 def torchvision_download(folder_name: str, root: Path) -> str:

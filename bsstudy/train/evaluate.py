@@ -152,11 +152,11 @@ class EpochEvaluation(L.Callback):
 
     def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
         row = epoch_row(pl_module, epoch, pl_module.current_lr(), self.train_time_s, self.eval_chunk_size, extra)
+        log_epoch_line(row, trainer.max_epochs)  # first: on the console even when metrics.csv cannot be written
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
         if epoch > 0:
             log_for_monitors(pl_module, row)
-        log_epoch_line(row, trainer.max_epochs)
 
     def state_dict(self) -> dict:
         return {"train_time_s": self.train_time_s}

@@ -547,8 +547,8 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
 def log_row(member: Member, epoch: int, extra: dict) -> None:
     cfg = member.cfg.trainer
     row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
+    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")  # first, as a run alone (evaluate.py)
     member.logger.log_metrics(row, step=epoch)
-    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
 
 
 def member_checkpoint(member: Member, epoch: int) -> dict:

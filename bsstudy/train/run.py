@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from bsstudy import WriteError
 from bsstudy.config import check_batch_size, check_config, fast_step_blocker, trainer_arguments, world_size
 from bsstudy.runfolder import (
     RunCheckpoints,
@@ -188,7 +189,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc()
         if rank_zero_only.rank == 0:
-            write_json(summary_path, summary)
+            write_failed_summary(summary_path, summary, err)
         raise
     finally:
         restore_signal_handlers()
@@ -201,6 +202,17 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         write_json(summary_path, summary)
     log.info("%s: %s; summary in %s", status, run_dir, summary_path)
     return summary
+
+
+def write_failed_summary(path: Path, summary: dict, err: Exception) -> None:
+    """summary.json of a run that raised `err`. When it cannot be written either (the full disk that failed the run):
+    after a failed write, one WriteError naming both files; after any other error, one log line, and `err` goes on."""
+    try:
+        write_json(path, summary)
+    except WriteError as write_err:
+        if isinstance(err, WriteError):
+            raise WriteError(write_err.errno, f"{err}; {write_err}") from err
+        log.error("%s", write_err)
 
 
 def job_failed(folder: str | Path, err: Exception) -> float:
