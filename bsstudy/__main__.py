@@ -3,7 +3,7 @@
 Exit codes: 0 when every run ended (completed or diverged); 1 when a run failed or a launcher's or sweeper's
 setting is wrong (one line for a UsageError, the traceback with HYDRA_FULL_ERROR=1); 128 + the signal number when
 SIGTERM or SIGINT stopped it. A sweep runs all its jobs even when some fail, writes its report of what exists (also
-when a signal stops it), and then exits non-zero if any job did not end.
+when a signal stops it), and then exits non-zero if any job did not end. `--help`: bsstudy/conf/hydra/help/.
 """
 
 import logging

@@ -1,5 +1,5 @@
-"""What `python -m bsstudy` prints, as a user sees it (HYDRA_FULL_ERROR unset): no noise from Lightning, and a
-usage error as its one line without a traceback and a non-zero exit."""
+"""What `python -m bsstudy` prints, as a user sees it (HYDRA_FULL_ERROR unset): no noise from Lightning, a usage
+error as its one line without a traceback and a non-zero exit, and its own --help."""
 
 import json
 from pathlib import Path
@@ -70,3 +70,13 @@ def test_a_full_disk_during_a_run_is_one_line_naming_the_file(tmp_path):
     assert proc.stderr.count("\n") == 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and str(path) in summary["error"]
+
+
+def test_help_is_bsstudys_own_with_its_groups_and_examples(tmp_path):
+    proc = run_cli(["--help"], tmp_path, env=AS_A_USER)
+    assert "powered by Hydra" not in proc.stdout and "Powered by Hydra" not in proc.stdout
+    assert proc.stdout.startswith("bsstudy: which batch size should I use")
+    assert "data: digits, fashion_mnist, kmnist, mnist, synthetic" in proc.stdout  # the config groups
+    for example in ("python -m bsstudy -m data.batch_size=2,64,256,1024", "python -m bsstudy -m experiment=tuned",
+                    "data=fashion_mnist data.root=../shared/data data.download=false"):  # fmt: skip
+        assert example in proc.stdout
