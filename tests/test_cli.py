@@ -1,12 +1,13 @@
 """What `python -m bsstudy` prints, as a user sees it (HYDRA_FULL_ERROR unset): no noise from Lightning, a usage
-error as its one line without a traceback and a non-zero exit, and its own --help."""
+error as its one line without a traceback and a non-zero exit, its own --help, and a README hint that works."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 AS_A_USER = {"HYDRA_FULL_ERROR": None}
 TINY = ["data=synthetic", "model.hidden_sizes=[16]", "trainer.max_epochs=1", "trainer.threads=1"]
@@ -80,3 +81,22 @@ def test_help_is_bsstudys_own_with_its_groups_and_examples(tmp_path):
     for example in ("python -m bsstudy -m data.batch_size=2,64,256,1024", "python -m bsstudy -m experiment=tuned",
                     "data=fashion_mnist data.root=../shared/data data.download=false"):  # fmt: skip
         assert example in proc.stdout
+
+
+def offline_hints() -> set[str]:
+    """The ARGS="..." that the README and the Makefile give for a study offline."""
+    texts = [(ROOT / name).read_text() for name in ("README.md", "Makefile")]
+    return {hint for text in texts for hint in re.findall(r'ARGS="(data=fashion_mnist[^"]*)"', text)}
+
+
+def test_the_offline_hint_of_the_readme_and_makefile_works_as_written(tmp_path, shared_data):
+    hints = offline_hints()
+    assert len(hints) == 1, hints  # one hint, the same everywhere
+    project = tmp_path / "project"  # the hint's ../shared/data, seen from a project root beside it
+    project.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(shared_data)
+    tiny = ["data.train_size=500", "data.val_size=100", "data.test_size=200", "trainer.max_epochs=1",
+            "trainer.threads=1", "hydra.run.dir=run"]  # fmt: skip
+    proc = run_cli([*hints.pop().split(), *tiny], project, env={"BSSTUDY_DATA": None})  # as a fresh shell has it
+    assert json.loads((project / "run" / "summary.json").read_text())["status"] == "completed", proc.stderr
