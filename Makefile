@@ -45,7 +45,7 @@ wheel-check: install  ## build the wheel, install it (not editable) in a fresh v
 	cd $(WHEEL_VENV) && bin/python -c "import hydra_plugins.bsstudy_packed.packed_launcher as m; \
 		assert '$(WHEEL_VENV)' in m.__file__, m.__file__"
 
-study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; e.g. make study ARGS="data=fashion_mnist"
+study: install  ## the reference sweep, B = 64, 256, 1024, 2 for 30 epochs; offline e.g. make study ARGS="data=fashion_mnist data.root=../shared/data data.download=false"
 	$(BIN)/python -m bsstudy -m experiment=generalization $(ARGS)
 
 lr-scaling: install  ## the reference sweep with lr proportional to B

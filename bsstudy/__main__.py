@@ -1,9 +1,9 @@
 """`python -m bsstudy [overrides]` trains one run; `-m` sweeps (Hydra multirun).
 
-Exit codes: 0 when every run ended (completed or diverged); 1 when a run failed (one line for a
-UsageError, the traceback with HYDRA_FULL_ERROR=1); 128 + the signal number when SIGTERM or SIGINT
-stopped it. A sweep runs all its jobs even when some fail, writes its report of what exists (also when a
-signal stops it), and then exits non-zero if any job did not end.
+Exit codes: 0 when every run ended (completed or diverged); 1 when a run failed or a launcher's or sweeper's
+setting is wrong (one line for a UsageError, the traceback with HYDRA_FULL_ERROR=1); 128 + the signal number when
+SIGTERM or SIGINT stopped it. A sweep runs all its jobs even when some fail, writes its report of what exists (also
+when a signal stops it), and then exits non-zero if any job did not end. `--help`: bsstudy/conf/hydra/help/.
 """
 
 import logging
@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bsstudy import CONF_DIR, UsageError
+from bsstudy import CONF_DIR, UsageError, UsageExit
 from bsstudy.extras import require_launchers
 from bsstudy.train.parallel import job_share
 from bsstudy.train.run import FAILED_JOBS, job_failed, sweeper_objective, train
@@ -54,6 +54,11 @@ def cli() -> None:
     with STOP.installed():  # a signal between two jobs of a sweep stops the sweep before the next job
         try:
             main()
+        except UsageExit as err:  # a UsageError inside Hydra's machinery (a launcher's or sweeper's setting)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise err.error from None
+            sys.stderr.write(f"error: {err.error}\n")
+            raise SystemExit(1) from None
         finally:
             unfinished = finish_sweep(FAILED_JOBS)
     if unfinished:

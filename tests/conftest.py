@@ -52,9 +52,13 @@ def compose_run(run_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m bsstudy <args>` as a user would, with no terminal and no network login."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 300, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m bsstudy <args>` as a user would, with no terminal and no network login. `env`: variables to
+    set (None: to unset), e.g. {"HYDRA_FULL_ERROR": None} for the output a user sees."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     proc = subprocess.run(
         [sys.executable, "-m", "bsstudy", *args, *FAST],
         cwd=cwd,
@@ -71,12 +75,21 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, check: bool = True) 
     return proc
 
 
+def offline_data() -> Path | None:
+    """The offline data folder beside the project (Fashion-MNIST complete, MNIST test set), else $BSSTUDY_DATA's
+    (a checkout elsewhere, e.g. a git worktree); None without either."""
+    for folder in (SHARED_DATA, Path(os.environ.get("BSSTUDY_DATA") or SHARED_DATA)):
+        if (folder / "FashionMNIST" / "raw").is_dir():
+            return folder
+    return None
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    """The offline data folder beside the project (Fashion-MNIST complete, MNIST test set)."""
-    if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
-        pytest.skip(f"no offline Fashion-MNIST at {SHARED_DATA} (CI and the dev machines have it)")
-    return SHARED_DATA
+    """The offline data folder (offline_data)."""
+    if (folder := offline_data()) is None:
+        pytest.skip(f"no offline Fashion-MNIST at {SHARED_DATA} or $BSSTUDY_DATA (CI and the dev machines have it)")
+    return folder
 
 
 RAW = "FashionMNIST/raw"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, UsageError
 from bsstudy.config import DATA_RULES, check_settings
 from bsstudy.train.data import TensorData, epoch_permutation, load_data, read_idx, steps_per_epoch
 
@@ -78,6 +78,7 @@ def test_truncated_idx_file_is_rejected(tmp_path):
 def test_missing_files_without_download_list_places_and_ways_out(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_data(data_cfg(name="mnist", root=str(tmp_path)), seed=0)
+    assert isinstance(err.value, UsageError)  # the CLI prints it without a traceback
     message = str(err.value)
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "data.download=false" in message

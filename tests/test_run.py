@@ -1,12 +1,15 @@
 """A whole run, in-process through the real config tree (fast) and through the real CLI (as a user runs it)."""
 
+import errno
 import json
 import logging
 import math
+import os
+from pathlib import Path
 
 import pytest
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, UsageError, WriteError
 from bsstudy.__main__ import main, sweeper_objective
 from bsstudy.runfolder import RunCheckpoints, read_metrics
 from bsstudy.train.run import best_on_validation, train
@@ -93,6 +96,35 @@ def test_resume_after_a_crash_ends_with_the_same_metrics(tmp_path, monkeypatch):
     assert (
         train(compose_run(tmp_path / "crashed", [*overrides, "resume=true"]))["wall_time_s"] == resumed["wall_time_s"]
     )
+
+
+def test_a_disk_that_fills_during_a_run_is_one_error_naming_the_files_and_resume_loses_nothing(
+    tmp_path, monkeypatch, caplog
+):
+    run = tmp_path / "run"
+    open_file = Path.open
+
+    def open_on_a_full_disk(self, mode="r", *args, **kwargs):  # full once the first epoch's checkpoint is written
+        if "w" in mode and self.name.endswith(".tmp") and (run / "checkpoints" / "last.ckpt").exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return open_file(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_on_a_full_disk)
+    with caplog.at_level(logging.INFO), pytest.raises(WriteError) as failed:
+        train(compose_run(run, SYNTH))
+    assert isinstance(failed.value, UsageError) and failed.value.errno == errno.ENOSPC  # the CLI prints one line
+    assert str(failed.value) == (
+        f"could not write {run / 'metrics.csv'} (No space left on device); metrics.csv is as it was; "
+        f"could not write {run / 'summary.json'} (No space left on device); summary.json is as it was"
+    )
+    assert any(r.getMessage().startswith("epoch 2/3 | train loss") for r in caplog.records)  # on the console
+    monkeypatch.undo()
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [0, 1]  # as it was before the disk filled
+    assert not list(run.rglob("*.tmp"))
+    # the disk has room again: resume=true continues from epoch 1 with the numbers of a run that never failed
+    assert train(compose_run(run, [*SYNTH, "resume=true"]))["status"] == "completed"
+    train(compose_run(tmp_path / "straight", SYNTH))
+    assert measured(read_metrics(run / "metrics.csv")) == measured(read_metrics(tmp_path / "straight" / "metrics.csv"))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from lightning.pytorch.callbacks import Timer
 
 from bsstudy import ConfigError
 from bsstudy.runfolder import read_metrics
@@ -34,7 +35,7 @@ def test_loss_target_stops_at_the_first_epoch_at_or_below_it(tmp_path, free):
     assert rows[-1]["epoch"] == first < 8
     assert all(r["train_loss"] > target for r in rows[1:-1]) and rows[-1]["train_loss"] <= target
     assert summary["stopped"] == f"train_loss <= {target:.6g} at epoch {first}" and summary["stopped_epoch"] == first
-    assert summary["status"] == "completed" and summary["epochs_completed"] == first
+    assert summary["status"] == "completed" and summary["epochs_completed"] == summary["epochs_trained"] == first
     assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["stopped"] == summary["stopped"]
 
 
@@ -68,6 +69,29 @@ def test_a_users_own_early_stopping_sees_the_rows_columns(tmp_path, free):
     summary = train(compose_run(tmp_path, [*SYNTH, own]))
     assert rows_of(tmp_path)[-1]["epoch"] == first
     assert summary["stopped"] == f"test_loss <= {target:.6g} at epoch {first}"
+
+
+@pytest.mark.parametrize("limit", ["+trainer.max_time=00:00:00:19", "+trainer.max_steps=76"])
+def test_a_stop_within_an_epoch_counts_only_whole_epochs_and_marks_the_cut_one(tmp_path, monkeypatch, limit):
+    # 32 steps per epoch, 4 per chunk; the timer's clock ticks one second per chunk: 19 s or 76 steps stop after
+    # chunk 19, 12 steps (37.5%) into epoch 3
+    tick = Timer.on_train_batch_end
+
+    def one_second_per_chunk(self, trainer, *args, **kwargs):
+        self.seconds = getattr(self, "seconds", 0) + 1
+        tick(self, trainer, *args, **kwargs)
+
+    monkeypatch.setattr(Timer, "on_train_batch_end", one_second_per_chunk)
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage=None: getattr(self, "seconds", 0))
+    summary = train(compose_run(tmp_path, [*SYNTH, "trainer.chunk_samples=256", limit]))
+    rows = rows_of(tmp_path)
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3] and rows[-1]["optimizer_steps"] == 76
+    assert rows[-1]["epoch_fraction"] == 0.375 and all(r.get("epoch_fraction") is None for r in rows[:-1])
+    assert (summary["epochs_completed"], summary["epochs_trained"], summary["stopped_epoch"]) == (2, 2.375, 3)
+    assert summary["samples_seen"] == 76 * 64 and summary["status"] == "completed"
+    cause = "timer: 0:00:19 of training" if "max_time" in limit else "trainer.max_steps: 76 optimizer steps"
+    assert summary["stopped"] == f"{cause} within epoch 3 (2.38 epochs trained)"
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs_trained"] == 2.375
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ module; the report, the geometry commands, the speed table and the bench read th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -24,19 +25,25 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from bsstudy import WriteError
+
 STATUSES = ("completed", "diverged", "failed", "interrupted")
 
 
 def replace_atomically(path: Path, write) -> None:
     """Write `path` through a temporary file and rename it into place (readers never see half a file).
-    A write that fails (a full disk) removes the temporary file and names `path` in its error."""
+    A write that fails (a full disk) removes the temporary file and raises one WriteError naming `path`: an OSError,
+    or the RuntimeError that torch.save raises when the disk is full ("file write failed", "unexpected pos")."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {path.name} is as it was") from err
+    except (OSError, RuntimeError) as err:
+        with contextlib.suppress(OSError):  # a folder that refuses the write may refuse the removal too
+            tmp.unlink(missing_ok=True)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
+        errno = err.errno if isinstance(err, OSError) else None
+        raise WriteError(errno, f"could not write {path} ({why}); {path.name} is as it was") from err
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bsstudy import ConfigError, DataError, is_positive_int
+from bsstudy import ConfigError, DataError, MissingDataError, is_positive_int
 from bsstudy.streams import rng, torch_generator
 from bsstudy.train.data_checks import WAY_OUT, check_classes, check_idx_arrays
 
@@ -192,8 +192,8 @@ def load_idx_dataset(
         download_error = "skipped (data.download=false)"
     missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
     if missing:
-        tried = "\n".join(f"  - {f}" for f in folders)
-        raise FileNotFoundError(
+        tried = "\n".join(f"  - {f}{folder_state(f)}" for f in folders)
+        raise MissingDataError(
             f"data={name}: cannot find {', '.join(missing)} (.gz or unpacked).\n"
             f"Looked in:\n{tried}\n  - torchvision download: {download_error}\n"
             f"Ways out:\n"
@@ -217,6 +217,17 @@ def file_fingerprint(path: Path, array: np.ndarray) -> dict:
     identity.json records it, so a resumed run notices that data.root holds other files (runfolder/identity.py)."""
     digest = hashlib.blake2b(np.ascontiguousarray(array), digest_size=16).hexdigest()
     return {"path": str(path), "shape": list(array.shape), "blake2b": digest}
+
+
+def folder_state(folder: Path) -> str:
+    """What is wrong with a folder looked in, for the error's list: " (no such folder)", " (<path> is a file, not a
+    folder)" when that part of the path is a file (a data.root given as a file), "" when the folder is there."""
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            return "" if part == folder else " (no such folder)"
+        if part.exists():
+            return f" ({part} is a file, not a folder)"
+    return " (no such folder)"
 
 
 def torchvision_download(folder_name: str, root: Path) -> str:

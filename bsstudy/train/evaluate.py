@@ -63,15 +63,30 @@ def log_for_monitors(pl_module, row: dict) -> None:
     pl_module.log_dict(numbers, on_step=False, on_epoch=True, logger=False, batch_size=1)
 
 
+def epoch_fraction(module, epoch: int) -> float | None:
+    """The fraction of epoch `epoch` (1-based, as metrics.csv's row) that StudyModule `module` trained when training
+    stopped within it (a +trainer.max_time timer, a step budget or target, +trainer.max_steps, divergence), as a
+    share of the epoch's samples; None when the epoch was trained whole (and for epoch 0, before training)."""
+    if epoch == 0:
+        return None
+    plan = module.epoch_plan(epoch - 1)
+    if module.epoch_steps >= plan.steps:
+        return None
+    return module.epoch_samples / min(plan.steps * plan.samples_per_step, module.data.n_train)
+
+
 def epoch_row(module, epoch: int, lr: float, train_time_s: float, chunk_size: int, extra: dict) -> dict:
     """metrics.csv's row after `epoch` epochs (0: before training) of the StudyModule `module`: full-pass loss and
-    accuracy on the training, test (and validation) sets, the gap, the counters, `lr` (the last step's) and times."""
+    accuracy on the training, test (and validation) sets, the gap, the counters, `lr` (the last step's) and times.
+    The row of an epoch that training left before its end has `epoch_fraction`, the part of it trained."""
     start = time.perf_counter()
     data = module.data
     train = evaluate(module.net, data.x_train, data.y_train, chunk_size, data.num_classes)
     test = evaluate(module.net, data.x_test, data.y_test, chunk_size, data.num_classes)
+    cut = epoch_fraction(module, epoch)
     return {
         "epoch": epoch,
+        **({"epoch_fraction": cut} if cut is not None else {}),
         "batch_size": module.epoch_plan(max(epoch - 1, 0)).batch_size,  # of the epoch that led here
         "optimizer_steps": module.optimizer_steps,
         "samples_seen": module.samples_seen,
@@ -91,10 +106,11 @@ def epoch_row(module, epoch: int, lr: float, train_time_s: float, chunk_size: in
 def log_epoch_line(row: dict, max_epochs: int, prefix: str = "") -> None:
     """One log line per evaluated epoch (the console's view of metrics.csv)."""
     log.info(
-        "%sepoch %d/%d | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
+        "%sepoch %d/%d%s | train loss %.4f acc %.2f%% |%s test loss %.4f acc %.2f%% | gap %+.2f pts | %.1f s",
         prefix,
         row["epoch"],
         max_epochs,
+        f" (stopped at {100 * row['epoch_fraction']:.0f}% of it)" if "epoch_fraction" in row else "",
         row["train_loss"],
         100 * row["train_acc"],
         f" val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% |" if "val_acc" in row else "",
@@ -136,11 +152,11 @@ class EpochEvaluation(L.Callback):
 
     def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
         row = epoch_row(pl_module, epoch, pl_module.current_lr(), self.train_time_s, self.eval_chunk_size, extra)
+        log_epoch_line(row, trainer.max_epochs)  # first: on the console even when metrics.csv cannot be written
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)
         if epoch > 0:
             log_for_monitors(pl_module, row)
-        log_epoch_line(row, trainer.max_epochs)
 
     def state_dict(self) -> dict:
         return {"train_time_s": self.train_time_s}

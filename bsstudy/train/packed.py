@@ -559,8 +559,8 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
 def log_row(member: Member, epoch: int, extra: dict) -> None:
     cfg = member.cfg.trainer
     row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
+    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")  # first, as a run alone (evaluate.py)
     member.logger.log_metrics(row, step=epoch)
-    log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")
 
 
 def member_checkpoint(member: Member, epoch: int) -> dict:
@@ -633,7 +633,7 @@ def end_member(member: Member, status: str, error: str | None = None, trace: str
     wall_time_s = time.perf_counter() - member.started
     summary = build_summary(member.cfg, member.run_dir, member.module, status, wall_time_s, launcher) | member.resumed
     if member.module is not None and status in ("completed", "diverged"):  # what a run alone adds when it ends
-        summary |= stopped(None, status == "diverged", summary["epochs_completed"])
+        summary |= stopped(None, status == "diverged", summary["final"])
         if member.target is not None:
             summary["target"] = member.target.summary
             summary |= member.target.stopped(member.module.optimizer_steps) or {}

@@ -16,16 +16,18 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy import RunFolderError
+from bsstudy import RunFolderError, WriteError
 from bsstudy.config import check_batch_size, check_config, fast_step_blocker, model_name, trainer_arguments, world_size
 from bsstudy.resources import library_versions, machine, peak_memory
 from bsstudy.runfolder import RunCheckpoints, RunFolder, resume_checkpoint, write_json
 from bsstudy.runfolder.identity import check_data_files, check_run_folder, locked_run_folder, record_identity
+from bsstudy.train.console import StepProgressBar, quiet_lightning
 from bsstudy.train.data import load_data
 from bsstudy.train.evaluate import EpochEvaluation
 from bsstudy.train.module import StudyModule
@@ -142,6 +144,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             RunCheckpoints(RunFolder(run_dir).checkpoints, list(cfg.checkpoint.at_epochs), cfg.checkpoint.save_last),
             StopAtChunkBoundary(STOP),
         ]
+        if cfg.trainer.progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepProgressBar())  # in optimizer steps (a rich_progress_bar callback is one already)
+        quiet_lightning()  # no banner, adverts or deprecation warnings from inside Lightning (train/console.py)
         loggers = build_loggers(cfg, run_dir)
         trainer = L.Trainer(
             **trainer_arguments(cfg.trainer),  # accelerator, devices, strategy, num_nodes, max_epochs, and any other
@@ -160,7 +165,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(module, ckpt_path=ckpt_path)
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started) | resumed
-        summary |= stopped(trainer, module.diverged, summary["epochs_completed"])
+        summary |= stopped(trainer, module.diverged, summary["final"])
         for target in targets:
             summary["target"] = target.summary
             summary |= target.stopped(module.optimizer_steps) or {}
@@ -183,7 +188,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc()
         if rank_zero_only.rank == 0:
-            write_json(summary_path, summary)
+            write_failed_summary(summary_path, summary, err)
         raise
     finally:
         restore_signal_handlers()
@@ -209,6 +214,17 @@ def resume_record(resume: bool, checkpoint: Path | None, run_dir: Path) -> dict:
     reason = f"resume=true, but {run_dir} holds no checkpoint to continue from: the run started fresh"
     log.warning("%s", reason)
     return {"resumed": False, "resumed_reason": reason}
+
+
+def write_failed_summary(path: Path, summary: dict, err: Exception) -> None:
+    """summary.json of a run that raised `err`. When it cannot be written either (the full disk that failed the run):
+    after a failed write, one WriteError naming both files; after any other error, one log line, and `err` goes on."""
+    try:
+        write_json(path, summary)
+    except WriteError as write_err:
+        if isinstance(err, WriteError):
+            raise WriteError(write_err.errno, f"{err}; {write_err}") from err
+        log.error("%s", write_err)
 
 
 def job_failed(folder: str | Path, err: Exception) -> float:
@@ -260,7 +276,7 @@ def build_summary(
     rows = RunFolder(run_dir).metrics()
     summary = {
         "status": status,
-        "epochs_completed": int(rows[-1]["epoch"]) if rows else 0,
+        **epochs_trained(rows),
         "final": rows[-1] if rows else None,
         **best_on_validation(rows),
         "wall_time_s": wall_time_s,
@@ -303,6 +319,16 @@ def build_summary(
             "peak_memory_bytes": peak_memory(module.device)[0],
         }
     return summary
+
+
+def epochs_trained(rows: list[dict]) -> dict:
+    """`epochs_completed`: the whole epochs trained; `epochs_trained`: with the part of an epoch that training left
+    before its end (a timer, a step budget or target, divergence: its metrics.csv row has `epoch_fraction`), e.g.
+    2 and 2.45 for a run stopped by +trainer.max_time at 45% of its third epoch."""
+    last = rows[-1] if rows else {"epoch": 0}
+    fraction = last.get("epoch_fraction")
+    completed = int(last["epoch"]) - (fraction is not None)
+    return {"epochs_completed": completed, "epochs_trained": round(completed + (fraction or 0.0), 6)}
 
 
 def best_on_validation(rows: list[dict]) -> dict:

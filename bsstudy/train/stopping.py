@@ -61,12 +61,14 @@ def stop_at_callbacks(stop_at) -> list[EarlyStopping]:
     return callbacks
 
 
-def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
-    """Why training ended and after which epoch (metrics.csv's epoch): {"stopped": ..., "stopped_epoch": e}.
-    Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks, the callbacks group) too, then a
-    Timer whose duration is used up."""
+def stopped(trainer, diverged: bool, final: dict | None) -> dict:
+    """Why training ended and in which epoch (metrics.csv's epoch of `final`, the last row): {"stopped": ...,
+    "stopped_epoch": e}. Reads every EarlyStopping of the trainer, the user's own (trainer.callbacks, the callbacks
+    group) too, then a Timer whose duration is used up, then +trainer.max_steps. A stop within an epoch says how
+    many epochs were trained (its row's `epoch_fraction`)."""
+    epoch = int(final["epoch"]) if final else 0
     if diverged:
-        return {"stopped": "diverged", "stopped_epoch": epochs_completed}
+        return {"stopped": "diverged", "stopped_epoch": epoch}
     for cb in trainer.callbacks if trainer else []:
         if not isinstance(cb, EarlyStopping) or cb.stopping_reason == EarlyStoppingReason.NOT_STOPPED:
             continue
@@ -78,11 +80,18 @@ def stopped(trainer, diverged: bool, epochs_completed: int) -> dict:
         else:
             reason = cb.stopping_reason_message or cb.stopping_reason.name.lower()
         return {"stopped": f"{reason} at epoch {epoch}", "stopped_epoch": epoch}
+    where = at_epoch(final)
     for cb in trainer.callbacks if trainer else []:
         if isinstance(cb, Timer) and cb.time_remaining() is not None and cb.time_remaining() <= 0:
-            limit = timedelta(seconds=cb._duration)
-            return {
-                "stopped": f"timer: {limit} of training at epoch {epochs_completed}",
-                "stopped_epoch": epochs_completed,
-            }
-    return {"stopped": "max_epochs", "stopped_epoch": epochs_completed}
+            return {"stopped": f"timer: {timedelta(seconds=cb._duration)} of training {where}", "stopped_epoch": epoch}
+    if trainer is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return {"stopped": f"trainer.max_steps: {trainer.max_steps} optimizer steps {where}", "stopped_epoch": epoch}
+    return {"stopped": "max_epochs", "stopped_epoch": epoch}
+
+
+def at_epoch(final: dict | None) -> str:
+    """ "at epoch 3" after a whole epoch; "within epoch 3 (2.45 epochs trained)" when its row has epoch_fraction."""
+    epoch = int(final["epoch"]) if final else 0
+    if final is None or final.get("epoch_fraction") is None:
+        return f"at epoch {epoch}"
+    return f"within epoch {epoch} ({epoch - 1 + final['epoch_fraction']:.3g} epochs trained)"

@@ -17,7 +17,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from bsstudy import ConfigError, is_positive_int
+from bsstudy import ConfigError, is_positive_int, usage_errors_exit
 from bsstudy.runfolder.identity import override_key
 from bsstudy.train.packed import PACK_KEYS, Member, pack_blocker, prepare_member, train_pack
 from bsstudy.train.run import job_failed, sweeper_objective
@@ -59,7 +59,9 @@ class PackedLauncher(Launcher):
     def __init__(self, pack_size: int) -> None:
         super().__init__()
         if not is_positive_int(pack_size):
-            raise ConfigError(f"hydra.launcher.pack_size must be an integer >= 1 (runs per pack); got {pack_size!r}")
+            message = f"hydra.launcher.pack_size must be an integer >= 1 (runs per pack); got {pack_size!r}"
+            with usage_errors_exit():  # one line, not Hydra's InstantiationException around it
+                raise ConfigError(message)
         self.pack_size = pack_size
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

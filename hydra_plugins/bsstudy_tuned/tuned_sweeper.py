@@ -25,7 +25,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from bsstudy import ConfigError
+from bsstudy import ConfigError, usage_errors_exit
 from bsstudy.runfolder import RunFolder, write_json
 from bsstudy.train.tuned import (
     candidate_from_summary,
@@ -54,7 +54,8 @@ class TunedSweeper(Sweeper):
         self.batch_sizes, self.lr_factors = list(batch_sizes), list(lr_factors)
         self.base_lr, self.base_batch_size = base_lr, base_batch_size
         self.seeds, self.momenta = list(seeds), list(momenta)
-        check_grid(self.batch_sizes, self.lr_factors, base_lr, base_batch_size, self.seeds, self.momenta)
+        with usage_errors_exit():  # one line, not Hydra's InstantiationException around it
+            check_grid(self.batch_sizes, self.lr_factors, base_lr, base_batch_size, self.seeds, self.momenta)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -67,10 +68,11 @@ class TunedSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         if swept := [o.input_line for o in parser.parse_overrides(arguments) if o.is_sweep_override()]:
-            raise ConfigError(
-                f"experiment=tuned makes its own grid; {swept[0]} sweeps a key: set hydra.sweeper.batch_sizes, "
-                "lr_factors, momenta or seeds instead, or give one value"
-            )
+            with usage_errors_exit():
+                raise ConfigError(
+                    f"experiment=tuned makes its own grid; {swept[0]} sweeps a key: set hydra.sweeper.batch_sizes, "
+                    "lr_factors, momenta or seeds instead, or give one value"
+                )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -69,7 +69,7 @@ def finish_sweep(failed_jobs: list[str]) -> str | None:
     if not _sweep:
         return None
     sweep_dir = _sweep["dir"]
-    if not _sweep["reported"]:
+    if not _sweep["reported"] and sweep_dir.is_dir() and runs_of(sweep_dir):  # no job started: nothing to report
         _sweep["callback"].write_report(sweep_dir)
         _sweep["reported"] = True
     known = {line.split(": ")[0] for line in failed_jobs}

@@ -34,6 +34,7 @@ RUN_COLUMNS = [
     "dataset",
     "max_epochs",
     "epochs_completed",
+    "epochs_trained",
     "final_test_acc",
     "final_train_acc",
     "final_gap",
@@ -152,7 +153,8 @@ def run_record(name: str, config: dict, summary: dict | None, metrics: pd.DataFr
         "optimizer": s.get("optimizer", config.get("optim.name")),
         "dataset": s.get("dataset", config.get("data.name")),
         "max_epochs": config.get("trainer.max_epochs"),
-        "epochs_completed": s.get("epochs_completed", int(final["epoch"]) if "epoch" in final else None),
+        "epochs_completed": (completed := s.get("epochs_completed", int(final["epoch"]) if "epoch" in final else None)),
+        "epochs_trained": s.get("epochs_trained", completed),  # with the part of an epoch a timer or target cut
         "final_test_acc": final.get("test_acc"),
         "final_train_acc": final.get("train_acc"),
         "final_gap": final.get("gap"),

@@ -62,7 +62,7 @@ def runs_section(sweep: Sweep) -> Section:
 
 
 def final_table(sweep: Sweep) -> pd.DataFrame:
-    runs = sweep.completed.assign(train_time_per_epoch_s=lambda r: r.train_time_s / r.epochs_completed)
+    runs = sweep.completed.assign(train_time_per_epoch_s=lambda r: r.train_time_s / r.epochs_trained)
     selected = SELECTED if runs.best_val_acc.notna().any() else []
     return summarize(runs, ["variant", "batch_size"], FINAL + selected)
 
