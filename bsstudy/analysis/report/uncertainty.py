@@ -40,16 +40,17 @@ def side_of_zero(low: float, high: float) -> int:
 def summarize(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     """One row per group of `by`: n (runs with a value of the first column) and, per column c,
     c_mean, c_ci_low, c_ci_high. Groups sorted by `by`."""
-    rows = []
-    for key, group in frame.groupby(by, sort=True, dropna=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        for i, column in enumerate(columns):
-            mean, low, high, n = mean_ci(group[column].tolist())
-            if i == 0:
-                row["n"] = n
-            row |= {f"{column}_mean": mean, f"{column}_ci_low": low, f"{column}_ci_high": high}
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*by, "n", *(f"{c}_{s}" for c in columns for s in ("mean", "ci_low", "ci_high"))])
+    names = [*by, "n", *(f"{c}_{s}" for c in columns for s in ("mean", "ci_low", "ci_high"))]
+    if frame.empty:
+        return pd.DataFrame(columns=names)
+    cells = frame.groupby(by, sort=True, dropna=False)[columns].agg(lambda values: mean_ci(values.tolist()))
+    out = cells.index.to_frame(index=False)
+    for i, column in enumerate(columns):
+        mean, low, high, n = zip(*cells[column], strict=True)
+        if i == 0:
+            out["n"] = list(n)
+        out[f"{column}_mean"], out[f"{column}_ci_low"], out[f"{column}_ci_high"] = mean, low, high
+    return out[names]
 
 
 def seed_caveat(seeds_per_condition: int) -> str:
