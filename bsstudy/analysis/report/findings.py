@@ -222,10 +222,11 @@ def monotone_rule(metric: str, sign: int, log: bool) -> str:
 
 
 def least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The least-squares slope of each row of y against x: sum_j (x_j - mean x)(y_j - y_0) / sum_j (x_j - mean x)^2.
-    Subtracting the row's first value y_0 changes nothing but roundoff: a constant row gives exactly 0."""
-    dx = x - x.mean()
-    return (y - y[:, :1]) @ dx / (dx @ dx)
+    """The least-squares slope of each row of y against x (numpy.polyfit of degree 1). Each row is first shifted
+    by its first value y_0, which changes nothing but roundoff: a constant row gives exactly 0."""
+    if not len(y):
+        return np.empty(0)
+    return np.polyfit(x, (y - y[:, :1]).T, 1)[0]
 
 
 def neighbour_steps(y: pd.DataFrame) -> list[tuple[float, float, float, float, float]]:
