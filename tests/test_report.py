@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import json
 import math
 import re
@@ -21,7 +22,17 @@ from scipy import stats
 from bsstudy.analysis.report import build_report
 from bsstudy.analysis.report.__main__ import main as report_main
 from bsstudy.analysis.report.check import check_images, chromium, screenshot
+from bsstudy.analysis.report.figures import errorbar, log_scale, new_figure, to_png
 from bsstudy.analysis.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
+from bsstudy.analysis.report.uncertainty import (
+    FRACTION,
+    INTERVAL_METHOD,
+    POSITIVE,
+    UNBOUNDED,
+    mean_ci,
+    quantity_kind,
+    summarize,
+)
 from bsstudy.analysis.report.wandb_report import wandb_report
 from bsstudy.train.run import best_on_validation
 from bsstudy.train.wandb_files import log_run_files
@@ -68,6 +79,13 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def logit_t_interval(values: list[float]) -> tuple[float, float, float]:
+    """The mean, and the t-interval of logit(values) taken back through the logistic function."""
+    logits = [math.log(v / (1 - v)) for v in values]
+    _, low, high = t_interval(logits)
+    return sum(values) / len(values), 1 / (1 + math.exp(-low)), 1 / (1 + math.exp(-high))
+
+
 def final_test_acc_by_run(sweep: Path) -> dict[tuple[int, int], float]:
     """(batch size, seed) -> last row's test_acc, read from each run's own files."""
     out = {}
@@ -103,7 +121,7 @@ def test_final_table_is_mean_and_t_interval_over_seeds(cli_sweep):
     finals = final_test_acc_by_run(cli_sweep)
     table = {int(r["batch_size"]): r for r in read_rows(cli_sweep / "report" / "tables" / "final_by_batch_size.csv")}
     for batch_size in BATCH_SIZES:
-        mean, low, high = t_interval([finals[(batch_size, s)] for s in SEEDS])
+        mean, low, high = logit_t_interval([finals[(batch_size, s)] for s in SEEDS])  # an accuracy: logit scale
         row = table[batch_size]
         assert int(row["n"]) == len(SEEDS)
         assert float(row["final_test_acc_mean"]) == pytest.approx(mean, abs=1e-12)
@@ -360,3 +378,69 @@ def test_best_columns_come_from_the_best_validation_epoch_not_the_best_test_epoc
 def test_cli_rejects_a_target_outside_0_1(tmp_path):
     with pytest.raises(SystemExit):
         report_main([str(tmp_path), "--target-acc", "85"])
+
+
+# Intervals that stay possible: each on the scale of its quantity (bsstudy/analysis/report/uncertainty.py).
+
+
+def test_intervals_of_accuracies_times_and_steps_stay_in_their_range_with_two_seeds(tmp_path):
+    # per B, seed 0 reaches the target after 1 epoch and ends at 0.90, seed 1 after 4 epochs and ends at 0.94: the
+    # plain t-interval (t = 12.7) of the final accuracies reaches above 1, those of steps and time below 0
+    job = 0
+    for batch_size in (32, 128):
+        for seed, accs in enumerate([[0.1, 0.9, 0.9, 0.9, 0.9], [0.1, 0.2, 0.3, 0.4, 0.94]]):
+            write_run(tmp_path / str(job), batch_size, seed, accs)
+            job += 1
+    assert t_interval([0.9, 0.94])[2] > 1 and t_interval([1.0, 4.0])[1] < 0  # what the old intervals were
+    out = build_report(tmp_path, target_acc=0.85)
+    final = pd.read_csv(out / "tables" / "final_by_batch_size.csv")
+    for column in ("final_test_acc", "final_train_acc"):
+        low, mean, high = (final[f"{column}_{s}"] for s in ("ci_low", "mean", "ci_high"))
+        assert ((low > 0) & (low < mean) & (mean < high) & (high < 1)).all(), column
+    assert final.final_test_acc_ci_low.tolist() == pytest.approx([logit_t_interval([0.9, 0.94])[1]] * 2)
+    reached = pd.read_csv(out / "tables" / "time_to_accuracy.csv")
+    for column in ("steps", "time_s", "samples"):
+        assert (reached[f"{column}_ci_low"] > 0).all() and (reached[f"{column}_ci_high"] > 0).all(), column
+    # on the log scale: the t-interval of log(1 s), log(4 s) taken back
+    assert reached.time_s_ci_low[0] == pytest.approx(math.exp(np.log(2) - stats.t.ppf(0.975, 1) * np.log(4) / 2))
+    budgets = pd.read_csv(out / "tables" / "budgets.csv").dropna(subset=["test_acc_ci_low"])
+    assert ((budgets.test_acc_ci_low > 0) & (budgets.test_acc_ci_high < 1)).all() and (
+        budgets.train_loss_ci_low > 0
+    ).all()
+    assert INTERVAL_METHOD in (out / "report.md").read_text()
+    assert html.escape(INTERVAL_METHOD) in (out / "report.html").read_text()
+
+
+def test_the_interval_of_each_kind_of_quantity():
+    t2 = stats.t.ppf(0.975, 1)
+    assert mean_ci([0.9, 0.97], FRACTION)[1:3] == pytest.approx(logit_t_interval([0.9, 0.97])[1:])
+    assert mean_ci([1.0, 4.0], POSITIVE)[1:3] == pytest.approx((2 * math.exp(-t2 * math.log(4) / 2),
+                                                                2 * math.exp(t2 * math.log(4) / 2)))  # fmt: skip
+    assert mean_ci([-1.0, 2.0], UNBOUNDED)[1:3] == pytest.approx(t_interval([-1.0, 2.0])[1:])  # symmetric, as before
+    mean, low, high, n = mean_ci([0.8, 0.8, 0.8], FRACTION)
+    assert low == mean == high and n == 3  # no spread: the mean itself, not its round trip through the logit
+    # a value on the edge (an accuracy of 1, a time of 0): the plain interval, cut at the edge
+    assert mean_ci([1.0, 0.9], FRACTION)[1:3] == pytest.approx((t_interval([1.0, 0.9])[1], 1.0))
+    assert mean_ci([0.0, 3.0], POSITIVE)[1:3] == pytest.approx((0.0, t_interval([0.0, 3.0])[2]))
+    assert mean_ci([-1.0, 3.0], POSITIVE)[1:3] == pytest.approx(t_interval([-1.0, 3.0])[1:])  # not positive: uncut
+    assert math.isnan(mean_ci([0.5], FRACTION)[1])
+    fractions = ["final_test_acc", "test_acc_at_best_val", "val_acc"]
+    positive = ["train_time_s", "time_s", "optimizer_steps", "steps", "train_loss", "update_norm_median",
+                "epoch_distance", "noise_scale", "b_simple", "sharpness_eps_0.001"]  # fmt: skip
+    kinds = {c: FRACTION for c in fractions} | {c: POSITIVE for c in positive}
+    kinds |= {c: UNBOUNDED for c in ("final_gap", "trace", "lambda_max")}
+    assert {c: quantity_kind(c) for c in kinds} == kinds
+
+
+def test_a_log_axis_draws_every_error_bar_whole():
+    # two seeds of a time 1 s and 4 s apart: the plain interval [-16.6, 21.6] lost its lower half on a log axis
+    table = summarize(pd.DataFrame({"batch_size": [32, 32, 64, 64], "time_s": [1.0, 4.0, 2.0, 2.5]}), ["batch_size"],
+                      ["time_s"])  # fmt: skip
+    fig, axes = new_figure()
+    log_scale(axes[0][0])
+    errorbar(axes[0][0], table.batch_size, table, "time_s", "black", "time")
+    (bars,) = axes[0][0].containers[0].lines[2]
+    ends = np.array([segment[:, 1] for segment in bars.get_segments()])
+    assert len(ends) == 2 and np.isfinite(ends).all() and (ends > 0).all()
+    np.testing.assert_allclose(np.sort(ends, axis=1), table[["time_s_ci_low", "time_s_ci_high"]].to_numpy())
+    to_png(fig)

@@ -27,7 +27,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from bsstudy.analysis.report.document import Figure, Section, Table
 from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
-from bsstudy.analysis.report.uncertainty import mean_ci
+from bsstudy.analysis.report.uncertainty import mean_ci, quantity_kind
 from bsstudy.runfolder import RunFolder, run_folders
 from bsstudy.streams import rng
 from bsstudy.train.tuned import Candidate, candidate_from_summary, select_best
@@ -140,7 +140,7 @@ def per_batch_table(runs: pd.DataFrame, seed: int) -> pd.DataFrame:
         row["seeds"] = int(chosen.seed.nunique())
         row["seeds_reached"] = int(chosen.reached.sum())
         for column in ("steps", "epochs", "train_time_s", "test_acc", "b_simple"):
-            mean, low, high, _ = mean_ci(chosen[column].tolist())
+            mean, low, high, _ = mean_ci(chosen[column].tolist(), quantity_kind(column))
             row |= {f"{column}_mean": mean, f"{column}_ci_low": low, f"{column}_ci_high": high}
         rows.append(row)
     return pd.DataFrame(rows)
