@@ -341,9 +341,14 @@ def is_run_folder(path: Path) -> bool:
 
 
 def run_folders(path: Path) -> list[Path]:
-    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order."""
+    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order.
+    A path that is no folder is a FolderError naming it."""
     if is_run_folder(path):
         return [path]
+    if not path.is_dir():
+        from bsstudy import FolderError
+
+        raise FolderError(f"{path} is not a folder: give a sweep folder (multirun/<date>/<time>) or a run folder")
     runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
     return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bsstudy import FolderError
 from bsstudy.analysis.report import budgets, cost, training, tuned
 from bsstudy.analysis.report.document import Section, write_documents
 from bsstudy.analysis.report.findings import findings_section
@@ -69,9 +70,7 @@ def build_report(sweep_dir: str | Path, target_acc: float | None = None, out_dir
     """Write the report of a sweep (or of one run folder) and return its folder (default <sweep>/report/)."""
     sweep = read_sweep(sweep_dir)
     if sweep.runs.empty:
-        raise FileNotFoundError(
-            f"{sweep_dir} holds no runs (folders with .hydra/config.yaml, summary.json or metrics.csv)"
-        )
+        raise FolderError(f"{sweep_dir} holds no runs (folders with .hydra/config.yaml, summary.json or metrics.csv)")
     out = Path(out_dir) if out_dir else sweep.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections = report_sections(sweep, target_acc)

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bsstudy import UsageError
 from bsstudy.analysis.report.build import build_report
 from bsstudy.runfolder import runs_of
 
@@ -42,6 +43,13 @@ class ReportCallback(Callback):
         try:
             out = build_report(sweep_dir, self.target_acc)
             log.info("report: %s", out / "report.html")
+        except UsageError as err:  # a full disk, a read-only folder, no runs: one line, and how to redo it
+            log.error(
+                "the report of %s failed: %s. The runs are kept; redo it with: python -m bsstudy.analysis.report %s",
+                sweep_dir,
+                err,
+                sweep_dir,
+            )
         except Exception:  # the sweep's results are on disk; say what failed and how to redo it
             log.exception(
                 "the report of %s failed; the runs are kept. Redo it with: python -m bsstudy.analysis.report %s",

@@ -18,11 +18,13 @@ import json
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from bsstudy import OutputError, UsageError
 from bsstudy.analysis.report.build import report_sections
 from bsstudy.analysis.report.document import markdown_table
 from bsstudy.analysis.report.figures import batch_colours, hex_colour
@@ -196,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offline", action="store_true", help="do not push, even with an API key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    result = wandb_report(args.sweep, args.offline)
+    try:
+        result = wandb_report(args.sweep, args.offline)
+    except UsageError as err:  # no such folder, a full disk: one line, no traceback
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(1 if isinstance(err, OutputError) else 2) from None
     if result["online"]:
         print(f"W&B report: {result['url']}")
     else:
