@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import html
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +21,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from bsstudy.analysis.report import build_report
+from bsstudy import OutputError
+from bsstudy.analysis.report import build_report, document, training
 from bsstudy.analysis.report.__main__ import main as report_main
 from bsstudy.analysis.report.check import check_images, chromium, screenshot
 from bsstudy.analysis.report.figures import errorbar, log_scale, new_figure, to_png
@@ -34,6 +37,7 @@ from bsstudy.analysis.report.uncertainty import (
     summarize,
 )
 from bsstudy.analysis.report.wandb_report import wandb_report
+from bsstudy.runfolder import is_whole
 from bsstudy.train.run import best_on_validation
 from bsstudy.train.wandb_files import log_run_files
 
@@ -444,3 +448,111 @@ def test_a_log_axis_draws_every_error_bar_whole():
     assert len(ends) == 2 and np.isfinite(ends).all() and (ends > 0).all()
     np.testing.assert_allclose(np.sort(ends, axis=1), table[["time_s_ci_low", "time_s_ci_high"]].to_numpy())
     to_png(fig)
+
+
+# Reports written whole: the previous report or none, never a mix or a cut file (bsstudy.runfolder.written_whole)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def two_runs_then_a_third(sweep: Path) -> tuple[Path, dict[str, bytes]]:
+    """A report of 2 runs, then a third run in the sweep (so a new report differs in every file)."""
+    write_run(sweep / "0", 32, 0, [0.1, 0.8, 0.9])
+    write_run(sweep / "1", 256, 0, [0.1, 0.7, 0.85])
+    out = build_report(sweep)
+    assert is_whole(out)
+    write_run(sweep / "2", 256, 1, [0.1, 0.72, 0.86])
+    return out, files_of(out)
+
+
+def full_disk_after(monkeypatch, writes: int, name: str = ".png.tmp"):
+    """Path.write_bytes writes half of the `writes`-th file whose name ends in `name`, then the disk is full."""
+    real, count = Path.write_bytes, [0]
+
+    def write_bytes(path: Path, data: bytes) -> int:
+        if path.name.endswith(name):
+            count[0] += 1
+            if count[0] == writes:
+                real(path, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+@pytest.mark.parametrize("failure", ["a section", "the Markdown", "a full disk at the third figure"])
+def test_a_build_that_fails_midway_leaves_the_previous_report_whole(tmp_path, monkeypatch, failure):
+    out, before = two_runs_then_a_third(tmp_path)
+    if failure == "a section":
+        monkeypatch.setattr(training, "scaling_section", lambda sweep: 1 / 0)
+    elif failure == "the Markdown":  # report.html is written before report.md: was 3 runs beside 2
+        monkeypatch.setattr(document, "render_markdown", lambda *args: 1 / 0)
+    else:
+        full_disk_after(monkeypatch, writes=3)
+    with pytest.raises(ZeroDivisionError if "disk" not in failure else OutputError):
+        build_report(tmp_path)
+    assert files_of(out) == before and is_whole(out)  # every file as it was: none new, none cut, none gone
+    assert not list(out.glob(".writing-*"))
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_way_out(tmp_path, monkeypatch, capsys):
+    out, before = two_runs_then_a_third(tmp_path)
+    full_disk_after(monkeypatch, writes=2)
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(tmp_path)])
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and error.startswith("error: cannot write ") and "Traceback" not in error
+    assert re.search(rf"{re.escape(str(out))}/figures/\w+\.png \(No space left on device\)", error)
+    assert "is as it was" in error and "--out DIR" in error
+    assert files_of(out) == before  # and no file cut short
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_read_only_report_folder_is_one_line_naming_it_and_the_way_out(tmp_path, monkeypatch, capsys, code):
+    out, before = two_runs_then_a_third(tmp_path)
+    out.chmod(0o555)
+    try:
+        if os.geteuid() == 0 or code == errno.EROFS:  # root writes through chmod; a read-only mount gives EROFS
+            real = os.mkdir
+
+            def mkdir(path, *args, **kwargs):
+                if Path(path).is_relative_to(out):
+                    raise OSError(code, os.strerror(code), str(path))
+                return real(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "mkdir", mkdir)
+        with pytest.raises(SystemExit) as exit_:
+            report_main([str(tmp_path)])
+    finally:
+        out.chmod(0o755)
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: cannot write {out} ({os.strerror(code)}): the report in {out} is as it was; write the report "
+        "elsewhere with --out DIR\n"
+    )
+    assert files_of(out) == before
+    report_main([str(tmp_path), "--out", str(tmp_path / "elsewhere")])  # the way out
+    assert is_whole(tmp_path / "elsewhere")
+
+
+def test_a_new_report_replaces_the_old_ones_files_and_keeps_the_others(tmp_path):
+    out, _ = two_runs_then_a_third(tmp_path)
+    (out / "figures" / "gone.png").write_bytes(b"a figure the new report does not draw")
+    (out / "wandb_report.json").write_text("{}\n")  # written by another command: not the report's
+    killed = out / ".writing-999999999-x"  # the staging folder of a build that was killed (its process is gone)
+    (killed / "figures").mkdir(parents=True)
+    (killed / "report.html").write_text("<html>half")
+    build_report(tmp_path)
+    assert (
+        is_whole(out) and "B=256" in (out / "report.md").read_text() and "2 of 2" not in (out / "report.md").read_text()
+    )
+    assert not (out / "figures" / "gone.png").exists() and not killed.exists()
+    assert (out / "wandb_report.json").read_text() == "{}\n"
+    manifest = json.loads((out / "manifest.json").read_text())["files"]
+    assert set(manifest) == {n for n in files_of(out) if n not in ("manifest.json", "wandb_report.json")}
+    (out / "report.md").write_text("cut sh")
+    assert not is_whole(out)  # a file that is not what the manifest says

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from bsstudy import UsageError
 from bsstudy.analysis.report.build import build_report
-from bsstudy.runfolder import runs_of
+from bsstudy.runfolder import is_whole, runs_of
 
 log = logging.getLogger(__name__)
 UNFINISHED_STATUSES = ("failed", "interrupted")  # a diverged run ended: its result is that it diverged
@@ -84,10 +84,10 @@ def finish_sweep(failed_jobs: list[str]) -> str | None:
     unfinished = failed_jobs + [line for line in unfinished_runs(sweep_dir) if line.split(": ")[0] not in known]
     if not unfinished:
         return None
-    report = sweep_dir / "report" / "report.html"
+    report = sweep_dir / "report"
     return (
         f"sweep {sweep_dir}: {len(unfinished)} run(s) did not end:\n  "
         + "\n  ".join(unfinished)
-        + (f"\nthe report of what exists: {report}" if report.exists() else "")
+        + (f"\nthe report of what exists: {report / 'report.html'}" if is_whole(report) else "")
         + "\nfix what failed, then the same command with resume=true and hydra.sweep.dir continues the sweep"
     )

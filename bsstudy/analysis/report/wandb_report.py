@@ -31,7 +31,7 @@ from bsstudy.analysis.report.figures import batch_colours, hex_colour
 from bsstudy.analysis.report.findings import findings_table
 from bsstudy.analysis.report.runs import Sweep, read_sweep
 from bsstudy.extras import require
-from bsstudy.runfolder import RunFolder
+from bsstudy.runfolder import RunFolder, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,12 @@ def wandb_report(sweep_dir: str | Path, force_offline: bool = False) -> dict:
         report.save()
         return {"online": True, "url": report.url, "sync": []}
     out = sweep.path / "report" / "wandb_report.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = push_payload(report) | {"group": group, "offline_runs": [str(p) for p in offline_runs(sweep)]}
-    out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+    except OSError as err:  # a full disk, a read-only folder: the file is as it was (replace_atomically)
+        raise OutputError(f"{err.strerror or err}; free some space, or make {out.parent} writable") from err
     runs = offline_runs(sweep)
     sync = ([f"wandb sync {' '.join(str(p) for p in runs)}"] if runs else []) + [
         f"python -m bsstudy.analysis.report.wandb_report {sweep.path}   # online, after `wandb login`"
