@@ -185,7 +185,10 @@ def wandb_report(sweep_dir: str | Path, force_offline: bool = False) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
     except OSError as err:  # a full disk, a read-only folder: the file is as it was (replace_atomically)
-        raise OutputError(f"{err.strerror or err}; free some space, or make {out.parent} writable") from err
+        why = (err.__cause__ if isinstance(err.__cause__, OSError) else err).strerror or err
+        raise OutputError(
+            f"cannot write {out} ({why}): it is as it was; free some space, or make its folder writable"
+        ) from err
     runs = offline_runs(sweep)
     sync = ([f"wandb sync {' '.join(str(p) for p in runs)}"] if runs else []) + [
         f"python -m bsstudy.analysis.report.wandb_report {sweep.path}   # online, after `wandb login`"
