@@ -57,6 +57,15 @@ def usage_errors_exit():
         raise UsageExit(err) from err
 
 
+class FolderError(UsageError):
+    """A folder given to a command is missing or holds no runs: the message names it and what to give."""
+
+
+class OutputError(UsageError):
+    """A command cannot write its files (a full disk, a read-only folder): the message names the file, says what
+    was left as it was, and the way out."""
+
+
 def is_positive_int(value) -> bool:
     """An int >= 1 (and not a bool, which Python counts as an int)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1

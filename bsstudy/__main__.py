@@ -2,8 +2,10 @@
 
 Exit codes: 0 when every run ended (completed or diverged); 1 when a run failed or a launcher's or sweeper's
 setting is wrong (one line for a UsageError, the traceback with HYDRA_FULL_ERROR=1); 128 + the signal number when
-SIGTERM or SIGINT stopped it. A sweep runs all its jobs even when some fail, writes its report of what exists (also
-when a signal stops it), and then exits non-zero if any job did not end. `--help`: bsstudy/conf/hydra/help/.
+SIGTERM or SIGINT stopped it, or arrived after the last job (while the end-of-sweep report is written: the report is
+finished, the exit code still says the process was asked to stop). A sweep runs all its jobs even when some fail,
+writes its report of what exists (also when a signal stops it), and then exits non-zero if any job did not end.
+`--help`: bsstudy/conf/hydra/help/.
 """
 
 import logging
@@ -19,7 +21,7 @@ from bsstudy import CONF_DIR, UsageError, UsageExit
 from bsstudy.extras import require_launchers
 from bsstudy.train.parallel import job_share
 from bsstudy.train.run import FAILED_JOBS, job_failed, sweeper_objective, train
-from bsstudy.train.signals import STOP
+from bsstudy.train.signals import STOP, RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ def cli() -> None:
             unfinished = finish_sweep(FAILED_JOBS)
     if unfinished:
         sys.stderr.write(unfinished + "\n")
+    if STOP.signum is not None:  # it came after the last job's last chunk, e.g. during the end-of-sweep report
+        sys.stderr.write(f"{RunInterrupted(STOP.signum)} after the last job: what was complete is written\n")
+        raise RunInterrupted(STOP.signum)
+    if unfinished:
         raise SystemExit(1)
 
 

@@ -25,6 +25,7 @@ from bsstudy.analysis.report.findings import (
     TOO_FEW_SEEDS,
     findings_table,
     kind_of,
+    least_squares_slopes,
 )
 from bsstudy.analysis.report.runs import read_sweep
 
@@ -167,6 +168,14 @@ def test_identical_values_give_a_zero_slope_not_a_roundoff_sign(sweep):
     row = accuracy_sweep(sweep, {b: [0.9, 0.9, 0.9] for b in (2, 64, 256, 1024)})
     assert row["effect [95% interval]"].startswith("0 [0, 0]")
     assert row["verdict"] == f"{INCONCLUSIVE}: the slope's interval contains 0"
+
+
+def test_slopes_are_the_closed_form_least_squares_slopes():
+    x, y = np.log2([2, 64, 256, 1024]), np.random.default_rng(3).normal(0.9, 0.01, (6, 4))
+    dx = x - x.mean()
+    np.testing.assert_allclose(least_squares_slopes(x, y), (y - y[:, :1]) @ dx / (dx @ dx), rtol=1e-12)
+    assert least_squares_slopes(x, np.full((2, 4), 0.9)).tolist() == [0.0, 0.0]  # exactly, not a roundoff sign
+    assert least_squares_slopes(x, np.empty((0, 4))).shape == (0,)
 
 
 def sharpness_sweep(sweep: Sweep, sharpness: dict[int, float], losses: dict[int, float], noise=0.03, seeds=3):

@@ -21,6 +21,7 @@ from bsstudy.probes.gradsum import (
     fast_sgd_gradient_sum,
     frozen_gradient_sums,
     gradient_moments,
+    log_log_slopes,
     loss_scale,
     power_law_fit,
     predicted_sq_norm,
@@ -160,6 +161,28 @@ def test_bootstrap_interval_is_not_finite_when_a_norm_is_not():
     norms[2, 1] = np.inf
     fit = bootstrap_exponent(np.array([1, 2, 4]), norms, np.random.default_rng(0), 200, paired=False)
     assert not np.isfinite(fit["k"]) and not np.isfinite(fit["ci95"]).any()
+
+
+def test_log_log_slopes_are_the_least_squares_slopes_and_nan_only_where_a_mean_is_not_positive():
+    means = np.exp(np.random.default_rng(2).normal(0, 1, (50, len(GRID))))
+    u, v = np.log(GRID) - np.log(GRID).mean(), np.log(means)
+    by_hand = (v - v.mean(axis=1, keepdims=True)) @ u / (u @ u)  # the closed form numpy.polyfit replaced
+    np.testing.assert_allclose(log_log_slopes(GRID, means), by_hand, rtol=1e-12)
+    means[3, 4], means[7, 0] = 0.0, np.nan
+    slopes = log_log_slopes(GRID, means)
+    assert np.isnan(slopes[[3, 7]]).all() and np.isfinite(np.delete(slopes, [3, 7])).all()
+
+
+@pytest.mark.parametrize("paired", [False, True], ids=["independent", "paired"])
+def test_bootstrap_interval_is_exactly_the_loop_over_the_same_resamples(paired):
+    norms = GRID[:, None] ** 0.5 * np.exp(np.random.default_rng(4).normal(0, 0.3, (len(GRID), 9)))
+    generator = np.random.default_rng(11)  # the loop scipy.stats.bootstrap replaced, with the same draws
+    shared = generator.integers(0, 9, (500, 9)) if paired else None
+    means = np.stack([row[shared if paired else generator.integers(0, 9, (500, 9))].mean(axis=1) for row in norms], 1)
+    by_hand = np.percentile(log_log_slopes(GRID, means), [2.5, 97.5]).tolist()
+    assert bootstrap_exponent(GRID, norms, np.random.default_rng(11), 500, paired)["ci95"] == by_hand
+    one = bootstrap_exponent(GRID, norms[:, :1], np.random.default_rng(0), 500, paired)  # one trial: no spread
+    assert one["ci95"] == [one["k"], one["k"]]
 
 
 def test_normalized_std_is_the_sources_sigma_b_times_mu_1024_over_mu_b():

@@ -21,7 +21,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from bsstudy import ConfigError, RunFolderError
-from bsstudy.runfolder import read_metrics, run_folders
+from bsstudy.runfolder import is_whole, read_metrics, run_folders
 from bsstudy.runfolder.identity import LOCK_FILE, job_subdir
 from bsstudy.train.run import train
 
@@ -100,6 +100,32 @@ def test_sigterm_stops_a_sweep_writes_its_report_and_exits_non_zero(tmp_path):
     assert json.loads((sweep / "0" / "summary.json").read_text())["status"] == "interrupted"
     assert not (sweep / "1").exists()  # the remaining jobs did not start
     assert (sweep / "report" / "report.html").exists()
+
+
+SIGTERM_DURING_THE_REPORT = """
+import os, signal, sys
+import bsstudy.analysis.report.build as build
+drawn = build.report_sections
+def report_sections(*args, **kwargs):  # the scheduler's SIGTERM while the end-of-sweep report is drawn
+    os.kill(os.getpid(), signal.SIGTERM)
+    return drawn(*args, **kwargs)
+build.report_sections = report_sections
+from bsstudy.__main__ import cli
+cli()
+"""
+
+
+@pytest.mark.cli
+def test_sigterm_during_the_end_of_sweep_report_writes_it_whole_and_exits_143(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-c", SIGTERM_DURING_THE_REPORT, "-m", *TINY, "trainer.max_epochs=1",
+               "data.batch_size=16,32", f"hydra.sweep.dir={sweep}", *FAST]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert [json.loads((sweep / j / "summary.json").read_text())["status"] for j in "01"] == ["completed"] * 2
+    assert is_whole(sweep / "report")  # what was complete is written, whole
 
 
 @pytest.mark.cli

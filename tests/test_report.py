@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
+import html
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,11 +21,23 @@ import pytest
 import yaml
 from scipy import stats
 
-from bsstudy.analysis.report import build_report
+from bsstudy import OutputError
+from bsstudy.analysis.report import build_report, document, training
 from bsstudy.analysis.report.__main__ import main as report_main
 from bsstudy.analysis.report.check import check_images, chromium, screenshot
+from bsstudy.analysis.report.figures import errorbar, log_scale, new_figure, to_png
 from bsstudy.analysis.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
+from bsstudy.analysis.report.uncertainty import (
+    FRACTION,
+    INTERVAL_METHOD,
+    POSITIVE,
+    UNBOUNDED,
+    mean_ci,
+    quantity_kind,
+    summarize,
+)
 from bsstudy.analysis.report.wandb_report import wandb_report
+from bsstudy.runfolder import is_whole
 from bsstudy.train.run import best_on_validation
 from bsstudy.train.wandb_files import log_run_files
 
@@ -68,6 +83,13 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def logit_t_interval(values: list[float]) -> tuple[float, float, float]:
+    """The mean, and the t-interval of logit(values) taken back through the logistic function."""
+    logits = [math.log(v / (1 - v)) for v in values]
+    _, low, high = t_interval(logits)
+    return sum(values) / len(values), 1 / (1 + math.exp(-low)), 1 / (1 + math.exp(-high))
+
+
 def final_test_acc_by_run(sweep: Path) -> dict[tuple[int, int], float]:
     """(batch size, seed) -> last row's test_acc, read from each run's own files."""
     out = {}
@@ -103,7 +125,7 @@ def test_final_table_is_mean_and_t_interval_over_seeds(cli_sweep):
     finals = final_test_acc_by_run(cli_sweep)
     table = {int(r["batch_size"]): r for r in read_rows(cli_sweep / "report" / "tables" / "final_by_batch_size.csv")}
     for batch_size in BATCH_SIZES:
-        mean, low, high = t_interval([finals[(batch_size, s)] for s in SEEDS])
+        mean, low, high = logit_t_interval([finals[(batch_size, s)] for s in SEEDS])  # an accuracy: logit scale
         row = table[batch_size]
         assert int(row["n"]) == len(SEEDS)
         assert float(row["final_test_acc_mean"]) == pytest.approx(mean, abs=1e-12)
@@ -360,3 +382,177 @@ def test_best_columns_come_from_the_best_validation_epoch_not_the_best_test_epoc
 def test_cli_rejects_a_target_outside_0_1(tmp_path):
     with pytest.raises(SystemExit):
         report_main([str(tmp_path), "--target-acc", "85"])
+
+
+# Intervals that stay possible: each on the scale of its quantity (bsstudy/analysis/report/uncertainty.py).
+
+
+def test_intervals_of_accuracies_times_and_steps_stay_in_their_range_with_two_seeds(tmp_path):
+    # per B, seed 0 reaches the target after 1 epoch and ends at 0.90, seed 1 after 4 epochs and ends at 0.94: the
+    # plain t-interval (t = 12.7) of the final accuracies reaches above 1, those of steps and time below 0
+    job = 0
+    for batch_size in (32, 128):
+        for seed, accs in enumerate([[0.1, 0.9, 0.9, 0.9, 0.9], [0.1, 0.2, 0.3, 0.4, 0.94]]):
+            write_run(tmp_path / str(job), batch_size, seed, accs)
+            job += 1
+    assert t_interval([0.9, 0.94])[2] > 1 and t_interval([1.0, 4.0])[1] < 0  # what the old intervals were
+    out = build_report(tmp_path, target_acc=0.85)
+    final = pd.read_csv(out / "tables" / "final_by_batch_size.csv")
+    for column in ("final_test_acc", "final_train_acc"):
+        low, mean, high = (final[f"{column}_{s}"] for s in ("ci_low", "mean", "ci_high"))
+        assert ((low > 0) & (low < mean) & (mean < high) & (high < 1)).all(), column
+    assert final.final_test_acc_ci_low.tolist() == pytest.approx([logit_t_interval([0.9, 0.94])[1]] * 2)
+    reached = pd.read_csv(out / "tables" / "time_to_accuracy.csv")
+    for column in ("steps", "time_s", "samples"):
+        assert (reached[f"{column}_ci_low"] > 0).all() and (reached[f"{column}_ci_high"] > 0).all(), column
+    # on the log scale: the t-interval of log(1 s), log(4 s) taken back
+    assert reached.time_s_ci_low[0] == pytest.approx(math.exp(np.log(2) - stats.t.ppf(0.975, 1) * np.log(4) / 2))
+    budgets = pd.read_csv(out / "tables" / "budgets.csv").dropna(subset=["test_acc_ci_low"])
+    assert ((budgets.test_acc_ci_low > 0) & (budgets.test_acc_ci_high < 1)).all() and (
+        budgets.train_loss_ci_low > 0
+    ).all()
+    assert INTERVAL_METHOD in (out / "report.md").read_text()
+    assert html.escape(INTERVAL_METHOD) in (out / "report.html").read_text()
+
+
+def test_the_interval_of_each_kind_of_quantity():
+    t2 = stats.t.ppf(0.975, 1)
+    assert mean_ci([0.9, 0.97], FRACTION)[1:3] == pytest.approx(logit_t_interval([0.9, 0.97])[1:])
+    assert mean_ci([1.0, 4.0], POSITIVE)[1:3] == pytest.approx((2 * math.exp(-t2 * math.log(4) / 2),
+                                                                2 * math.exp(t2 * math.log(4) / 2)))  # fmt: skip
+    assert mean_ci([-1.0, 2.0], UNBOUNDED)[1:3] == pytest.approx(t_interval([-1.0, 2.0])[1:])  # symmetric, as before
+    mean, low, high, n = mean_ci([0.8, 0.8, 0.8], FRACTION)
+    assert low == mean == high and n == 3  # no spread: the mean itself, not its round trip through the logit
+    # a value on the edge (an accuracy of 1, a time of 0): the plain interval, cut at the edge
+    assert mean_ci([1.0, 0.9], FRACTION)[1:3] == pytest.approx((t_interval([1.0, 0.9])[1], 1.0))
+    assert mean_ci([0.0, 3.0], POSITIVE)[1:3] == pytest.approx((0.0, t_interval([0.0, 3.0])[2]))
+    assert mean_ci([-1.0, 3.0], POSITIVE)[1:3] == pytest.approx(t_interval([-1.0, 3.0])[1:])  # not positive: uncut
+    assert math.isnan(mean_ci([0.5], FRACTION)[1])
+    fractions = ["final_test_acc", "test_acc_at_best_val", "val_acc"]
+    positive = ["train_time_s", "time_s", "optimizer_steps", "steps", "train_loss", "update_norm_median",
+                "epoch_distance", "noise_scale", "b_simple", "sharpness_eps_0.001"]  # fmt: skip
+    kinds = {c: FRACTION for c in fractions} | {c: POSITIVE for c in positive}
+    kinds |= {c: UNBOUNDED for c in ("final_gap", "trace", "lambda_max")}
+    assert {c: quantity_kind(c) for c in kinds} == kinds
+
+
+def test_a_log_axis_draws_every_error_bar_whole():
+    # two seeds of a time 1 s and 4 s apart: the plain interval [-16.6, 21.6] lost its lower half on a log axis
+    table = summarize(pd.DataFrame({"batch_size": [32, 32, 64, 64], "time_s": [1.0, 4.0, 2.0, 2.5]}), ["batch_size"],
+                      ["time_s"])  # fmt: skip
+    fig, axes = new_figure()
+    log_scale(axes[0][0])
+    errorbar(axes[0][0], table.batch_size, table, "time_s", "black", "time")
+    (bars,) = axes[0][0].containers[0].lines[2]
+    ends = np.array([segment[:, 1] for segment in bars.get_segments()])
+    assert len(ends) == 2 and np.isfinite(ends).all() and (ends > 0).all()
+    np.testing.assert_allclose(np.sort(ends, axis=1), table[["time_s_ci_low", "time_s_ci_high"]].to_numpy())
+    to_png(fig)
+
+
+# Reports written whole: the previous report or none, never a mix or a cut file (bsstudy.runfolder.written_whole)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def two_runs_then_a_third(sweep: Path) -> tuple[Path, dict[str, bytes]]:
+    """A report of 2 runs, then a third run in the sweep (so a new report differs in every file)."""
+    write_run(sweep / "0", 32, 0, [0.1, 0.8, 0.9])
+    write_run(sweep / "1", 256, 0, [0.1, 0.7, 0.85])
+    out = build_report(sweep)
+    assert is_whole(out)
+    write_run(sweep / "2", 256, 1, [0.1, 0.72, 0.86])
+    return out, files_of(out)
+
+
+def full_disk_after(monkeypatch, writes: int, name: str = ".png.tmp"):
+    """Path.write_bytes writes half of the `writes`-th file whose name ends in `name`, then the disk is full."""
+    real, count = Path.write_bytes, [0]
+
+    def write_bytes(path: Path, data: bytes) -> int:
+        if path.name.endswith(name):
+            count[0] += 1
+            if count[0] == writes:
+                real(path, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+@pytest.mark.parametrize("failure", ["a section", "the Markdown", "a full disk at the third figure"])
+def test_a_build_that_fails_midway_leaves_the_previous_report_whole(tmp_path, monkeypatch, failure):
+    out, before = two_runs_then_a_third(tmp_path)
+    if failure == "a section":
+        monkeypatch.setattr(training, "scaling_section", lambda sweep: 1 / 0)
+    elif failure == "the Markdown":  # report.html is written before report.md: was 3 runs beside 2
+        monkeypatch.setattr(document, "render_markdown", lambda *args: 1 / 0)
+    else:
+        full_disk_after(monkeypatch, writes=3)
+    with pytest.raises(ZeroDivisionError if "disk" not in failure else OutputError):
+        build_report(tmp_path)
+    assert files_of(out) == before and is_whole(out)  # every file as it was: none new, none cut, none gone
+    assert not list(out.glob(".writing-*"))
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_way_out(tmp_path, monkeypatch, capsys):
+    out, before = two_runs_then_a_third(tmp_path)
+    full_disk_after(monkeypatch, writes=2)
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(tmp_path)])
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and error.startswith("error: cannot write ") and "Traceback" not in error
+    assert re.search(rf"{re.escape(str(out))}/figures/\w+\.png \(No space left on device\)", error)
+    assert "is as it was" in error and "--out DIR" in error
+    assert files_of(out) == before  # and no file cut short
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_read_only_report_folder_is_one_line_naming_it_and_the_way_out(tmp_path, monkeypatch, capsys, code):
+    out, before = two_runs_then_a_third(tmp_path)
+    out.chmod(0o555)
+    try:
+        if os.geteuid() == 0 or code == errno.EROFS:  # root writes through chmod; a read-only mount gives EROFS
+            real = os.mkdir
+
+            def mkdir(path, *args, **kwargs):
+                if Path(path).is_relative_to(out):
+                    raise OSError(code, os.strerror(code), str(path))
+                return real(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "mkdir", mkdir)
+        with pytest.raises(SystemExit) as exit_:
+            report_main([str(tmp_path)])
+    finally:
+        out.chmod(0o755)
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: cannot write {out} ({os.strerror(code)}): the report in {out} is as it was; write the report "
+        "elsewhere with --out DIR\n"
+    )
+    assert files_of(out) == before
+    report_main([str(tmp_path), "--out", str(tmp_path / "elsewhere")])  # the way out
+    assert is_whole(tmp_path / "elsewhere")
+
+
+def test_a_new_report_replaces_the_old_ones_files_and_keeps_the_others(tmp_path):
+    out, _ = two_runs_then_a_third(tmp_path)
+    (out / "figures" / "gone.png").write_bytes(b"a figure the new report does not draw")
+    (out / "wandb_report.json").write_text("{}\n")  # written by another command: not the report's
+    killed = out / ".writing-999999999-x"  # the staging folder of a build that was killed (its process is gone)
+    (killed / "figures").mkdir(parents=True)
+    (killed / "report.html").write_text("<html>half")
+    build_report(tmp_path)
+    assert (
+        is_whole(out) and "B=256" in (out / "report.md").read_text() and "2 of 2" not in (out / "report.md").read_text()
+    )
+    assert not (out / "figures" / "gone.png").exists() and not killed.exists()
+    assert (out / "wandb_report.json").read_text() == "{}\n"
+    manifest = json.loads((out / "manifest.json").read_text())["files"]
+    assert set(manifest) == {n for n in files_of(out) if n not in ("manifest.json", "wandb_report.json")}
+    (out / "report.md").write_text("cut sh")
+    assert not is_whole(out)  # a file that is not what the manifest says

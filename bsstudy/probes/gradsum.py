@@ -43,12 +43,14 @@ import json
 import logging
 import math
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch.func import functional_call, grad, vmap
 
 from bsstudy import ConfigError
@@ -251,42 +253,56 @@ def predicted_sq_norm(n: int, scale: float, g_sq: float, trace: float, n_train: 
     return scale**2 * (n**2 * g_sq + n * (n_train - n) / (n_train - 1) * trace)
 
 
-def log_log_slopes(batch_sizes: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """k of mean ~ a B^k by least squares on log-log axes, k = sum (u - u_bar)(v - v_bar) / sum (u - u_bar)^2
-    with u = log B, v = log mean; `means` [..., len(B)] gives one k per leading index. A mean <= 0 or
-    non-finite gives a non-finite k, which is kept, not dropped."""
+def log_log_fits(batch_sizes: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """[k, log a] of mean ~ a B^k by least squares on log-log axes (numpy.polyfit of log mean against log B);
+    `means` [..., len(B)] gives one fit per leading index, [2, ...]. A mean <= 0 or non-finite gives a
+    non-finite fit (NaN), which is kept, not dropped."""
     u = np.log(np.asarray(batch_sizes, float))
-    u = u - u.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.log(np.asarray(means, float))
-        return (v - v.mean(axis=-1, keepdims=True)) @ u / (u @ u)
+    rows = v.reshape(-1, len(u))
+    fits = np.full((2, len(rows)), math.nan)
+    finite = np.isfinite(rows).all(axis=1)  # polyfit would make every fit NaN for one non-finite row
+    if finite.any():
+        fits[:, finite] = np.polyfit(u, rows[finite].T, 1)
+    return fits.reshape(2, *v.shape[:-1])
+
+
+def log_log_slopes(batch_sizes: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """k of mean ~ a B^k by least squares on log-log axes (log_log_fits), one per leading index of `means`."""
+    return log_log_fits(batch_sizes, means)[0]
 
 
 def power_law_fit(batch_sizes: np.ndarray, means: np.ndarray) -> dict:
     """k and log a of mean ~ a B^k by least squares on log-log axes (the point estimate; no interval)."""
-    k = float(log_log_slopes(batch_sizes, means))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        intercept = float(np.mean(np.log(means)) - k * np.mean(np.log(batch_sizes)))
-    return {"k": k, "intercept": intercept}
+    k, intercept = log_log_fits(batch_sizes, means)
+    return {"k": float(k), "intercept": float(intercept)}
 
 
 def bootstrap_exponent(
     batch_sizes: np.ndarray, norms: np.ndarray, generator: np.random.Generator, resamples: int, paired: bool
 ) -> dict:
     """k of mean norm ~ a B^k (log-log least squares over the per-B means of norms [len(B), T]) with its
-    95% percentile bootstrap interval over trials: each resample draws T trials with replacement within
-    each B (the same trial indices for every B if `paired`, i.e. trial i of every B shares its samples),
-    refits k, and the interval is the 2.5th and 97.5th percentiles of the refitted k. A non-finite k in
-    any resample makes the interval non-finite (shown, not dropped)."""
-    trials = norms.shape[1]
-    means = np.empty((resamples, len(norms)))
-    shared = generator.integers(0, trials, (resamples, trials)) if paired else None
-    for row, values in enumerate(norms):
-        picked = shared if paired else generator.integers(0, trials, (resamples, trials))
-        means[:, row] = values[picked].mean(axis=1)
-    slopes = log_log_slopes(batch_sizes, means)
+    95% percentile bootstrap interval over trials (scipy.stats.bootstrap): each resample draws T trials with
+    replacement within each B (the same trial indices for every B if `paired`, i.e. trial i of every B shares
+    its samples), refits k, and the interval is the 2.5th and 97.5th percentiles (numpy.percentile) of the
+    refitted k. A non-finite k in any resample makes the interval non-finite (shown, not dropped)."""
+    k = float(log_log_slopes(batch_sizes, norms.mean(axis=1)))
+    if norms.shape[1] < 2:  # every resample is the one trial (scipy.stats.bootstrap needs two)
+        return {"k": k, "ci95": [k, k] if math.isfinite(k) else [math.nan, math.nan]}
+
+    def exponent(*per_b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return log_log_slopes(batch_sizes, np.stack([norm.mean(axis=axis) for norm in per_b], axis=-1))
+
+    with warnings.catch_warnings():  # a non-finite k: scipy warns of a degenerate interval, it is shown as NaN
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        slopes = stats.bootstrap(
+            tuple(norms), exponent, n_resamples=resamples, paired=paired, method="percentile", rng=generator
+        ).bootstrap_distribution
+    # np.percentile as before: scipy's own interval reads the quantiles (1 - 0.95) / 2 = 0.025000000000000022 and
+    # 0.975, which moves the interval's ends in their last digit
     low, high = np.percentile(slopes, [2.5, 97.5]) if np.isfinite(slopes).all() else (math.nan, math.nan)
-    return {"k": float(log_log_slopes(batch_sizes, norms.mean(axis=1))), "ci95": [float(low), float(high)]}
+    return {"k": k, "ci95": [float(low), float(high)]}
 
 
 def rms(values) -> float:

@@ -1,5 +1,6 @@
 """The run folder, the one contract between training and analysis: what a run leaves in it, named once here
-(RunFolder), and how every file of it is written (atomically: write_json, write_table, checkpoints).
+(RunFolder), and how every file of it is written (atomically: write_json, write_table, checkpoints), and how
+a set of files that only holds together is (written_whole: the report, whole or not at all).
 
     <run>/.hydra/config.yaml   the resolved config (Hydra)     <run>/metrics.csv    one row per epoch
     <run>/summary.json         written when the run has ended  <run>/checkpoints/   last.ckpt, epoch=<e>.ckpt
@@ -14,9 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -66,6 +73,139 @@ def write_table(path: Path, rows, columns: list[str] | None = None) -> None:
             writer.writerows(rows)
 
     replace_atomically(Path(path), write)
+
+
+MANIFEST = "manifest.json"  # of a folder written whole: each file's size and sha256, renamed into place last
+STAGING = ".writing-"  # <folder>/.writing-<pid>-<random>/: the files of a folder being written whole
+
+
+class NotWritten(OSError):
+    """Files written together (written_whole) that could not all be written. `filename` is the file as it would be
+    in the folder; `kept` says whether the folder was left as it was (False only if renaming failed midway)."""
+
+    def __init__(self, errno: int | None, strerror: str, filename: str, kept: bool):
+        super().__init__(errno, strerror, filename)
+        self.kept = kept
+
+
+@contextmanager
+def written_whole(folder: str | Path, owned: tuple[str, ...] = ()):
+    """Write a set of files that only holds together (a report) into `folder`: whole, or not at all.
+
+    The block writes the files into the folder it is given (a hidden staging folder inside `folder`, relative
+    names as they will be). When it ends without an error, MANIFEST (each file's bytes and sha256) is written
+    beside them; then the previous MANIFEST is removed, every file renamed into place and MANIFEST last; then
+    the previous set's files that the new one lacks go (those its MANIFEST listed, and any under the sub-folders
+    `owned`); other files in `folder` stay. Renames need no space, and SIGTERM and SIGINT wait until they are
+    done. So an error in the block (a part that raises, a full disk, a read-only folder) leaves `folder` as it
+    was, and so does a kill during it (its staging folder, removed by the next call, aside); only a SIGKILL
+    during the renames leaves a mix, without MANIFEST: is_whole(folder) is then False. An OSError is raised as
+    NotWritten naming the file in `folder`."""
+    folder = Path(folder)
+    created = not folder.exists()
+    stage = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_staging(folder)
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=folder))
+        yield stage
+        files = sorted(p for p in stage.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files}
+        write_json(stage / MANIFEST, {"complete": True, "files": manifest})
+        with signals_held():
+            move_into_place(stage, folder, list(manifest), owned)
+    except NotWritten:
+        raise
+    except OSError as err:
+        raise not_written(err, stage, folder, kept=True) from err
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # nothing was written: no folder either
+
+
+def move_into_place(stage: Path, folder: Path, names: list[str], owned: tuple[str, ...]) -> None:
+    """The renames of written_whole: the previous MANIFEST out, the new files in, MANIFEST last, stale files out."""
+    previous = manifest_files(folder)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    try:
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, folder / name)
+        os.replace(stage / MANIFEST, folder / MANIFEST)
+    except OSError as err:
+        raise not_written(err, stage, folder, kept=False) from err
+    stale = set(previous or {}) | {str(p.relative_to(folder)) for d in owned for p in (folder / d).rglob("*")}
+    for name in sorted(stale - set(names) - {MANIFEST}):
+        if (folder / name).is_file():
+            (folder / name).unlink()
+
+
+def not_written(err: OSError, stage: Path | None, folder: Path, kept: bool) -> NotWritten:
+    """`err` (or the OSError it wraps, replace_atomically's) as about the file in `folder` that it was writing."""
+    root = err.__cause__ if isinstance(err.__cause__, OSError) else err
+    path = Path(root.filename or err.filename or folder)
+    if stage is not None and path.is_relative_to(stage):
+        path = folder / path.relative_to(stage)
+        path = path.with_name(path.name.removesuffix(".tmp"))  # replace_atomically's temporary file
+    elif path.name.startswith(STAGING):
+        path = folder  # the staging folder could not be made: the folder takes no files
+    return NotWritten(root.errno, root.strerror or str(root), str(path), kept)
+
+
+def manifest_files(folder: Path) -> dict | None:
+    """{name: {"bytes", "sha256"}} of folder/MANIFEST, None without a readable one."""
+    try:
+        return json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_whole(folder: str | Path) -> bool:
+    """The folder holds a set written by written_whole, every file of its MANIFEST present with its size."""
+    files = manifest_files(Path(folder))
+    if files is None:
+        return False
+    return all(
+        (Path(folder) / n).is_file() and (Path(folder) / n).stat().st_size == f["bytes"] for n, f in files.items()
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def remove_abandoned_staging(folder: Path) -> None:
+    """Staging folders of written_whole whose process is gone (killed while writing)."""
+    for stage in folder.glob(f"{STAGING}*"):
+        pid = stage.name.removeprefix(STAGING).split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+@contextmanager
+def signals_held():
+    """SIGTERM and SIGINT arrive after the block (the main thread's handlers run only there)."""
+    held = (signal.SIGTERM, signal.SIGINT)
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class EpochCSVLogger(Logger):
@@ -288,9 +428,14 @@ def is_run_folder(path: Path) -> bool:
 
 
 def run_folders(path: Path) -> list[Path]:
-    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order."""
+    """[path] for a run folder, else its sub-folders that are runs (a sweep's), job numbers in numeric order.
+    A path that is no folder is a FolderError naming it."""
     if is_run_folder(path):
         return [path]
+    if not path.is_dir():
+        from bsstudy import FolderError
+
+        raise FolderError(f"{path} is not a folder: give a sweep folder (multirun/<date>/<time>) or a run folder")
     runs = [p for p in path.iterdir() if p.is_dir() and is_run_folder(p)]
     return sorted(runs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 

@@ -1,12 +1,18 @@
 """`python -m bsstudy.analysis.report <sweep or run folder> [--target-acc A] [--out DIR | --publish DIR]`:
-write the report."""
+write the report.
+
+Exit codes: 0 when the report was written; 2 for a folder that is missing or holds no runs (and a bad
+argument); 1 when the report cannot be written (a full disk, a read-only folder: the previous report is left
+as it was). Each error is one line, without a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from bsstudy import OutputError, UsageError
 from bsstudy.analysis.report.build import build_report
 from bsstudy.analysis.report.publish import publish
 
@@ -32,8 +38,6 @@ def main(argv: list[str] | None = None) -> None:
         "with the command, versions, machine and duration; no report.html, no run folders",
     )
     args = parser.parse_args(argv)
-    if not args.sweep.is_dir():
-        parser.error(f"{args.sweep} is not a folder: give a sweep folder (multirun/<date>/<time>) or a run folder")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         parser.error(f"--target-acc must be an accuracy in (0, 1]; got {args.target_acc}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -42,8 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"published: {publish(args.sweep, args.publish, args.target_acc) / 'README.md'}")
             return
         out = build_report(args.sweep, args.target_acc, args.out)
-    except FileNotFoundError as err:  # a folder without runs: say so without a traceback
-        parser.error(str(err))
+    except UsageError as err:  # a missing or empty folder, a full disk: one line, no traceback
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(1 if isinstance(err, OutputError) else 2) from None
     print(f"report: {out / 'report.html'}\n        {out / 'report.md'}")
 
 

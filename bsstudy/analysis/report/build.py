@@ -1,21 +1,29 @@
 """Sweep folder -> tables -> sections -> <sweep>/report/: report.html, report.md, figures/, tables/ and the
 tidy tables epochs.csv (one row per run and epoch) and runs.csv (one row per run), also as parquet
-when pyarrow is installed."""
+when pyarrow is installed, and manifest.json (each file's size and sha256).
+
+The report is written whole or not at all (bsstudy.runfolder.written_whole): its files go to a staging folder
+first and are renamed into place together, manifest.json last. A build that fails (a section that raises, a
+full disk, a read-only folder) or is killed leaves the previous report as it was, or none; a file that
+cannot be written is one OutputError line naming it and the way out (--out DIR)."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from bsstudy import FolderError, OutputError
 from bsstudy.analysis.report import budgets, cost, training, tuned
 from bsstudy.analysis.report.document import Section, write_documents
 from bsstudy.analysis.report.findings import findings_section
 from bsstudy.analysis.report.probes import probe_sections
 from bsstudy.analysis.report.runs import Sweep, read_sweep
 from bsstudy.analysis.report.uncertainty import seed_caveat
-from bsstudy.runfolder import write_table
+from bsstudy.runfolder import MANIFEST, NotWritten, replace_atomically, write_table, written_whole
 
 
 def seeds_per_condition(sweep: Sweep) -> int:
@@ -58,24 +66,59 @@ def intro(sweep: Sweep) -> list[str]:
     ]
 
 
+REPORT_FOLDERS = ("figures", "tables")  # the report's own: a file there that the new report lacks is removed
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_tidy_table(frame: pd.DataFrame, path: Path) -> None:
     """CSV always; parquet beside it when pyarrow is installed."""
     write_table(path.with_suffix(".csv"), frame)
     if importlib.util.find_spec("pyarrow") is not None:
-        frame.to_parquet(path.with_suffix(".parquet"), index=False)
+        replace_atomically(path.with_suffix(".parquet"), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def read_runs(sweep_dir: str | Path) -> Sweep:
+    """The sweep (or one run folder); FolderError for a folder that is missing or holds no runs."""
+    sweep = read_sweep(sweep_dir)
+    if sweep.runs.empty:
+        raise FolderError(f"{sweep_dir} holds no runs (folders with .hydra/config.yaml, summary.json or metrics.csv)")
+    return sweep
+
+
+def write_report(folder: Path, sweep: Sweep, sections: list[Section]) -> None:
+    """Every file of the report into `folder`, as they are (report_folder makes them whole)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tidy_table(sweep.epochs, folder / "epochs")
+    write_tidy_table(sweep.runs, folder / "runs")
+    write_documents(folder, f"bsstudy report: {sweep.path.name}", intro(sweep), sections)
+
+
+@contextmanager
+def report_folder(out: Path, way_out: str = "--out DIR"):
+    """written_whole(out) for a report (its figures/ and tables/ its own); a file it cannot write is an
+    OutputError naming the file, what was left, and `way_out` (the option that writes elsewhere)."""
+    try:
+        with written_whole(out, owned=REPORT_FOLDERS) as stage:
+            yield stage
+    except NotWritten as err:
+        raise OutputError(cannot_write(err, Path(out), way_out)) from err
+
+
+def cannot_write(err: NotWritten, out: Path, way_out: str) -> str:
+    left = (
+        f"the report in {out} is as it was"
+        if err.kept
+        else f"{out} is left incomplete (no {MANIFEST}): write the report again"
+    )
+    hint = "free some space, or write the report elsewhere" if err.errno in FULL else "write the report elsewhere"
+    return f"cannot write {err.filename} ({err.strerror}): {left}; {hint} with {way_out}"
 
 
 def build_report(sweep_dir: str | Path, target_acc: float | None = None, out_dir: str | Path | None = None) -> Path:
-    """Write the report of a sweep (or of one run folder) and return its folder (default <sweep>/report/)."""
-    sweep = read_sweep(sweep_dir)
-    if sweep.runs.empty:
-        raise FileNotFoundError(
-            f"{sweep_dir} holds no runs (folders with .hydra/config.yaml, summary.json or metrics.csv)"
-        )
+    """Write the report of a sweep (or of one run folder), whole, and return its folder (default <sweep>/report/)."""
+    sweep = read_runs(sweep_dir)
     out = Path(out_dir) if out_dir else sweep.path / "report"
-    out.mkdir(parents=True, exist_ok=True)
     sections = report_sections(sweep, target_acc)
-    write_tidy_table(sweep.epochs, out / "epochs")
-    write_tidy_table(sweep.runs, out / "runs")
-    write_documents(out, f"bsstudy report: {sweep.path.name}", intro(sweep), sections)
+    with report_folder(out) as stage:
+        write_report(stage, sweep, sections)
     return out

@@ -17,8 +17,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bsstudy import UsageError
 from bsstudy.analysis.report.build import build_report
-from bsstudy.runfolder import runs_of
+from bsstudy.runfolder import is_whole, runs_of
 
 log = logging.getLogger(__name__)
 UNFINISHED_STATUSES = ("failed", "interrupted")  # a diverged run ended: its result is that it diverged
@@ -42,6 +43,13 @@ class ReportCallback(Callback):
         try:
             out = build_report(sweep_dir, self.target_acc)
             log.info("report: %s", out / "report.html")
+        except UsageError as err:  # a full disk, a read-only folder, no runs: one line, and how to redo it
+            log.error(
+                "the report of %s failed: %s. The runs are kept; redo it with: python -m bsstudy.analysis.report %s",
+                sweep_dir,
+                err,
+                sweep_dir,
+            )
         except Exception:  # the sweep's results are on disk; say what failed and how to redo it
             log.exception(
                 "the report of %s failed; the runs are kept. Redo it with: python -m bsstudy.analysis.report %s",
@@ -76,10 +84,10 @@ def finish_sweep(failed_jobs: list[str]) -> str | None:
     unfinished = failed_jobs + [line for line in unfinished_runs(sweep_dir) if line.split(": ")[0] not in known]
     if not unfinished:
         return None
-    report = sweep_dir / "report" / "report.html"
+    report = sweep_dir / "report"
     return (
         f"sweep {sweep_dir}: {len(unfinished)} run(s) did not end:\n  "
         + "\n  ".join(unfinished)
-        + (f"\nthe report of what exists: {report}" if report.exists() else "")
+        + (f"\nthe report of what exists: {report / 'report.html'}" if is_whole(report) else "")
         + "\nfix what failed, then the same command with resume=true and hydra.sweep.dir continues the sweep"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bsstudy.runfolder import write_table
+from bsstudy.runfolder import replace_atomically, write_table
 
 NUMERIC = re.compile(r"^[-+0-9.e–]+( \[[-+0-9.e]+, [-+0-9.e]+\])?$")
 CSS = """
@@ -142,13 +142,15 @@ def render_markdown(title: str, intro: list[str], sections: list[Section]) -> st
 
 
 def write_documents(out_dir: Path, title: str, intro: list[str], sections: list[Section]) -> None:
-    """report.html, report.md, figures/<name>.png and tables/<name>.csv under out_dir."""
+    """report.html, report.md, figures/<name>.png and tables/<name>.csv under out_dir, each file atomically
+    (build.py writes them into the staging folder of runfolder.written_whole: the report is whole or not there)."""
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for section in sections:
         for figure in section.figures:
-            (out_dir / "figures" / f"{figure.name}.png").write_bytes(figure.png)
+            replace_atomically(out_dir / "figures" / f"{figure.name}.png", lambda tmp, f=figure: tmp.write_bytes(f.png))
         for table in section.tables:
             write_table(out_dir / "tables" / f"{table.name}.csv", table.frame)
-    (out_dir / "report.html").write_text(render_html(title, intro, sections))
-    (out_dir / "report.md").write_text(render_markdown(title, intro, sections))
+    html_text, markdown = render_html(title, intro, sections), render_markdown(title, intro, sections)
+    replace_atomically(out_dir / "report.html", lambda tmp: tmp.write_text(html_text))
+    replace_atomically(out_dir / "report.md", lambda tmp: tmp.write_text(markdown))

@@ -61,7 +61,9 @@ def label_short_log_axes(ax) -> None:
 def band(ax, x, table, column: str, colour, label: str, linestyle: str = "-", marker: str | None = None) -> None:
     """The mean line of `column` in a `summarize` table and, where the interval is known, its 95% band
     (`<column>_mean`, `_ci_low`, `_ci_high`). The axis limits follow the lines (to_png), so a wide band runs
-    off the edge rather than flattening the curves; on a log axis a band reaching zero or below runs off the bottom."""
+    off the edge rather than flattening the curves. The intervals of positive quantities (times, steps, losses,
+    norms: the ones on log axes) are positive (uncertainty.py), so a log axis holds their whole band; one reaching
+    zero (a value of 0 among the seeds) runs off the bottom."""
     mean, low, high = (table[f"{column}_{stat}"] for stat in ("mean", "ci_low", "ci_high"))
     ax.plot(x, mean, color=colour, label=label, linestyle=linestyle, marker=marker, markersize=3)
     low, high = np.asarray(low, float), np.asarray(high, float)
@@ -74,8 +76,9 @@ def band(ax, x, table, column: str, colour, label: str, linestyle: str = "-", ma
 
 def errorbar(ax, x, table, column: str, colour, label: str, marker: str = "o", linestyle: str = "-") -> None:
     """The means of `column` in a `summarize` table as points with 95% error bars where known, joined by a
-    line. Set a log y scale before: there, an interval whose lower end is zero or below is drawn without its
-    lower half."""
+    line. Set a log y scale before. The intervals of positive quantities are positive (uncertainty.py), so a log
+    axis draws every bar whole; only an interval whose lower end is zero or below (a value of 0 among the seeds,
+    or a quantity that is not positive) is drawn there without its lower half."""
     x, mean, low, high = (
         np.asarray(v, float) for v in (x, *(table[f"{column}_{s}"] for s in ("mean", "ci_low", "ci_high")))
     )

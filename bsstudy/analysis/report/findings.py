@@ -43,7 +43,7 @@ import pandas as pd
 from bsstudy.analysis.report import at_budget
 from bsstudy.analysis.report.document import Section, Table
 from bsstudy.analysis.report.runs import Sweep, eps_values, probe_numbers
-from bsstudy.analysis.report.uncertainty import mean_ci, side_of_zero
+from bsstudy.analysis.report.uncertainty import UNBOUNDED, mean_ci, side_of_zero
 
 MIN_SEEDS = 3  # seeds with a run at every batch size compared, for any verdict but "too few seeds"
 SQRT_EXPONENT = 0.5
@@ -222,16 +222,17 @@ def monotone_rule(metric: str, sign: int, log: bool) -> str:
 
 
 def least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The least-squares slope of each row of y against x: sum_j (x_j - mean x)(y_j - y_0) / sum_j (x_j - mean x)^2.
-    Subtracting the row's first value y_0 changes nothing but roundoff: a constant row gives exactly 0."""
-    dx = x - x.mean()
-    return (y - y[:, :1]) @ dx / (dx @ dx)
+    """The least-squares slope of each row of y against x (numpy.polyfit of degree 1). Each row is first shifted
+    by its first value y_0, which changes nothing but roundoff: a constant row gives exactly 0."""
+    if not len(y):
+        return np.empty(0)
+    return np.polyfit(x, (y - y[:, :1]).T, 1)[0]
 
 
 def neighbour_steps(y: pd.DataFrame) -> list[tuple[float, float, float, float, float]]:
     """(B_i, B_i+1, mean, low, high) of the per-seed differences y(B_i+1) - y(B_i)."""
     columns = list(y.columns)
-    return [(a, b, *mean_ci((y[b] - y[a]).tolist())[:3]) for a, b in zip(columns, columns[1:], strict=False)]
+    return [(a, b, *mean_ci((y[b] - y[a]).tolist(), UNBOUNDED)[:3]) for a, b in zip(columns, columns[1:], strict=False)]
 
 
 def monotone_verdict(n: int, bad: list, reversals: list, low: float, high: float, sign: int) -> str:
@@ -257,7 +258,7 @@ def monotone(runs: pd.DataFrame, values, metric: str, sign: int, log: bool) -> F
         return not_measured("no seed has runs at two or more batch sizes", rule, *t.notes)
     y, bad = usable(t, log), unusable_cells(t, log)
     slopes = least_squares_slopes(np.log2(batch_sizes), y.to_numpy())
-    mean, low, high, _ = mean_ci(slopes.tolist())
+    mean, low, high, _ = mean_ci(slopes.tolist(), UNBOUNDED)  # a slope takes any sign
     reversals = [s for s in neighbour_steps(y) if side_of_zero(s[3], s[4]) == -sign]
     means = t.values.mean(skipna=False)
     evidence = [
@@ -384,7 +385,7 @@ def claim_scaling_narrows_gap(sweep: Sweep) -> Finding:
     change = gaps[1] - gaps[0]
     bad = [(b, s, f"{arm}: {text}") for arm, a in zip(("fixed lr", f"lr_scaling={rules[0]}"), arms, strict=True)
            for b, s, text in unusable_cells(a, log=False) if s in seeds]  # fmt: skip
-    mean, low, high, n = *mean_ci(change[np.isfinite(change)].tolist())[:3], len(seeds)
+    mean, low, high, n = *mean_ci(change[np.isfinite(change)].tolist(), UNBOUNDED)[:3], len(seeds)
     if n < MIN_SEEDS:
         verdict = too_few(n)
     elif bad:
@@ -514,7 +515,7 @@ def sqrt_regime(fits: list[GradsumFit]) -> Finding:
     """The equivalence rule over the runs of one condition and regime (k averaged over a seed's runs)."""
     per_seed = pd.DataFrame({"seed": [f.seed for f in fits], "k": [f.k for f in fits]}).groupby("seed").k.mean()
     n, finite = len(per_seed), bool(np.isfinite(per_seed).all())
-    mean, low, high, _ = mean_ci(per_seed.tolist())
+    mean, low, high, _ = mean_ci(per_seed.tolist(), UNBOUNDED)  # k of any sign
     if n == 1:
         mean, low, high = fits[0].k, fits[0].low, fits[0].high
     if n < MIN_SEEDS:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import tempfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 
-from bsstudy.analysis.report.build import build_report
-from bsstudy.analysis.report.runs import Sweep, read_sweep
+from bsstudy.analysis.report.build import read_runs, report_folder, report_sections, write_report
+from bsstudy.analysis.report.runs import Sweep
 from bsstudy.resources import machine
 from bsstudy.runfolder import RunFolder, run_folders
 
@@ -179,18 +178,18 @@ def relative_text(text: str, roots: list[tuple[str, str]]) -> str:
 
 
 def publish(sweep_dir: str | Path, dest: str | Path, target_acc: float | None = None) -> Path:
-    """Write the published study into `dest` (its figures/ and tables/ are replaced) and return it."""
-    sweep, dest = read_sweep(sweep_dir), Path(dest)
+    """Write the published study into `dest`, whole (its figures/ and tables/ are replaced, manifest.json last;
+    build.report_folder), and return it."""
+    sweep, dest = read_runs(sweep_dir), Path(dest)
     roots = local_roots(sweep)
-    with tempfile.TemporaryDirectory() as tmp:
-        built = build_report(sweep_dir, target_acc, Path(tmp) / "report")
-        dest.mkdir(parents=True, exist_ok=True)
-        for folder in ("figures", "tables"):
-            shutil.rmtree(dest / folder, ignore_errors=True)
-        shutil.copytree(built / "figures", dest / "figures")
-        (dest / "tables").mkdir()
+    sections = report_sections(sweep, target_acc)
+    with report_folder(dest, "--publish DIR") as stage:
+        built = stage / ".report"  # the whole report, of which the published files are copied with relative paths
+        write_report(built, sweep, sections)
+        shutil.copytree(built / "figures", stage / "figures")
+        (stage / "tables").mkdir()
         for source in [*(built / name for name in COPIED), *sorted((built / "tables").glob("*.csv"))]:
-            target = dest / source.relative_to(built)
-            target.write_text(relative_text(source.read_text(), roots))
-    (dest / "README.md").write_text(relative_text(study_readme(sweep, dest.name), roots))
+            (stage / source.relative_to(built)).write_text(relative_text(source.read_text(), roots))
+        shutil.rmtree(built)
+        (stage / "README.md").write_text(relative_text(study_readme(sweep, dest.name), roots))
     return dest

@@ -89,14 +89,11 @@ class Sweep:
         self.problems = pd.concat([self.problems, row], ignore_index=True) if len(self.problems) else row
 
 
-def flatten(tree, prefix: str = "") -> dict:
-    """{"data.batch_size": 64, ...} from a nested dict; lists become their string form."""
-    if not isinstance(tree, dict):
-        return {prefix: str(tree) if isinstance(tree, list) else tree}
-    out = {}
-    for key, value in tree.items():
-        out |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-    return {k.rstrip("."): (str(v) if isinstance(v, list) else v) for k, v in out.items()}
+def flatten(tree: dict) -> dict:
+    """{"data.batch_size": 64, ...} from a nested dict (pandas.json_normalize); lists become their string form,
+    an empty dict leaves no key."""
+    (flat,) = pd.json_normalize(tree).to_dict(orient="records")
+    return {k: str(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def attempt(problems: list[dict], run: str, file: str, read: Callable):

@@ -18,18 +18,20 @@ import json
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from bsstudy import OutputError, UsageError
 from bsstudy.analysis.report.build import report_sections
 from bsstudy.analysis.report.document import markdown_table
 from bsstudy.analysis.report.figures import batch_colours, hex_colour
 from bsstudy.analysis.report.findings import findings_table
 from bsstudy.analysis.report.runs import Sweep, read_sweep
 from bsstudy.extras import require
-from bsstudy.runfolder import RunFolder
+from bsstudy.runfolder import RunFolder, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,15 @@ def wandb_report(sweep_dir: str | Path, force_offline: bool = False) -> dict:
         report.save()
         return {"online": True, "url": report.url, "sync": []}
     out = sweep.path / "report" / "wandb_report.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = push_payload(report) | {"group": group, "offline_runs": [str(p) for p in offline_runs(sweep)]}
-    out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+    except OSError as err:  # a full disk, a read-only folder: the file is as it was (replace_atomically)
+        why = (err.__cause__ if isinstance(err.__cause__, OSError) else err).strerror or err
+        raise OutputError(
+            f"cannot write {out} ({why}): it is as it was; free some space, or make its folder writable"
+        ) from err
     runs = offline_runs(sweep)
     sync = ([f"wandb sync {' '.join(str(p) for p in runs)}"] if runs else []) + [
         f"python -m bsstudy.analysis.report.wandb_report {sweep.path}   # online, after `wandb login`"
@@ -196,7 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offline", action="store_true", help="do not push, even with an API key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    result = wandb_report(args.sweep, args.offline)
+    try:
+        result = wandb_report(args.sweep, args.offline)
+    except UsageError as err:  # no such folder, a full disk: one line, no traceback
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(1 if isinstance(err, OutputError) else 2) from None
     if result["online"]:
         print(f"W&B report: {result['url']}")
     else:
