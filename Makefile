@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 ARGS ?=
 SWEEP ?=
 # The torch build to install; the default is the one this project is tested with. On Linux, PyPI's torch wheel
-# brings the CUDA libraries (several GB); a CPU-only machine can take the CPU build instead:
-#   make install TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
+# brings the CUDA libraries (a 6.0 GB .venv); `make install-cpu` takes PyTorch's CPU-only build of the same version.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH_CPU := torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-.PHONY: help install test test-fast wheel-check study lr-scaling gradsum sharpness speed report publish wandb-report report-check bench gpu-check lint clean
+.PHONY: help install install-cpu test test-fast wheel-check study lr-scaling gradsum sharpness speed report publish wandb-report report-check bench gpu-check lint clean
 
 install: $(VENV)/.installed  ## create .venv with the tested torch build and bsstudy (editable, with the dev tools)
 
@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
+
+install-cpu:  ## the same .venv with PyTorch's CPU-only torch (no CUDA libraries), for a machine without a GPU
+	$(MAKE) install TORCH="$(TORCH_CPU)"
 
 test: install  ## the whole test suite (needs Chromium for the report check, else that test is skipped)
 	$(BIN)/python -m pytest -q
