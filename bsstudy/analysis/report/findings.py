@@ -28,8 +28,12 @@ without, below 0.
 
 Every row names its budget (column "budget"): the final epoch ("30 epochs"), a step or time budget, or the
 probe's point. The lower-accuracy claim is tested three times: at the final epoch, and with each run read at
-the step and at the time budget all runs share (bsstudy.analysis.report.budgets, the first of its nested comparisons),
-over the batch sizes comparable there; fewer than two comparable -> "not comparable", the others named.
+exactly the step and the time budget all runs share (bsstudy.analysis.report.at_budget: interpolated between the
+two evaluations that bracket it, the first of its nested comparisons), over the batch sizes comparable there;
+fewer than two comparable -> "not comparable", the others named. At equal training time, timings measured on a
+shared machine (runs trained several at a time or in packs) or noisy between seeds (seconds per step differing
+by more than at_budget.TIME_SPREAD at one B) -> "not comparable: timings noisy", the verdict read as they are
+in the evidence.
 
 "Grows like sqrt(B)" is an equivalence test on the exponent k of mean norm ~ B^k (gradsum's fit.json),
 per regime: the t-interval of the seeds' k inside SQRT_MARGIN -> supported, wholly outside -> not
@@ -395,10 +399,17 @@ def claim_lower_accuracy(sweep: Sweep) -> Finding:
 
 
 def budget_rule(budget: str) -> str:
+    how = "linearly in log(steps)" if budget == "equal steps" else "linearly in time"
+    noisy = (
+        f"; not comparable where the timings are noisy (runs that shared the machine, or seconds per step that "
+        f"differ between seeds by more than TIME_SPREAD = {at_budget.TIME_SPREAD})"
+        if budget == "equal training time"
+        else ""
+    )
     return (
-        f"runs read at {budget} (report/at_budget.py: within a factor READ_TOLERANCE = {at_budget.READ_TOLERANCE} "
-        "of the budget, else the batch size is not comparable), then the "
-        + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
+        f"runs read at exactly {budget} (report/at_budget.py: interpolated {how} between the two evaluations that "
+        "bracket the budget; a batch size whose bracket starts at the untrained evaluation is not comparable"
+        f"{noisy}), then the " + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
     )
 
 
@@ -427,6 +438,10 @@ def lower_accuracy_at(budget: str):
             r = first.readings
             finding = monotone(r, r.test_acc, f"test accuracy at {first.label}", -1, log=False)
             finding.evidence = "; ".join([finding.evidence, *left_out])
+            noise = at_budget.timing_noise(sweep, runs) if budget == "equal training time" else ""
+            if noise and kind_of(finding.verdict) != NOT_MEASURED:
+                finding.evidence = f"read as they are: {finding.verdict}; {finding.evidence}"
+                finding.verdict = because(NOT_COMPARABLE, f"timings noisy: {noise}")
         finding.budget = first.label
         return finding
 
