@@ -24,8 +24,10 @@ from bsstudy.analysis.report.findings import (
     SUPPORTED,
     TOO_FEW_SEEDS,
     findings_table,
+    holm,
     kind_of,
     least_squares_slopes,
+    rank_correlations,
 )
 from bsstudy.analysis.report.runs import read_sweep
 
@@ -156,18 +158,19 @@ def test_a_seed_missing_at_one_batch_size_is_left_out_and_named(sweep):
 
 def test_an_opposite_trend_is_not_supported(sweep):
     row = accuracy_sweep(sweep, {b: [1.7 - a for a in accs] for b, accs in falling(seeds=3).items()})
-    assert row["verdict"] == f"{NOT_SUPPORTED}: the slope's interval lies wholly above 0"
+    assert row["verdict"] == f"{NOT_SUPPORTED}: the slope's and the rank correlation's intervals lie wholly above 0"
 
 
 def test_a_flat_noisy_metric_is_inconclusive(sweep):
     row = accuracy_sweep(sweep, {32: [0.85, 0.86, 0.85], 128: [0.86, 0.85, 0.85], 512: [0.85, 0.86, 0.84]})
-    assert row["verdict"] == f"{INCONCLUSIVE}: the slope's interval contains 0"
+    assert row["verdict"] == f"{INCONCLUSIVE}: the slope's and the rank correlation's intervals contain 0"
 
 
 def test_identical_values_give_a_zero_slope_not_a_roundoff_sign(sweep):
     row = accuracy_sweep(sweep, {b: [0.9, 0.9, 0.9] for b in (2, 64, 256, 1024)})
     assert row["effect [95% interval]"].startswith("0 [0, 0]")
-    assert row["verdict"] == f"{INCONCLUSIVE}: the slope's interval contains 0"
+    assert "Spearman rho 0 [0, 0]" in row["effect [95% interval]"]  # no order, not a nan from constant input
+    assert row["verdict"] == f"{INCONCLUSIVE}: the slope's and the rank correlation's intervals contain 0"
 
 
 def test_slopes_are_the_closed_form_least_squares_slopes():
@@ -176,6 +179,65 @@ def test_slopes_are_the_closed_form_least_squares_slopes():
     np.testing.assert_allclose(least_squares_slopes(x, y), (y - y[:, :1]) @ dx / (dx @ dx), rtol=1e-12)
     assert least_squares_slopes(x, np.full((2, 4), 0.9)).tolist() == [0.0, 0.0]  # exactly, not a roundoff sign
     assert least_squares_slopes(x, np.empty((0, 4))).shape == (0,)
+
+
+def test_a_flat_then_falling_curve_has_a_slope_but_no_monotone_trend_and_the_row_says_so(sweep):
+    # flat at 0.9 (each seed's own wiggle) up to B=512, then a drop at B=1024: the slope is steeply negative in
+    # every seed, the ranks are not (seed 0 rises along the flat part): the two tests disagree
+    flat = {0: [0.900, 0.901, 0.902, 0.903, 0.904], 1: [0.904, 0.903, 0.902, 0.901, 0.900],
+            2: [0.902, 0.900, 0.904, 0.901, 0.903]}  # fmt: skip
+    sizes = (32, 64, 128, 256, 512, 1024)
+    row = accuracy_sweep(sweep, {b: [(flat[s] + [0.7])[i] for s in range(3)] for i, b in enumerate(sizes)})
+    assert row["verdict"] == (
+        f"{INCONCLUSIVE}: the slope and the rank test disagree: the slope's interval lies wholly below 0, "
+        "the rank correlation's contains 0 (a trend, not monotone in B: e.g. flat, then falling)"
+    )
+    assert "Spearman rho per seed: 0.143, -1, -0.257" in row["evidence"]
+    assert "Spearman rho -0.371 [" in row["effect [95% interval]"]
+
+
+def test_a_monotone_fall_with_an_unresolved_slope_says_the_tests_disagree(sweep):
+    # every seed falls at every step (rho = -1), but by 0.0001 per doubling in two seeds and 0.1 in the third
+    row = accuracy_sweep(sweep, {32: [0.9, 0.9, 0.9], 64: [0.8999, 0.8999, 0.8], 128: [0.8998, 0.8998, 0.7]})
+    assert row["verdict"] == (
+        f"{INCONCLUSIVE}: the slope and the rank test disagree: the slope's interval contains 0, the rank "
+        "correlation's lies wholly below 0 (monotone in B, but the slope is not resolved)"
+    )
+    assert "Spearman rho -1 [-1, -1]" in row["effect [95% interval]"]
+
+
+def test_rank_correlations_are_scipys_spearman_and_zero_without_spread():
+    x = np.log2([2, 64, 256, 1024])
+    y = np.array([[0.9, 0.8, 0.7, 0.6], [0.9, 0.7, 0.8, 0.6], [0.5, 0.5, 0.5, 0.5]])
+    assert rank_correlations(x, y).tolist() == pytest.approx([-1.0, -0.8, 0.0])
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5] and holm([]) == []
+
+
+def reversal_sweep(sweep: Sweep, mean: float, spread: float) -> dict:
+    """Accuracy 0.9 - 0.05 k at five batch sizes, except that B=512 is B=256's plus mean + spread * (-1, 0, 1) in
+    seeds 0, 1, 2: a reversal whose one-sided t-statistic is mean / (spread / sqrt(3))."""
+    sizes = (32, 128, 256, 512, 2048)
+    accuracies = {b: [0.9 - 0.05 * k] * 3 for k, b in enumerate(sizes)}
+    accuracies[512] = [0.8 + mean + spread * d for d in (-1, 0, 1)]
+    return accuracy_sweep(sweep, accuracies)
+
+
+def test_a_strong_reversal_survives_holm(sweep):
+    row = reversal_sweep(sweep, mean=0.025, spread=0.002)  # t = 21.7: one-sided p = 0.001, x 4 pairs = 0.004
+    assert row["verdict"] == f"{NOT_SUPPORTED}: B=256 -> 512 goes the other way (Holm)"
+    assert "Holm-adjusted over 4 pairs 0.00" in row["evidence"]
+    assert "Holm-Bonferroni" in row["rule"]
+
+
+def test_a_reversal_significant_alone_but_not_after_holm_is_not_one(sweep):
+    row = reversal_sweep(sweep, mean=0.03, spread=0.01)  # t = 5.2: one-sided p = 0.0175 < 0.025, x 4 pairs = 0.07
+    assert row["verdict"] == SUPPORTED
+    assert "not a reversal after Holm: B=256 -> 512 goes the other way: 0.03 [" in row["evidence"]
+    assert "one-sided p = 0.0175, Holm-adjusted over 4 pairs 0.0702" in row["evidence"]
 
 
 def sharpness_sweep(sweep: Sweep, sharpness: dict[int, float], losses: dict[int, float], noise=0.03, seeds=3):

@@ -4,21 +4,28 @@ A comparison at the final epoch gives B=2 500 times the updates of B=1024; one a
 500 times the samples. Each budget answers a different question, so every comparison here names its budget:
 
 - equal epochs: every run read at E, the last epoch all compared runs completed;
-- equal steps: X = the fewest optimizer steps any compared run reached; each run read at its last
-  evaluation at or before X (or its first after X, within READ_TOLERANCE: read_point);
-- equal training time: the same with the cumulative training time (train_time_s, evaluation excluded).
+- equal steps: X = the fewest optimizer steps any compared run reached; each run read at exactly X, by
+  interpolating between the two evaluations that bracket X, linearly in log(steps) (read_at);
+- equal training time: the same with the cumulative training time (train_time_s, evaluation excluded),
+  interpolated linearly in time.
 
-metrics.csv has evaluations only at epoch ends, so a run whose last evaluation at or before X lies below
-X / READ_TOLERANCE, and whose first evaluation after X lies beyond X * READ_TOLERANCE (B=2 on Fashion-MNIST:
-30,000 steps per epoch against B=1024's 1,770 in 30 epochs, so its only evaluation before the budget is the
-untrained step 0) is not comparable at that budget: it is named, never read at a point it did not reach.
-The comparison is then repeated without the batch size that set the budget, at the larger budget the rest
-share, until every batch size was compared or fewer than two are left (nested budgets: B=64, 256, 1024 at
-1,770 steps; B=64 and 256 at 7,050; B=2 and 64 at 28,140).
+metrics.csv has evaluations only at epoch ends. A run whose evaluations bracketing X are the untrained one
+(step 0, time 0) and its first (B=2 on Fashion-MNIST: 30,000 steps per epoch against B=1024's 1,770 in 30
+epochs) is not comparable at that budget: log(0) has no interpolation, and the first epoch's curve is
+nothing like a straight line in time; it is named, never read at a point it did not reach. Every run reached X
+(X is the least any reached), so that is the only way a run is not comparable. The comparison is then repeated
+without the batch size that set the budget, at the larger budget the rest share, until every batch size was
+compared or fewer than two are left (nested budgets: B=64, 256, 1024 at 1,770 steps; B=64 and 256 at 7,050;
+B=64 alone at 28,140, B=2's first evaluation after its untrained one being at 30,000).
+
+Training time is measured on the machine the runs shared: timing_noise says why the times of a set of runs
+are not comparable (runs trained several at a time, or in packs, or seconds per step that differ between
+the seeds of one batch size by more than a factor TIME_SPREAD).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +34,7 @@ import pandas as pd
 from bsstudy.analysis.report.runs import Sweep
 from bsstudy.analysis.report.uncertainty import summarize
 
-READ_TOLERANCE = 1.25  # a run is read at budget X only if its last evaluation at or before X is >= X / this
+TIME_SPREAD = 1.25  # seconds per optimizer step that differ by more than this (max/min) between seeds: noisy timings
 CLOCKS = {  # budget -> (metrics.csv column, unit)
     "equal epochs": ("epoch", "epochs"),
     "equal steps": ("optimizer_steps", "steps"),
@@ -74,42 +81,83 @@ class Comparison:
         return sorted(self.readings.batch_size.unique())
 
 
-def read_point(run_epochs: pd.DataFrame, clock: str, budget: float) -> pd.Series | None:
-    """The run's metrics.csv row to read at `budget`: its last evaluation at or before it if that lies within
-    a factor READ_TOLERANCE below, else its first evaluation after it if that lies within READ_TOLERANCE above
-    (training time varies between seeds, so the run that set the budget's own seeds end just past it);
-    None if neither does."""
-    ordered = run_epochs.sort_values(clock)
-    before, after = ordered[ordered[clock] <= budget], ordered[ordered[clock] > budget]
-    if len(before) and before[clock].iloc[-1] * READ_TOLERANCE >= budget:
-        return before.iloc[-1]
-    if len(after) and after[clock].iloc[0] <= budget * READ_TOLERANCE:
-        return after.iloc[0]
-    return None
+LOG_CLOCKS = ("optimizer_steps",)  # interpolated linearly in log(clock); the others linearly in the clock
+CLOCK_COLUMNS = ("epoch", "optimizer_steps", "train_time_s")  # interpolated linearly in the clock, like the clock
+
+
+def read_at(run_epochs: pd.DataFrame, clock: str, budget: float) -> pd.Series | None:
+    """The run's metrics at exactly `budget`: its evaluation there, else the interpolation between the two
+    evaluations that bracket it (linear in log(clock) for the steps, in the clock for time and epochs; the
+    clock columns linearly in the clock), `clock` = budget; None where no pair brackets it or the lower one
+    is the untrained evaluation (clock 0)."""
+    ordered = run_epochs.sort_values(clock, kind="stable")
+    exact = ordered[ordered[clock] == budget]
+    if len(exact):
+        return exact.iloc[-1]
+    before, after = ordered[ordered[clock] < budget], ordered[ordered[clock] > budget]
+    if not len(before) or not len(after) or not before[clock].iloc[-1] > 0:
+        return None
+    low, high = before.iloc[-1], after.iloc[0]
+    x0, x1 = float(low[clock]), float(high[clock])
+    linear = (budget - x0) / (x1 - x0)
+    weight = math.log(budget / x0) / math.log(x1 / x0) if clock in LOG_CLOCKS else linear
+    read = low.copy()
+    for column in ordered.select_dtypes("number").columns:
+        w = linear if column in CLOCK_COLUMNS else weight
+        read[column] = float(low[column]) + w * (float(high[column]) - float(low[column]))
+    read[clock] = budget
+    return read
 
 
 def why_not_comparable(run_epochs: pd.DataFrame, clock: str, budget: float) -> str:
-    """ "its evaluations nearest 1,770 are at 0 (untrained) and 30,000 (once per epoch), not within a factor 1.25"."""
+    """ "its evaluations bracketing 1,770 are at 0 (untrained) and 30,000 (once per epoch): no interpolation from
+    the untrained point"."""
     values = np.sort(run_epochs[clock].to_numpy(dtype=float))
-    below, above = values[values <= budget], values[values > budget]
-    near = [f"{below[-1]:,.4g}" + (" (untrained)" if below[-1] == 0 else "")] if len(below) else []
-    near += [f"{above[0]:,.4g}"] if len(above) else []
+    below, above = values[values < budget], values[values > budget]
+    if not len(above) or not len(below):
+        return f"no pair of its evaluations brackets {budget:,.4g}"
     return (
-        f"its evaluations nearest {budget:,.4g} are at {' and '.join(near)} (once per epoch), "
-        f"not within a factor {READ_TOLERANCE}"
+        f"its evaluations bracketing {budget:,.4g} are at {below[-1]:,.4g}"
+        + (" (untrained)" if below[-1] == 0 else "")
+        + f" and {above[0]:,.4g} (once per epoch): no interpolation from the untrained point"
+    )
+
+
+def timing_noise(sweep: Sweep, runs: pd.DataFrame) -> str:
+    """Why the training times of `runs` are not comparable, or "": runs that trained several at a time
+    (summary.json launcher.jobs_at_a_time > 1) or in packs (packed.size > 1) shared the machine; else seconds
+    per optimizer step (final train_time_s / optimizer_steps) that differ by more than a factor TIME_SPREAD
+    between the runs of one batch size."""
+    jobs = [((sweep.summaries.get(r) or {}).get("launcher") or {}).get("jobs_at_a_time") or 1 for r in runs.run]
+    shared = sorted({int(j) for j in jobs if isinstance(j, (int, float)) and j > 1})
+    if shared:
+        at_once = "/".join(str(j) for j in shared)
+        return f"runs trained {at_once} at a time on one machine (summary.json launcher.jobs_at_a_time)"
+    if "pack_size" in runs and (pd.to_numeric(runs.pack_size).fillna(1) > 1).any():
+        return "runs trained in packs (hydra/launcher=packed): a packed run's time is its pack's"
+    per_step = pd.to_numeric(runs.train_time_s) / pd.to_numeric(runs.optimizer_steps)
+    per_step = per_step.where(np.isfinite(per_step) & (per_step > 0))
+    spread = per_step.groupby(runs.batch_size).agg(lambda v: v.max() / v.min() if v.notna().sum() >= 2 else 1.0)
+    noisy = spread[spread > TIME_SPREAD]
+    if noisy.empty:
+        return ""
+    worst = noisy.idxmax()
+    return (
+        f"seconds per step differ between seeds by up to x{noisy[worst]:.3g} (B={float(worst):g}; "
+        f"TIME_SPREAD = {TIME_SPREAD})"
     )
 
 
 def compare_at_budget(epochs: pd.DataFrame, clock: str) -> tuple[float, pd.DataFrame, dict[float, str], float]:
     """(X, readings, excluded, B that set X) for the runs in `epochs` (metrics.csv rows of one variant):
-    X = min over runs of the largest `clock` each reached; a batch size with a run that has no read point
-    (read_point) is excluded, with the reason."""
+    X = min over runs of the largest `clock` each reached; a batch size with a run that cannot be read at X
+    (read_at) is excluded, with the reason."""
     reached = epochs.groupby("run")[clock].max()
     budget = float(reached.min())
     setter = float(epochs[epochs.run == reached.idxmin()].batch_size.iloc[0])
     rows, excluded = [], {}
     for (batch_size, _), e in epochs.groupby(["batch_size", "run"], sort=True):
-        read = read_point(e, clock, budget)
+        read = read_at(e, clock, budget)
         if read is None:
             excluded.setdefault(float(batch_size), why_not_comparable(e, clock, budget))
         else:

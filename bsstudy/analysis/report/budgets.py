@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bsstudy.analysis.report.at_budget import CLOCKS, READ_TOLERANCE, Comparison, budget_table, comparisons
+from bsstudy.analysis.report.at_budget import CLOCKS, Comparison, budget_table, comparisons, timing_noise
 from bsstudy.analysis.report.document import Figure, Section, Table
 from bsstudy.analysis.report.figures import (
     LINESTYLES,
@@ -99,16 +99,18 @@ def budgets_section(sweep: Sweep) -> Section | None:
     text = [
         "A comparison of batch sizes holds at one budget. Equal epochs: every run read at the last epoch all "
         "compared runs completed (the usual 'final' numbers). Equal steps, equal training time: the fewest "
-        "optimizer steps (training seconds, evaluation excluded) any compared run reached; each run read at its "
-        f"last evaluation at or before it, and only if that evaluation is within a factor READ_TOLERANCE = "
-        f"{READ_TOLERANCE} of the budget (evaluations are at epoch ends only). Where a batch size is not "
-        "comparable, the comparison is repeated without the batch size that set the budget.",
+        "optimizer steps (training seconds, evaluation excluded) any compared run reached; each run read at exactly "
+        "that budget, interpolated between the two evaluations that bracket it (linearly in log steps, or in time; "
+        "evaluations are at epoch ends only). A batch size whose bracket starts at the untrained evaluation is not "
+        "comparable; the comparison is then repeated without the batch size that set the budget.",
         "Accuracy shown: test (reported, never selected on)"
         + ("; val_acc is the validation split's, for reference." if has_val else "; the sweep has no validation split"),
         *(best_line(c) for c in found if c.readings.batch_size.nunique() >= 2),
         *(not_comparable_line(c) for c in found if c.excluded),
     ]
     text += budget_dependence(found)
+    noise = timing_noise(sweep, sweep.completed) if any(c.budget == "equal training time" for c in found) else ""
+    text += [f"Equal training time: timings noisy ({noise}); the findings call it not comparable."] if noise else []
     table = Table(
         "budgets",
         "Per budget and batch size: test accuracy"

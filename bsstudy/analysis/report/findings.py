@@ -8,21 +8,32 @@ shown); not measured in this sweep; not measurable with this protocol (one that 
 construction); not comparable (sharpness at training losses that differ by more than LOSS_TOLERANCE).
 Non-finite values and diverged runs are listed in the evidence and make the verdict inconclusive.
 
-Monotone claims use every batch size of the sweep. Per seed s, b_s is the least-squares slope of y
-against x = log2 B, with y the metric itself (accuracy) or log2 of it (sharpness, step norms,
-distances: positive quantities compared as ratios, so b_s is the exponent p of metric ~ B^p). The mean
-of b_1..b_n with its 95% t-interval (bsstudy.analysis.report.uncertainty.mean_ci) decides: wholly on the other
-side of 0 -> not supported; else, if a neighbouring pair B_i < B_i+1 goes significantly the other way
-(the t-interval of the per-seed differences y(B_i+1) - y(B_i) lies wholly on the opposite side; each
-pair at 95%, no multiplicity correction) -> not supported, naming the pair; else wholly on the claimed
-side -> supported, containing 0 -> inconclusive. Sharpness is first checked for comparable training
-losses (max/min of the per-B means at most LOSS_TOLERANCE, else "not comparable"). The lr-scaling claim
-is a paired comparison per seed: the gap acc(B_min) - acc(B_max) with scaling minus without, below 0.
+Monotone claims use every batch size of the sweep, with two tests per seed s: b_s, the least-squares slope of
+y against x = log2 B, with y the metric itself (accuracy) or log2 of it (sharpness, step norms, distances:
+positive quantities compared as ratios, so b_s is the exponent p of metric ~ B^p); and rho_s, Spearman's
+rank correlation of the metric with B (scipy.stats.spearmanr), which assumes no straight line (0 for a seed
+without spread). The mean of b_1..b_n with its 95% t-interval, and of rho_1..rho_n with its t-interval on the
+Fisher z scale (artanh, taken back: inside [-1, 1]; bsstudy.analysis.report.uncertainty.mean_ci) decide: one
+wholly on the other side of 0 and neither on the claimed side -> not supported (both stated); else, a
+neighbouring pair B_i < B_i+1 that goes the other way -> not supported, naming the pair (per pair a
+one-sided t-test of the per-seed differences y(B_i+1) - y(B_i) against the claim, Holm-Bonferroni over the
+K - 1 pairs at REVERSAL_LEVEL = 0.025, one side of 95%: with one pair the 95% interval wholly on the other
+side; a pair significant alone but not after Holm is named in the evidence); else both wholly on the
+claimed side -> supported; one on the claimed side and the other not -> inconclusive, saying that the
+slope and the rank test disagree (a slope without a monotone trend: e.g. flat, then falling; or a
+monotone trend whose slope is not resolved); neither -> inconclusive. Sharpness is first checked for
+comparable training losses (max/min of the per-B means at most LOSS_TOLERANCE, else "not comparable").
+The lr-scaling claim is a paired comparison per seed: the gap acc(B_min) - acc(B_max) with scaling minus
+without, below 0.
 
 Every row names its budget (column "budget"): the final epoch ("30 epochs"), a step or time budget, or the
 probe's point. The lower-accuracy claim is tested three times: at the final epoch, and with each run read at
-the step and at the time budget all runs share (bsstudy.analysis.report.budgets, the first of its nested comparisons),
-over the batch sizes comparable there; fewer than two comparable -> "not comparable", the others named.
+exactly the step and the time budget all runs share (bsstudy.analysis.report.at_budget: interpolated between the
+two evaluations that bracket it, the first of its nested comparisons), over the batch sizes comparable there;
+fewer than two comparable -> "not comparable", the others named. At equal training time, timings measured on a
+shared machine (runs trained several at a time or in packs) or noisy between seeds (seconds per step differing
+by more than at_budget.TIME_SPREAD at one B) -> "not comparable: timings noisy", the verdict read as they are
+in the evidence.
 
 "Grows like sqrt(B)" is an equivalence test on the exponent k of mean norm ~ B^k (gradsum's fit.json),
 per regime: the t-interval of the seeds' k inside SQRT_MARGIN -> supported, wholly outside -> not
@@ -39,15 +50,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bsstudy.analysis.report import at_budget
 from bsstudy.analysis.report.document import Section, Table
 from bsstudy.analysis.report.runs import Sweep, eps_values, probe_numbers
-from bsstudy.analysis.report.uncertainty import UNBOUNDED, mean_ci, side_of_zero
+from bsstudy.analysis.report.uncertainty import CORRELATION, UNBOUNDED, mean_ci, side_of_zero
 
 MIN_SEEDS = 3  # seeds with a run at every batch size compared, for any verdict but "too few seeds"
 SQRT_EXPONENT = 0.5
 SQRT_MARGIN = (0.4, 0.6)  # equivalence margin around SQRT_EXPONENT
+REVERSAL_LEVEL = 0.025  # one side of 95%: with one pair, the old rule (the 95% t-interval wholly on the other side)
 LOSS_TOLERANCE = 1.25  # sharpness is compared only if max/min of the mean training losses across B is at most this
 FINISHED = ("completed", "diverged")  # a diverged run is shown and makes a verdict inconclusive, never dropped
 
@@ -64,11 +77,14 @@ WORST_FIRST = (NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPARABLE, TOO_FEW_SEEDS, NOT_M
 COLUMNS = ["claim", "source", "budget", "n", "effect [95% interval]", "rule", "verdict", "evidence"]
 CAPTION = (
     "Each claim tested on this sweep by the rule in its row: a trend in B by the per-seed slope against log2 B "
-    "over all batch sizes (95% t-interval over seeds, no significant reversal between neighbouring batch sizes), "
+    "over all batch sizes and by the per-seed rank correlation (Spearman) with B, which assumes no straight line "
+    "(95% t-intervals over seeds, the correlation's on the Fisher z scale; where the two disagree the row says so), "
+    "with no reversal between neighbouring batch sizes (Holm-Bonferroni over the pairs), "
     f"sqrt(B) by the exponent's interval inside the margin SQRT_MARGIN = [{SQRT_MARGIN[0]}, {SQRT_MARGIN[1]}]. "
     f"Fewer than MIN_SEEDS = {MIN_SEEDS} seeds give 'too few seeds'; non-finite values make a verdict inconclusive. "
     "Each row names the budget it is measured at; the accuracy claim is also read at equal optimizer steps and "
-    "equal training time (see Budgets), 'not comparable' where fewer than two batch sizes share that budget."
+    "equal training time (see Budgets; each run interpolated at the exact budget), 'not comparable' where fewer "
+    "than two batch sizes share that budget, or at equal time where the timings are noisy (a shared machine)."
 )
 
 
@@ -215,9 +231,12 @@ def too_few(n: int) -> str:
 
 def monotone_rule(metric: str, sign: int, log: bool) -> str:
     y = f"log2({metric})" if log else metric
+    side = "above" if sign > 0 else "below"
     return (
-        f"slope of {y} vs log2 B per seed, all B: its 95% t-interval {'above' if sign > 0 else 'below'} 0 and no "
-        f"significant reversal between neighbouring B; MIN_SEEDS = {MIN_SEEDS}"
+        f"slope of {y} vs log2 B per seed, all B, and Spearman's rank correlation of {metric} with B per seed "
+        f"(Fisher z): both 95% t-intervals {side} 0 (disagreeing: inconclusive, both stated) and no reversal "
+        f"between neighbouring B (one-sided t-test per pair, Holm-Bonferroni over the pairs at {REVERSAL_LEVEL}); "
+        f"MIN_SEEDS = {MIN_SEEDS}"
     )
 
 
@@ -229,24 +248,103 @@ def least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.polyfit(x, (y - y[:, :1]).T, 1)[0]
 
 
-def neighbour_steps(y: pd.DataFrame) -> list[tuple[float, float, float, float, float]]:
-    """(B_i, B_i+1, mean, low, high) of the per-seed differences y(B_i+1) - y(B_i)."""
+def rank_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row of y against x (scipy.stats.spearmanr, ties at their mean rank): +1 for a row
+    that rises at every step, whatever its shape. A row with no spread has no order: rho = 0."""
+    return np.array([stats.spearmanr(x, row).statistic if np.ptp(row) > 0 else 0.0 for row in y], dtype=float)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down: the i-th smallest of m times m - i + 1, kept monotone, at
+    most 1); a hypothesis is rejected at level a where its adjusted p is below a. statsmodels is not a
+    dependency, hence these lines."""
+    m, order = len(p_values), np.argsort(p_values, kind="stable")
+    adjusted, running = np.empty(m), 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+@dataclass
+class Step:
+    """One neighbouring pair B_a < B_b: the per-seed differences y(B_b) - y(B_a), their mean and 95% t-interval,
+    the one-sided p-value of "it goes against the claim" and that p Holm-adjusted over the pairs."""
+
+    a: float
+    b: float
+    mean: float
+    low: float
+    high: float
+    p: float
+    p_holm: float = math.nan
+
+    @property
+    def label(self) -> str:
+        return f"{bs(self.a)} -> {self.b:g}"
+
+    def describe(self, pairs: int) -> str:
+        return (
+            f"{self.label} goes the other way: {fmt_interval(self.mean, self.low, self.high)}, one-sided p = "
+            f"{fmt(self.p)}, Holm-adjusted over {count(pairs, 'pair')} {fmt(self.p_holm)}"
+        )
+
+
+def against(differences: np.ndarray, sign: int) -> float:
+    """One-sided p-value of the t-test that the mean difference goes against a claimed sign (scipy.stats.ttest_1samp);
+    differences without spread: 0 if they all go against it, else 1; nan with fewer than two."""
+    d = differences[np.isfinite(differences)]
+    if len(d) < 2:
+        return math.nan
+    if np.ptp(d) == 0:
+        return 0.0 if np.sign(d[0]) == -sign else 1.0
+    return float(stats.ttest_1samp(d, 0.0, alternative="greater" if sign < 0 else "less").pvalue)
+
+
+def neighbour_steps(y: pd.DataFrame, sign: int) -> list[Step]:
+    """Each neighbouring pair's Step, its p Holm-adjusted over all pairs."""
     columns = list(y.columns)
-    return [(a, b, *mean_ci((y[b] - y[a]).tolist(), UNBOUNDED)[:3]) for a, b in zip(columns, columns[1:], strict=False)]
+    steps = [
+        Step(a, b, *mean_ci((y[b] - y[a]).tolist(), UNBOUNDED)[:3], against((y[b] - y[a]).to_numpy(), sign))
+        for a, b in zip(columns, columns[1:], strict=False)
+    ]
+    tested = [s for s in steps if math.isfinite(s.p)]
+    for s, adjusted in zip(tested, holm([s.p for s in tested]), strict=True):
+        s.p_holm = adjusted
+    return steps
 
 
-def monotone_verdict(n: int, bad: list, reversals: list, low: float, high: float, sign: int) -> str:
+def direction(side: int, plural: bool = False) -> str:
+    if side == 0:
+        return "contain 0" if plural else "contains 0"
+    return f"{'lie' if plural else 'lies'} wholly {'above' if side > 0 else 'below'} 0"
+
+
+def monotone_verdict(n: int, bad: list, reversals: list[Step], slope_side: int, rank_side: int, sign: int) -> str:
+    """Both tests on the claimed side and no reversal -> supported; one on the other side and neither on the claimed
+    -> not supported; a reversal -> not supported; one on the claimed side and the other not -> inconclusive, saying
+    that they disagree; neither on a side -> inconclusive."""
     if n < MIN_SEEDS:
         return too_few(n)
     if bad:
         return because(INCONCLUSIVE, at(bad))
-    side = side_of_zero(low, high)
-    if side == -sign:
-        return because(NOT_SUPPORTED, f"the slope's interval lies wholly {'below' if sign > 0 else 'above'} 0")
+    both = (
+        f"the slope's and the rank correlation's intervals {direction(slope_side, plural=True)}"
+        if slope_side == rank_side
+        else f"the slope's interval {direction(slope_side)}, the rank correlation's {direction(rank_side)}"
+    )
+    if -sign in (slope_side, rank_side) and sign not in (slope_side, rank_side):
+        return because(NOT_SUPPORTED, both)
     if reversals:
-        pairs = ", ".join(f"{bs(a)} -> {b:g}" for a, b, *_ in reversals)
-        return because(NOT_SUPPORTED, f"{pairs} {'goes' if len(reversals) == 1 else 'go'} the other way")
-    return SUPPORTED if side == sign else because(INCONCLUSIVE, "the slope's interval contains 0")
+        pairs = ", ".join(s.label for s in reversals)
+        return because(NOT_SUPPORTED, f"{pairs} {'goes' if len(reversals) == 1 else 'go'} the other way (Holm)")
+    if slope_side == rank_side == sign:
+        return SUPPORTED
+    if sign in (slope_side, rank_side):
+        trend = f"a trend, not monotone in B: e.g. flat, then {'falling' if sign < 0 else 'rising'}"
+        shape = trend if slope_side == sign else "monotone in B, but the slope is not resolved"
+        return because(INCONCLUSIVE, f"the slope and the rank test disagree: {both} ({shape})")
+    return because(INCONCLUSIVE, both)
 
 
 def monotone(runs: pd.DataFrame, values, metric: str, sign: int, log: bool) -> Finding:
@@ -259,25 +357,35 @@ def monotone(runs: pd.DataFrame, values, metric: str, sign: int, log: bool) -> F
     y, bad = usable(t, log), unusable_cells(t, log)
     slopes = least_squares_slopes(np.log2(batch_sizes), y.to_numpy())
     mean, low, high, _ = mean_ci(slopes.tolist(), UNBOUNDED)  # a slope takes any sign
-    reversals = [s for s in neighbour_steps(y) if side_of_zero(s[3], s[4]) == -sign]
+    rhos = rank_correlations(np.log2(batch_sizes), y.to_numpy())
+    rho, rho_low, rho_high, _ = mean_ci(rhos.tolist(), CORRELATION)
+    steps = neighbour_steps(y, sign)
+    reversals = [s for s in steps if s.p_holm < REVERSAL_LEVEL]
+    unadjusted = [s for s in steps if s.p < REVERSAL_LEVEL <= s.p_holm]
     means = t.values.mean(skipna=False)
     evidence = [
         f"{metric}, mean over seeds: " + ", ".join(f"{bs(b)}: {fmt(v)}" for b, v in means.items()),
         f"slope per seed ({', '.join(f'{s:g}' for s in y.index)}): " + ", ".join(fmt(s) for s in slopes),
-        *(f"{bs(a)} -> {b:g} goes the other way: {fmt_interval(m, lo, hi)}" for a, b, m, lo, hi in reversals),
+        "Spearman rho per seed: " + ", ".join(fmt(r) for r in rhos),
+        *(s.describe(len(steps)) for s in reversals),
+        *(f"not a reversal after Holm: {s.describe(len(steps))}" for s in unadjusted),
         *(text for _, _, text in bad),
         *t.notes,
     ]
-    effect = f"{fmt_interval(mean, low, high)} per doubling of B" + (f" (x{fmt(2**mean)})" if log else "")
-    return Finding(
-        monotone_verdict(n, bad, reversals, low, high, sign), rule, "; ".join(evidence), count(n, "seed"), effect
+    effect = (
+        f"{fmt_interval(mean, low, high)} per doubling of B"
+        + (f" (x{fmt(2**mean)})" if log else "")
+        + f"; Spearman rho {fmt_interval(rho, rho_low, rho_high)}"
     )
+    verdict = monotone_verdict(n, bad, reversals, side_of_zero(low, high), side_of_zero(rho_low, rho_high), sign)
+    return Finding(verdict, rule, "; ".join(evidence), count(n, "seed"), effect)
 
 
 ACCURACY_RULE = monotone_rule("final test accuracy", -1, log=False)
 STEPS_RULE = (
-    "slopes of log2(median step norm) and of log2(epoch distance) vs log2 B per seed, all B: both 95% t-intervals "
-    f"below 0 and no significant reversal between neighbouring B; MIN_SEEDS = {MIN_SEEDS}"
+    "for log2(median step norm) and for log2(epoch distance), each: the slope vs log2 B and Spearman's rank "
+    "correlation with B per seed, all B, their 95% t-intervals below 0 and no reversal between neighbouring B "
+    f"(Holm-Bonferroni over the pairs at {REVERSAL_LEVEL}); MIN_SEEDS = {MIN_SEEDS}"
 )
 
 
@@ -291,10 +399,17 @@ def claim_lower_accuracy(sweep: Sweep) -> Finding:
 
 
 def budget_rule(budget: str) -> str:
+    how = "linearly in log(steps)" if budget == "equal steps" else "linearly in time"
+    noisy = (
+        f"; not comparable where the timings are noisy (runs that shared the machine, or seconds per step that "
+        f"differ between seeds by more than TIME_SPREAD = {at_budget.TIME_SPREAD})"
+        if budget == "equal training time"
+        else ""
+    )
     return (
-        f"runs read at {budget} (report/at_budget.py: within a factor READ_TOLERANCE = {at_budget.READ_TOLERANCE} "
-        "of the budget, else the batch size is not comparable), then the "
-        + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
+        f"runs read at exactly {budget} (report/at_budget.py: interpolated {how} between the two evaluations that "
+        "bracket the budget; a batch size whose bracket starts at the untrained evaluation is not comparable"
+        f"{noisy}), then the " + monotone_rule("test accuracy", -1, log=False).replace("all B", "all comparable B")
     )
 
 
@@ -323,6 +438,10 @@ def lower_accuracy_at(budget: str):
             r = first.readings
             finding = monotone(r, r.test_acc, f"test accuracy at {first.label}", -1, log=False)
             finding.evidence = "; ".join([finding.evidence, *left_out])
+            noise = at_budget.timing_noise(sweep, runs) if budget == "equal training time" else ""
+            if noise and kind_of(finding.verdict) != NOT_MEASURED:
+                finding.evidence = f"read as they are: {finding.verdict}; {finding.evidence}"
+                finding.verdict = because(NOT_COMPARABLE, f"timings noisy: {noise}")
         finding.budget = first.label
         return finding
 

@@ -6,6 +6,7 @@ standard deviation of the y_i (n - 1 in the denominator). The scale is the quant
 
     fraction   (accuracies, rates: in [0, 1])           g = logit, so the interval lies in (0, 1)
     positive   (times, steps, losses, norms, B_simple)   g = log, so the interval lies above 0
+    correlation (rank correlations: in [-1, 1])         g = artanh (Fisher z), so the interval lies in (-1, 1)
     unbounded  (slopes, differences, gaps, exponents)    g = identity: m -+ t s / sqrt(n), symmetric
 
 so with two or three seeds an accuracy's interval is no longer [0.49, 1.11] nor a time's [-1.4, 7.0]. Where a
@@ -26,9 +27,9 @@ import pandas as pd
 from scipy import special, stats
 
 CONFIDENCE = 0.95
-FRACTION, POSITIVE, UNBOUNDED = "fraction", "positive", "unbounded"
-RANGES = {FRACTION: (0.0, 1.0), POSITIVE: (0.0, math.inf), UNBOUNDED: (-math.inf, math.inf)}
-SCALES = {FRACTION: (special.logit, special.expit), POSITIVE: (np.log, np.exp)}  # g and its inverse
+FRACTION, POSITIVE, UNBOUNDED, CORRELATION = "fraction", "positive", "unbounded", "correlation"
+RANGES = {FRACTION: (0.0, 1.0), POSITIVE: (0.0, math.inf), UNBOUNDED: (-math.inf, math.inf), CORRELATION: (-1.0, 1.0)}
+SCALES = {FRACTION: (special.logit, special.expit), POSITIVE: (np.log, np.exp), CORRELATION: (np.arctanh, np.tanh)}
 FRACTION_NAME = re.compile(r"(^|_)(acc|rate|fraction)(_|$)")
 POSITIVE_NAME = re.compile(
     r"(^|_)(time|s|steps|samples|epochs|loss|norm|distance|sharpness|noise_scale|b_simple|b_crit)(_|$)"
@@ -50,8 +51,8 @@ def quantity_kind(column: str) -> str:
 
 
 def mean_ci(values, kind: str) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) of the finite values, the interval on the scale of `kind` (FRACTION, POSITIVE or
-    UNBOUNDED; module docstring); low = high = NaN with fewer than two values."""
+    """(mean, low, high, n) of the finite values, the interval on the scale of `kind` (FRACTION, POSITIVE,
+    CORRELATION or UNBOUNDED; module docstring); low = high = NaN with fewer than two values."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     n = len(x)
     if n == 0:
