@@ -48,8 +48,7 @@ from bsstudy.runfolder import EpochCSVLogger, read_metrics
 from bsstudy.train.evaluate import EpochEvaluation, evaluate
 
 DEFAULT_RATIO = 1.1  # trainer.stop_at.val_check_ratio=null: checks about 10% of the step count apart
-CROSSING_FIELDS = ("epoch", "samples_seen", "train_time_s")  # taken from the first evaluation at or above
-EVALUATION_FIELDS = ("optimizer_steps", "val_acc", "test_acc", *CROSSING_FIELDS)  # kept for resume
+EVALUATION_FIELDS = ("optimizer_steps", "val_acc", "test_acc", "epoch", "samples_seen", "train_time_s")  # resume
 
 
 def next_check_step(step: int, ratio: float) -> int:
@@ -107,7 +106,9 @@ def crossing(evaluations: Iterable[Mapping], target: float) -> dict | None:
             "val_acc_below": a0,
             "val_acc": acc,
             "test_acc": row.get("test_acc"),  # reported at the crossing; never used to select
-            **{key: row.get(key) for key in CROSSING_FIELDS},
+            "epochs": row.get("epoch"),  # samples_seen / n_train
+            "samples_seen": row.get("samples_seen"),
+            "train_time_s": row.get("train_time_s"),
         }
     return None
 
@@ -232,7 +233,7 @@ class ValTarget(L.Callback):
         for c in crossings:
             c.setdefault("reached", True)
         top = crossings[-1] if crossings and crossings[-1]["reached"] else {}
-        fields = ("steps_interpolated", "previous_check_steps", "resolution", "epoch", "samples_seen",
+        fields = ("steps_interpolated", "previous_check_steps", "resolution", "epochs", "samples_seen",
                   "train_time_s", "val_acc", "test_acc")  # fmt: skip
         return {
             "val_acc_target": self.val_acc,
@@ -240,7 +241,7 @@ class ValTarget(L.Callback):
             "reached": bool(top),
             "optimizer_steps": top.get("check_steps"),
             "check_steps": top.get("check_steps"),
-            **{("epochs" if key == "epoch" else key): top.get(key) for key in fields},
+            **{key: top.get(key) for key in fields},
             "checks": self.checks,
             "evaluations": len(self.evaluations),
             "max_steps": self.max_steps,
