@@ -78,7 +78,7 @@ TARGET_KEYS = ("val_acc", "val_check_ratio", "max_steps")  # checked within the 
 
 
 def has_target(stop_at) -> bool:
-    """Whether trainer.stop_at sets a val_acc target or a step budget (both are checked within the epoch)."""
+    """Whether trainer.stop_at sets val_acc targets or a step budget (both are checked within the epoch)."""
     return stop_at.get("val_acc") is not None or stop_at.get("max_steps") is not None
 
 
@@ -138,8 +138,8 @@ class Rule:
     `each`), "schedule" ({epoch >= 0: value following `each`}), "mapping" (any {name: settings}) or "any"
     (a declared setting whose value its owner checks, e.g. against the model).
     min / max bound an int or number (`open_min` / `open_max`: the bound itself is not allowed); `nullable`:
-    null is allowed too; `says` replaces the generated description where an error text is already known to
-    users; `example` is appended as ", e.g. <example>".
+    null is allowed too; `listable`: a non-empty list of such values too; `says` replaces the generated description
+    where an error text is already known to users; `example` is appended as ", e.g. <example>".
 
     >>> Rule("number", min=0, max=1, open_min=True, nullable=True).error("trainer.stop_at.train_acc", 1.5)
     'trainer.stop_at.train_acc must be null or a number in (0, 1]; got 1.5'
@@ -154,6 +154,7 @@ class Rule:
     open_max: bool = False
     choices: tuple = ()
     nullable: bool = False
+    listable: bool = False
     each: Rule | None = None
     says: str | None = None
     example: str | None = None
@@ -168,6 +169,8 @@ class Rule:
     def allows(self, value) -> bool:
         if value is None:
             return self.nullable
+        if self.listable and isinstance(value, (list, tuple, ListConfig)):
+            return len(value) > 0 and all(v is not None and self.in_kind(v) and self.in_range(v) for v in value)
         return self.in_kind(value) and self.in_range(value)
 
     def in_kind(self, value) -> bool:
@@ -204,7 +207,10 @@ class Rule:
         """What the value must be, in words: "a positive integer", "null or a number in (0, 1]", ..."""
         if self.says:
             return self.says
-        return f"null or {self.describe_value()}" if self.nullable else self.describe_value()
+        value = self.describe_value()
+        if self.listable:
+            return f"{'null, ' if self.nullable else ''}{value} or a non-empty list of them"
+        return f"null or {value}" if self.nullable else value
 
     def describe_value(self) -> str:
         if self.kind == "int" and self.min == 1 and self.max is None:
@@ -316,7 +322,7 @@ STOP_AT_RULES = {
     "train_acc": Rule("number", min=0, max=1, open_min=True, nullable=True),
     "patience": Rule("int", min=1, nullable=True),
     "min_delta": Rule("number", min=0),
-    "val_acc": Rule("number", min=0, max=1, open_min=True, nullable=True),
+    "val_acc": Rule("number", min=0, max=1, open_min=True, nullable=True, listable=True),  # any order
     "val_check_ratio": Rule("number", min=1, open_min=True, nullable=True, says="null (1.1) or a number > 1"),
     "max_steps": Rule("int", min=1, nullable=True),
 }

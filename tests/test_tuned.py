@@ -42,8 +42,9 @@ def test_checks_follow_a_geometric_schedule_with_ratio_and_at_least_one_step():
 
 @pytest.mark.parametrize(
     "key, value, message",
-    [("val_acc", 1.5, "trainer.stop_at.val_acc"), ("val_check_ratio", 1.0, "trainer.stop_at.val_check_ratio"),
-     ("max_steps", 0, "trainer.stop_at.max_steps")],
+    [("val_acc", 1.5, "trainer.stop_at.val_acc"), ("val_acc", [], "non-empty list"),
+     ("val_acc", [0.85, 1.5], r"null, a number in \(0, 1\] or a non-empty list of them; got \[0.85, 1.5\]"),
+     ("val_check_ratio", 1.0, "trainer.stop_at.val_check_ratio"), ("max_steps", 0, "trainer.stop_at.max_steps")],
 )  # fmt: skip
 def test_bad_target_settings_are_config_errors_naming_the_key(key, value, message):
     stop_at = {"val_acc": 0.85, "val_check_ratio": 1.1, "max_steps": None} | {key: value}
@@ -82,7 +83,11 @@ def test_val_target_stops_within_the_epoch_and_records_the_crossing(tmp_path):
     steps = checks.optimizer_steps.tolist()
     assert all(b >= next_check_step(a, 1.1) for a, b in zip(steps, steps[1:], strict=False))  # the schedule
     assert all(b - next_check_step(a, 1.1) < 4 for a, b in zip(steps, steps[1:], strict=False))  # <= one chunk late
-    assert target["previous_check_steps"] == steps[-2]
+    assert target["previous_check_steps"] == steps[-2] and target["check_steps"] == steps[-1]
+    assert steps[-2] < target["steps_interpolated"] <= steps[-1]  # interpolated in log-steps between them
+    assert target["resolution"] == pytest.approx(steps[-1] / steps[-2])
+    assert {96 * e for e in range(1, steps[-1] // 96 + 1)} <= set(steps)  # every epoch end counts (96, 192, ...)
+    assert target["evaluations"] == len(steps) and target["checks"] == int((checks.epoch_end == 0).sum())
     assert 0 < target["train_time_s"] <= summary["train_time_s"] + 1e-9
 
 

@@ -131,6 +131,7 @@ class EpochEvaluation(L.Callback):
     def __init__(self, eval_chunk_size: int):
         self.eval_chunk_size = eval_chunk_size
         self.train_time_s = 0.0  # cumulative training time, evaluation excluded; survives resume
+        self.row: dict = {}  # the last row logged (ValTarget counts an epoch's row as an evaluation)
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.current_epoch == 0:  # a resumed run already has its epoch-0 row
@@ -152,6 +153,7 @@ class EpochEvaluation(L.Callback):
 
     def log_row(self, trainer: L.Trainer, pl_module, epoch: int, extra: dict) -> None:
         row = epoch_row(pl_module, epoch, pl_module.current_lr(), self.train_time_s, self.eval_chunk_size, extra)
+        self.row = row
         log_epoch_line(row, trainer.max_epochs)  # first: on the console even when metrics.csv cannot be written
         for logger in trainer.loggers:
             logger.log_metrics(row, step=epoch)

@@ -533,6 +533,8 @@ def train_epoch(members, pack: PackedSGD, x_all, y_all, n: int, epoch: int, devi
     for k, member in enumerate(members):
         if member.status is None:
             end_epoch(member, loss_sums[k], epoch, elapsed)
+            if member.target is not None and member.target.reached:  # seen by the epoch's row: it stops, as alone
+                end_member(member, "completed")
 
 
 @about_member
@@ -547,7 +549,9 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
     member.module.epoch_loss_sum = loss_sum
     extra = {"train_loss_running": member.module.running_train_loss(), "epoch_time_s": epoch_time,
              "probe_time_s": member.module.record.probe_time_s}  # fmt: skip
-    log_row(member, epoch + 1, extra)
+    row = log_row(member, epoch + 1, extra)
+    if member.target is not None:  # the row is an evaluation of the val_acc targets (before the checkpoint)
+        member.target.epoch_end(member.module, row)
     cfg = member.cfg.checkpoint
     names = checkpoint_names(epoch + 1, cfg.at_epochs, cfg.save_last)
     checkpoint = member_checkpoint(member, epoch) if names else None
@@ -556,11 +560,12 @@ def end_epoch(member: Member, loss_sum: torch.Tensor, epoch: int, epoch_time: fl
 
 
 @about_member
-def log_row(member: Member, epoch: int, extra: dict) -> None:
+def log_row(member: Member, epoch: int, extra: dict) -> dict:
     cfg = member.cfg.trainer
     row = epoch_row(member.module, epoch, member.lr, member.train_time_s, cfg.eval_chunk_size, extra)
     log_epoch_line(row, cfg.max_epochs, prefix=f"{member.run_dir.name}: ")  # first, as a run alone (evaluate.py)
     member.logger.log_metrics(row, step=epoch)
+    return row
 
 
 def member_checkpoint(member: Member, epoch: int) -> dict:

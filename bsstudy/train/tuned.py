@@ -8,7 +8,9 @@ effective step eta / (1 - momentum) of the grid's centre the same for every mome
 of the grid, with the first seed. Phase 2: the selected (lr, momentum) of each B with the other seeds.
 
 Selection (validation only, `select_best`): among the phase-1 runs of one B that reached the target, the
-fewest optimizer steps to target (bsstudy/train/target.py); a tie (the same check step) goes to the higher
+fewest optimizer steps to target (bsstudy/train/target.py: summary.json `target.steps_interpolated`, the
+crossing interpolated in log-steps between evaluations; `optimizer_steps`, the step of the first evaluation
+at or above it, for runs recorded before interpolation); a tie (the same steps) goes to the higher
 validation accuracy at the crossing, then to the smaller lr. When no run of a B reached the target, B has
 no selection and no phase 2: the report says "not reached". The selection run's seed is one of the seeds
 reported; it was picked for being fast, so its steps are biased low, and the other seeds are not.
@@ -32,7 +34,7 @@ class Candidate:
     lr: float
     momentum: float
     reached: bool
-    steps: int | None  # optimizer steps at the first check with val_acc >= target
+    steps: float | None  # optimizer steps to target: the crossing interpolated in log-steps (target.py)
     val_acc: float | None  # at that check
 
 
@@ -77,9 +79,16 @@ def candidate_from_summary(summary: dict) -> Candidate:
         lr=float(summary["lr"]),
         momentum=float(summary.get("momentum", 0.0) or 0.0),
         reached=reached,
-        steps=target.get("optimizer_steps") if reached else None,
+        steps=steps_to_target(target) if reached else None,
         val_acc=target.get("val_acc") if reached else None,
     )
+
+
+def steps_to_target(target: dict) -> float | None:
+    """summary.json `target`'s steps to target: the interpolated crossing, else (a run recorded before it was
+    interpolated) the step of the first check at or above the target."""
+    steps = target.get("steps_interpolated")
+    return steps if steps is not None else target.get("optimizer_steps")
 
 
 def select_best(candidates: list[Candidate]) -> Candidate | None:

@@ -106,7 +106,9 @@ class TunedSweeper(Sweeper):
                 candidates.append(candidate_from_summary(summary))
         chosen = {b: select_best([c for c in candidates if c.batch_size == b]) for b in self.batch_sizes}
         for b, c in chosen.items():
-            log.info("B=%d: %s", b, f"lr {c.lr:g}, momentum {c.momentum:g}, {c.steps} steps" if c else "not reached")
+            log.info(
+                "B=%d: %s", b, f"lr {c.lr:g}, momentum {c.momentum:g}, {c.steps:.1f} steps" if c else "not reached"
+            )
         return chosen
 
     def write_selection(self, sweep_dir: Path, grid, chosen: dict) -> None:
@@ -119,6 +121,7 @@ class TunedSweeper(Sweeper):
                     str(b): None if c is None else {"lr": c.lr, "momentum": c.momentum, "steps": c.steps}
                     for b, c in chosen.items()
                 },
-                "rule": "fewest steps to target among seed-0 runs that reached it; ties: higher val_acc, smaller lr",
+                "rule": "fewest steps to target (the crossing interpolated in log-steps) among seed-0 runs that "
+                "reached it; ties: higher val_acc, smaller lr",
             },
         )

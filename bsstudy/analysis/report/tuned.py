@@ -30,7 +30,7 @@ from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new
 from bsstudy.analysis.report.uncertainty import mean_ci, quantity_kind
 from bsstudy.runfolder import RunFolder, run_folders
 from bsstudy.streams import rng
-from bsstudy.train.tuned import Candidate, candidate_from_summary, select_best
+from bsstudy.train.tuned import Candidate, candidate_from_summary, select_best, steps_to_target
 
 BOOTSTRAP_SAMPLES = 1000
 MIN_SEEDS = 2  # seeds per B below which no interval, and so no recommendation, can be given
@@ -40,7 +40,7 @@ MIN_BATCH_SIZES = 3  # batch sizes with a selected lr needed to fit two paramete
 # --- the table ---------------------------------------------------------------------------------------
 
 
-def b_simple_at(run_dir: Path, steps: int | None) -> float:
+def b_simple_at(run_dir: Path, steps: float | None) -> float:
     """B_simple (the smoothed noise_scale column) of the last measurement at or before `steps` (the target
     crossing), else the first one after it; NaN without measurements."""
     path = RunFolder(run_dir).probe_dir("noise_scale") / "measurements.csv"
@@ -64,14 +64,15 @@ def run_row(run_dir: Path, summary: dict) -> dict:
         "momentum": candidate.momentum,
         "seed": summary.get("seed"),
         "reached": candidate.reached,
-        "steps": target.get("optimizer_steps") if candidate.reached else math.nan,
+        "steps": steps_to_target(target) if candidate.reached else math.nan,  # interpolated (target.py)
+        "check_steps": target.get("optimizer_steps") if candidate.reached else math.nan,
         "previous_check_steps": target.get("previous_check_steps") if candidate.reached else math.nan,
         "epochs": target.get("epochs") if candidate.reached else math.nan,
         "train_time_s": target.get("train_time_s") if candidate.reached else math.nan,
         "val_acc": target.get("val_acc") if candidate.reached else math.nan,
         "test_acc": target.get("test_acc") if candidate.reached else math.nan,
         "val_acc_target": target.get("val_acc_target"),
-        "b_simple": b_simple_at(run_dir, target.get("optimizer_steps")) if candidate.reached else math.nan,
+        "b_simple": b_simple_at(run_dir, steps_to_target(target)) if candidate.reached else math.nan,
     }
 
 
@@ -98,7 +99,7 @@ def grid_candidates(runs: pd.DataFrame, seed: int) -> list[Candidate]:
     grid = runs[runs.seed == seed]
     return [
         Candidate(int(r.batch_size), float(r.lr), float(r.momentum), bool(r.reached),
-                  None if not r.reached else int(r.steps), None if not r.reached else float(r.val_acc))
+                  None if not r.reached else float(r.steps), None if not r.reached else float(r.val_acc))
         for r in grid.itertuples()
     ]  # fmt: skip
 
@@ -466,9 +467,12 @@ def steps_to_target_section(sweep) -> Section | None:
     fit = study.fit
     text = [
         "Each batch size was trained at every lr of its grid (the grid seed) until the target validation accuracy "
-        "(checked within epochs on a geometric step schedule, bsstudy/train/target.py) or the budget; the lr with the "
-        "fewest steps to target was then run with the other seeds. Budgets compared: steps (the figure), epochs "
-        "(samples / training-set size) and training time on this machine (the table): a conclusion about one "
+        "(checked within epochs on a geometric step schedule and at epoch ends, bsstudy/train/target.py) or the "
+        "budget; steps to target are the crossing interpolated in log-steps between the last evaluation below the "
+        "target and the first at or above it (runs recorded before that: the step of the first at or above). "
+        "The lr with the fewest steps to target was then run with the other seeds. Budgets compared: steps (the "
+        "figure), epochs (samples / training-set size) and training time on this machine (the table): a conclusion "
+        "about one "
         "budget need not hold for another.",
         f"Fit S(B) = S_min (1 + B_crit/B): S_min = {fit.s_min:.4g} steps, B_crit = {fit.b_crit:.4g}"
         + (f" [{fit.low:.4g}, {fit.high:.4g}] (95% bootstrap over seeds)" if math.isfinite(fit.low) else "")
