@@ -98,6 +98,14 @@ class Sweep:
         (path / "probes" / "gradsum").mkdir(parents=True)
         (path / "probes" / "gradsum" / "fit.json").write_text(json.dumps(body))
 
+    def gradsum_stds(self, seed: int, std_norms: dict[str, dict[int, float]]):
+        """A gradsum run whose summary.csv has, per regime and B, the source's normalized std."""
+        path = self.run(1024, seed, gradsum={})
+        rows = [(r, b, s) for r, by_b in std_norms.items() for b, s in by_b.items()]
+        (path / "probes" / "gradsum").mkdir(parents=True)
+        text = "regime,batch_size,std_norm\n" + "".join(f"{r},{b},{s}\n" for r, b, s in rows)
+        (path / "probes" / "gradsum" / "summary.csv").write_text(text)
+
     def findings(self) -> dict[str, dict]:
         table = findings_table(read_sweep(self.path))
         assert list(table.frame.columns) == COLUMNS
@@ -415,3 +423,37 @@ def test_nothing_measured_says_so_and_still_states_each_rule(sweep):
         assert kind_of(findings[claim]["verdict"]) == NOT_MEASURED
         assert "MIN_SEEDS = 3" in findings[claim]["rule"]
     assert "MIN_SEEDS = 3" in CAPTION and "[0.4, 0.6]" in CAPTION
+
+
+STD_GROWS = "The normalized std of the gradient-sum norm grows with B"
+GRID = [1, 2, 4, 8, 16, 64, 256, 1024]
+
+
+def test_a_normalized_std_rising_with_b_in_every_regime_and_seed_is_supported(sweep):
+    for seed in range(3):  # std_norm ~ B^0.2 (a slope of 0.2 * ln 2 per doubling in log std), seed-level jitter
+        rise = {b: 0.01 * b**0.2 * (1 + 0.01 * seed) for b in GRID}
+        sweep.gradsum_stds(seed, {"2": rise, "30": rise})
+    row = sweep.findings()[STD_GROWS]
+    assert row["verdict"] == "supported", row
+    assert "epoch 2: slope 0.139" in row["effect [95% interval]"]  # 0.2 * ln 2 = 0.1386
+
+
+def test_a_flat_normalized_std_is_not_a_rise(sweep):
+    for seed in range(3):
+        jitter = {b: 0.01 * (1 + 0.001 * ((b * (seed + 1)) % 7)) for b in GRID}
+        sweep.gradsum_stds(seed, {"2": jitter})
+    assert sweep.findings()[STD_GROWS]["verdict"].startswith(("inconclusive", "not supported"))
+
+
+def test_a_normalized_std_falling_in_one_regime_is_not_supported(sweep):
+    for seed in range(3):
+        rise = {b: 0.01 * b**0.2 * (1 + 0.01 * seed) for b in GRID}
+        fall = {b: 0.01 * b**-0.2 * (1 + 0.01 * seed) for b in GRID}
+        sweep.gradsum_stds(seed, {"2": rise, "30": fall})
+    assert sweep.findings()[STD_GROWS]["verdict"].startswith("not supported")
+
+
+def test_the_normalized_std_of_two_seeds_is_too_few_seeds(sweep):
+    for seed in range(2):
+        sweep.gradsum_stds(seed, {"2": {b: 0.01 * b**0.2 for b in GRID}})
+    assert sweep.findings()[STD_GROWS]["verdict"].startswith("too few seeds")

@@ -683,6 +683,82 @@ def claim_sqrt_growth(sweep: Sweep) -> Finding:
     )
 
 
+# The normalized std of the gradient-sum norm: a trend in B per regime, by slope and rank over seeds
+
+STD_RULE = (
+    "per regime, each seed's least-squares slope of log std_norm against log2 B and its Spearman rho with B over "
+    "the gradsum grid (std_norm = std_B * mean_1024 / mean_B, as the source rescales it); 95% t-intervals over "
+    f"seeds (rho on the Fisher z scale): both above 0 supported, either below 0 not, else inconclusive; every "
+    f"regime; MIN_SEEDS = {MIN_SEEDS}"
+)
+
+
+def read_std_norms(sweep: Sweep) -> pd.DataFrame:
+    """Every finished run's probes/gradsum/summary.csv as rows (run, seed, regime, batch_size, std_norm)."""
+    frames = []
+    for run in sweep.runs[sweep.runs.status.isin(FINISHED)].itertuples():
+        path = sweep.probe_dir(run.run, "gradsum") / "summary.csv"
+        if not path.exists():
+            continue
+        try:
+            table = pd.read_csv(path)[["regime", "batch_size", "std_norm"]]
+        except Exception as err:  # one corrupt file must not stop the report
+            sweep.problem(run.run, "probes/gradsum/summary.csv", f"{type(err).__name__}: {err}")
+            continue
+        frames.append(table.assign(run=str(run.run), seed=float(run.seed)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def std_regime(rows: pd.DataFrame) -> Finding:
+    """The trend rule on one regime: per seed (runs of a seed averaged), slope and rank of log std_norm in B."""
+    table = rows.groupby(["seed", "batch_size"]).std_norm.mean().unstack("batch_size").dropna(axis=1)
+    batch_sizes = table.columns.to_numpy(dtype=float)
+    values = np.log(table.to_numpy(dtype=float))
+    n = len(table)
+    slopes = least_squares_slopes(np.log2(batch_sizes), values)
+    rhos = rank_correlations(batch_sizes, values)
+    slope, s_low, s_high, _ = mean_ci(slopes.tolist(), UNBOUNDED)
+    rho, r_low, r_high, _ = mean_ci(rhos.tolist(), CORRELATION)
+    effect = (
+        f"slope {fmt_interval(slope, s_low, s_high)} per doubling of B (log std_norm); "
+        f"rho {fmt_interval(rho, r_low, r_high)}"
+    )
+    per_seed = ", ".join(
+        f"seed {s:g}: slope {fmt(a)}, rho {fmt(r)}" for s, a, r in zip(table.index, slopes, rhos, strict=True)
+    )
+    if n < MIN_SEEDS:
+        return Finding(too_few(n), STD_RULE, per_seed, count(n, "seed"), effect)
+    if not np.isfinite(values).all():
+        return Finding(because(INCONCLUSIVE, "non-finite std_norm"), STD_RULE, per_seed, count(n, "seed"), effect)
+    if s_low > 0 and r_low > 0:
+        verdict = SUPPORTED
+    elif s_high < 0 or r_high < 0:
+        verdict = because(NOT_SUPPORTED, "it falls with B")
+    elif (s_low > 0) != (r_low > 0):
+        verdict = because(INCONCLUSIVE, "the slope and the rank test disagree")
+    else:
+        verdict = because(INCONCLUSIVE, "no trend resolved")
+    return Finding(verdict, STD_RULE, per_seed, count(n, "seed"), effect)
+
+
+def claim_std_grows(sweep: Sweep) -> Finding:
+    rows = read_std_norms(sweep)
+    if rows.empty:
+        return not_measured("needs probes=[gradsum] (e.g. experiment=gradsum)", STD_RULE)
+    parts = [
+        (f"epoch {regime}", std_regime(group)) for regime, group in sorted(rows.groupby("regime"), key=lambda g: g[0])
+    ]
+    n = min(len(group.seed.unique()) for _, group in rows.groupby("regime"))
+    return Finding(
+        conjunction(parts),
+        STD_RULE,
+        "; ".join(f"{label}: {p.evidence}" for label, p in parts),
+        count(n, "seed"),
+        "; ".join(f"{label}: {p.effect}" for label, p in parts),
+        "the gradsum protocol's sample budget per trial, at each regime's weights",
+    )
+
+
 # Sharpness: comparable training losses first, then the monotone rule on log sharpness
 
 
@@ -798,6 +874,7 @@ CLAIMS = [
         claim_smaller_steps,
     ),
     ("The gradient-sum norm grows like sqrt(B)", "Shen 2018", claim_sqrt_growth),
+    ("The normalized std of the gradient-sum norm grows with B", "Shen 2018", claim_std_grows),
     ("Large-batch minima are sharper", "Keskar et al. 2017", claim_sharper_minima),
 ]
 
