@@ -158,6 +158,25 @@ def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return runs[keep]
 
 
+def seed_counts(sweep_dir: str | Path) -> tuple[tuple[int, int] | None, tuple[int, int] | None, str] | None:
+    """The seeds behind the report's comparisons, for its header: ((fewest, most) seeds per selected condition
+    or None when no B has a selection, the same for the grid's other conditions or None, the condition's name:
+    "(B, lr)", or "(B, lr, momentum)" when momentum varies); None for a sweep that is no tuned study."""
+    runs = tuned_runs(sweep_dir)
+    if runs.empty:
+        return None
+    key = ["batch_size", "lr", "momentum"]
+    chosen = selected_runs(runs, per_batch_table(runs, grid_seed(sweep_dir, runs)))
+    rest = runs.drop(index=chosen.index)
+
+    def fewest_most(frame):
+        counts = frame.groupby(key).seed.nunique()
+        return (int(counts.min()), int(counts.max())) if len(counts) else None
+
+    condition = "(B, lr, momentum)" if runs.momentum.nunique() > 1 else "(B, lr)"
+    return fewest_most(chosen), fewest_most(rest), condition
+
+
 # --- the fit S(B) = S_min (1 + B_crit / B) -----------------------------------------------------------
 
 
@@ -376,6 +395,12 @@ def recommendation_lines(study: TunedStudy) -> list[str]:
 # --- the report section ------------------------------------------------------------------------------
 
 
+def legend(ax) -> None:
+    """The axes' legend, when something on them has a label (a study where no B reached the target has none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
 def steps_figure(study: TunedStudy) -> Figure:
     """Steps to target vs B (log-log): the selected lrs' means with 95% intervals, perfect scaling from the
     smallest B, the fitted S(B), B_crit with its interval, and B_simple at the target crossing."""
@@ -388,6 +413,8 @@ def steps_figure(study: TunedStudy) -> Figure:
         errorbar(ax, table.batch_size, table, "steps", "black", "steps to target (selected lr)")
         b0, s0 = float(table.batch_size.iloc[0]), float(table.steps_mean.iloc[0])
         ax.plot(table.batch_size, s0 * b0 / table.batch_size, color="grey", linestyle="--", label="perfect scaling")
+    else:
+        ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", va="center")
     fit = study.fit
     if math.isfinite(fit.b_crit):
         grid = np.geomspace(study.table.batch_size.min(), study.table.batch_size.max(), 100)
@@ -404,7 +431,7 @@ def steps_figure(study: TunedStudy) -> Figure:
                    label=f"median B_simple {float(np.median(b_simple)):.3g}")  # fmt: skip
     ax.set(xlabel="batch size B", ylabel="optimizer steps to target (log)",
            title=f"steps to val accuracy {study.target:g}" if study.target else "steps to target")  # fmt: skip
-    ax.legend()
+    legend(ax)
     caption = (
         "Optimizer steps to the target validation accuracy at each batch size's selected lr (mean over seeds, "
         "95% t-interval); dashed: perfect scaling from the smallest B (steps x B constant); red: S(B) = S_min "
@@ -434,7 +461,7 @@ def lr_figure(study: TunedStudy) -> Figure:
         ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
         ax.plot(b, lr0 * np.sqrt(b / b0), ":", color="tab:green", label="square-root rule lr ~ sqrt(B)")
     ax.set(xlabel="batch size B", ylabel="learning rate (log)", title="best lr vs batch size")
-    ax.legend()
+    legend(ax)
     caption = (
         "The lr with the fewest steps to target per batch size (grid seed, validation only), with the lr grid in "
         "grey and the linear and square-root scaling rules through the smallest B's best lr. A circled point is "
