@@ -312,3 +312,60 @@ def test_also_varied_sorts_numbers_as_numbers():
                                     "optim.lr=12.8"]  # fmt: skip
     two = ["a=10, b=x", "a=9, b=y", "a=9, b=10", "a=9, b=2"]
     assert sorted_variants(two) == ["a=9, b=2", "a=9, b=10", "a=9, b=y", "a=10, b=x"]
+
+
+def test_cannot_tell_comes_with_the_overrides_that_would_decide_it():
+    from bsstudy.analysis.report.tuned import Settings
+
+    settings = Settings(batch_sizes=(16, 64), lr_factors=(1.0, 2.0), seeds=(0, 1), max_epochs=2, best_val_acc=0.486)
+    one_seed = constructed_runs(lambda b: noisy_steps(b, 1, 0.02, 3), seeds=(0,))
+    table = per_batch_table(one_seed, seed=0)
+    fit = critical_batch(selected_runs(one_seed, table))
+    assert largest_useful_batch(fit, table, settings).next_step == "hydra.sweeper.seeds=[0,1,2,3,4]"
+    assert fastest_batch(table, settings)[0].next_step == "hydra.sweeper.seeds=[0,1,2,3,4]"
+    edge = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 4), best=0.2)
+    _, best = fastest_batch(per_batch_table(edge, seed=0), settings)
+    assert lr_for(best, 2.0, settings).next_step == "hydra.sweeper.lr_factors=[1,2,4]"  # one more beyond the top
+    two = critical_batch(selected_runs(one_seed[one_seed.batch_size <= 64], table[table.batch_size <= 64]))
+    assert largest_useful_batch(two, table[table.batch_size <= 64], settings).next_step == (
+        "hydra.sweeper.batch_sizes=[16,64,256]"
+    )
+    nothing = per_batch_table(one_seed.assign(reached=False), seed=0)
+    assert fastest_batch(nothing, settings)[0].next_step == (
+        "trainer.stop_at.val_acc=0.45 (in a new hydra.sweep.dir), or trainer.max_epochs=4"
+    )
+    told = largest_useful_batch(
+        critical_batch(
+            selected_runs(
+                constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2)),
+                per_batch_table(constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2)), 0),
+            )
+        )
+    )
+    assert told.told and told.next_step == ""
+
+
+def test_a_small_studys_recommendation_is_a_short_line_per_point_each_with_its_next_step():
+    from bsstudy.analysis.report.tuned import Settings, TunedStudy, recommendation_lines
+
+    settings = Settings(batch_sizes=(16, 64), lr_factors=(1.0, 2.0), seeds=(0, 1, 2), max_epochs=2, target=0.3)
+    runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.3, 5), best=0.2).query("batch_size <= 64")
+    table = per_batch_table(runs, seed=0)
+    fit = critical_batch(selected_runs(runs, table))
+    fastest, best = fastest_batch(table, settings)
+    answers = [largest_useful_batch(fit, table, settings), fastest, lr_for(best, 2.0, settings)]
+    lines = recommendation_lines(TunedStudy(runs, table, fit, answers, 0.3, "/sweeps/tuned", settings))
+    points = [line for line in lines if line.startswith("- ")]
+    assert len(points) == 3 and all(len(line) < 200 and "Next: hydra.sweeper." in line for line in points)
+    assert "Rests on" not in " ".join(points)  # a cannot-tell line names its next step, not its data
+    assert lines[-1].startswith(
+        "Next steps are overrides of the study's own command with hydra.sweep.dir=/sweeps/tuned"
+    )
+    nothing = per_batch_table(runs.assign(reached=False), seed=0)
+    unreached = Settings(max_epochs=2, best_val_acc=0.486)
+    study = TunedStudy(runs, nothing, fit, [fastest_batch(nothing, unreached)[0]], 0.99, "/s", unreached)
+    lines = recommendation_lines(study)
+    assert (
+        len(lines) == 3
+        and "No batch size reached val accuracy 0.99 (the best val accuracy any run saw: 0.486)" in (lines[1])
+    )
