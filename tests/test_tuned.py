@@ -369,3 +369,19 @@ def test_a_small_studys_recommendation_is_a_short_line_per_point_each_with_its_n
         len(lines) == 3
         and "No batch size reached val accuracy 0.99 (the best val accuracy any run saw: 0.486)" in (lines[1])
     )
+
+
+def test_the_report_headers_also_varied_list_sorts_lrs_as_numbers(tmp_path):
+    import yaml
+    from test_report import write_run
+
+    from bsstudy.analysis.report.build import intro, read_runs
+
+    for job, lr in enumerate([0.8, 1.6, 12.8, 3.2, 6.4]):
+        write_run(tmp_path / str(job), 64, 0, [0.1, 0.5])
+        config_path = tmp_path / str(job) / ".hydra" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["optim"]["lr"] = lr
+        config_path.write_text(yaml.safe_dump(config))
+    header = intro(read_runs(tmp_path))[0]
+    assert "Also varied: optim.lr=0.8; optim.lr=1.6; optim.lr=3.2; optim.lr=6.4; optim.lr=12.8." in header
