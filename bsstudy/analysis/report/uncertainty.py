@@ -132,7 +132,7 @@ def selected_seed_caveat(selected: tuple[int, int] | None, others: tuple[int, in
         rest = f"; the grid's other lrs: {count_text(*others)} seed{'s' * (others[1] > 1)} each"
         rest += " (they only select the lr: no interval)" if others[1] < 2 else ""
     if selected is None:
-        grid = f"; the grid: {count_text(*others)} seed(s) per {condition}" if others else ""
+        grid = f"; the grid: {count_text(*others)} seed{'s' * (others[1] > 1)} per {condition}" if others else ""
         return (
             f"Nothing selected (no batch size reached the target){grid}: no interval can be given, and differences "
             "smaller than the seed-to-seed spread cannot be read from this report."
