@@ -231,3 +231,162 @@ def test_b_crit_cannot_be_told_when_a_fitted_batch_size_has_its_best_lr_at_the_g
     table.loc[table.batch_size == table.batch_size.max(), "edge"] = "at the lowest lr"
     answer = largest_useful_batch(fit, table)
     assert not answer.told and "edge of its grid" in answer.answer and "at the lowest lr" in answer.answer
+
+
+# --- the study's messages and the report's header (issue #25) ----------------------------------------
+
+
+def not_reached(b, lr, acc):
+    return Candidate(b, lr, 0.0, False, None, None, acc)
+
+
+def test_a_grid_that_does_not_reach_the_target_says_the_best_accuracy_its_lr_and_what_to_change():
+    from bsstudy.train.tuned import not_reached_warning
+
+    grid = [not_reached(16, 0.025, 0.41), not_reached(16, 0.05, 0.486)]
+    text = not_reached_warning(16, grid, 0.99, "trainer.max_epochs=1")
+    assert "reached val_acc 0.99" in text and "best val_acc 0.486 at lr 0.05, the grid's highest lr" in text
+    assert "trainer.stop_at.val_acc" in text and "trainer.max_epochs=1" in text and "hydra.sweeper.lr_factors" in text
+    inside = not_reached_warning(16, [*grid, not_reached(16, 0.1, 0.3)], 0.99, "trainer.max_epochs=1")
+    assert "at its edge" not in inside and "highest lr" not in inside
+    diverged = not_reached_warning(16, [Candidate(16, 0.1, 0.0, False, None, None)], 0.9, "the budget")
+    assert "no validation accuracy recorded" in diverged
+
+
+def test_the_line_before_phase_two_gives_each_unreached_batch_sizes_best_accuracy():
+    from bsstudy.train.tuned import phase_two_summary
+
+    reached = Candidate(64, 0.2, 0.0, True, 300, 0.9, 0.91)
+    line = phase_two_summary({16: None, 64: reached}, [not_reached(16, 0.05, 0.486), reached], 0.9, [1, 2])
+    assert line.startswith("tuned study, phase 2: 2 runs") and "B=16 (best val_acc 0.486 at lr 0.05)" in line
+    assert "B=64" not in line and "trainer.stop_at.val_acc" in line
+    assert phase_two_summary({64: reached}, [reached], 0.9, [1]).endswith("seeds [1])")
+
+
+def test_a_candidate_keeps_the_best_validation_accuracy_of_a_run_that_did_not_reach_the_target():
+    from bsstudy.train.tuned import candidate_from_summary
+
+    summary = {"batch_size": 16, "lr": 0.05, "status": "completed", "best": {"val_acc": 0.486},
+               "target": {"reached": False, "val_acc_target": 0.99}}  # fmt: skip
+    assert candidate_from_summary(summary).best_val_acc == 0.486 and not candidate_from_summary(summary).reached
+
+
+def test_the_figures_of_a_study_where_nothing_reached_the_target_draw_without_a_legend_warning():
+    import warnings
+
+    from bsstudy.analysis.report.tuned import CriticalBatch, TunedStudy, lr_figure, steps_figure
+
+    runs = constructed_runs(lambda b: [100.0], seeds=(0,))
+    runs["reached"] = False
+    table = per_batch_table(runs, seed=0)
+    fit = CriticalBatch(math.nan, math.nan, math.nan, math.nan, (), 0, "none reached")
+    study = TunedStudy(runs, table, fit, [], 0.99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found" would raise here
+        assert steps_figure(study).png and lr_figure(study).png
+
+
+def test_the_header_counts_the_seeds_of_the_selected_conditions_and_of_the_grids_other_lrs():
+    from bsstudy.analysis.report.uncertainty import selected_seed_caveat
+
+    text = selected_seed_caveat((3, 3), (1, 1), "(B, lr)")
+    assert text.startswith("Means over 3 seeds per selected (B, lr)") and "the grid's other lrs: 1 seed each" in text
+    assert "One seed per condition" not in text
+    assert selected_seed_caveat((2, 3), None, "(B, lr)").startswith("Means over 2-3 seeds per selected (B, lr)")
+    assert "no interval" in selected_seed_caveat((1, 1), (1, 1), "(B, lr)")
+    assert selected_seed_caveat(None, (1, 1), "(B, lr)").startswith("Nothing selected")
+
+
+def test_seed_counts_of_a_tuned_sweep_folder(tmp_path):
+    from bsstudy.analysis.report.tuned import seed_counts
+
+    for i, r in enumerate(constructed_runs(lambda b: [100.0, 110.0, 90.0]).itertuples()):
+        target = {"reached": True, "optimizer_steps": int(r.steps), "val_acc": 0.86, "val_acc_target": 0.85}
+        summary = {"batch_size": r.batch_size, "lr": r.lr, "momentum": 0.0, "seed": r.seed, "status": "completed",
+                   "target": target}  # fmt: skip
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "summary.json").write_text(json.dumps(summary))
+    assert seed_counts(tmp_path) == ((3, 3), (1, 1), "(B, lr)")
+
+
+def test_also_varied_sorts_numbers_as_numbers():
+    from bsstudy.analysis.report.runs import sorted_variants
+
+    lrs = ["optim.lr=0.8", "optim.lr=1.6", "optim.lr=12.8", "optim.lr=3.2", "optim.lr=6.4", "optim.lr=0.8", ""]
+    assert sorted_variants(lrs) == ["", "optim.lr=0.8", "optim.lr=1.6", "optim.lr=3.2", "optim.lr=6.4",
+                                    "optim.lr=12.8"]  # fmt: skip
+    two = ["a=10, b=x", "a=9, b=y", "a=9, b=10", "a=9, b=2"]
+    assert sorted_variants(two) == ["a=9, b=2", "a=9, b=10", "a=9, b=y", "a=10, b=x"]
+
+
+def test_cannot_tell_comes_with_the_overrides_that_would_decide_it():
+    from bsstudy.analysis.report.tuned import Settings
+
+    settings = Settings(batch_sizes=(16, 64), lr_factors=(1.0, 2.0), seeds=(0, 1), max_epochs=2, best_val_acc=0.486)
+    one_seed = constructed_runs(lambda b: noisy_steps(b, 1, 0.02, 3), seeds=(0,))
+    table = per_batch_table(one_seed, seed=0)
+    fit = critical_batch(selected_runs(one_seed, table))
+    assert largest_useful_batch(fit, table, settings).next_step == "hydra.sweeper.seeds=[0,1,2,3,4]"
+    assert fastest_batch(table, settings)[0].next_step == "hydra.sweeper.seeds=[0,1,2,3,4]"
+    edge = constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 4), best=0.2)
+    _, best = fastest_batch(per_batch_table(edge, seed=0), settings)
+    assert lr_for(best, 2.0, settings).next_step == "hydra.sweeper.lr_factors=[1,2,4]"  # one more beyond the top
+    two = critical_batch(selected_runs(one_seed[one_seed.batch_size <= 64], table[table.batch_size <= 64]))
+    assert largest_useful_batch(two, table[table.batch_size <= 64], settings).next_step == (
+        "hydra.sweeper.batch_sizes=[16,64,256]"
+    )
+    nothing = per_batch_table(one_seed.assign(reached=False), seed=0)
+    assert fastest_batch(nothing, settings)[0].next_step == (
+        "trainer.stop_at.val_acc=0.45 (in a new hydra.sweep.dir), or trainer.max_epochs=4"
+    )
+    told = largest_useful_batch(
+        critical_batch(
+            selected_runs(
+                constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2)),
+                per_batch_table(constructed_runs(lambda b: noisy_steps(b, 3, 0.02, 2)), 0),
+            )
+        )
+    )
+    assert told.told and told.next_step == ""
+
+
+def test_a_small_studys_recommendation_is_a_short_line_per_point_each_with_its_next_step():
+    from bsstudy.analysis.report.tuned import Settings, TunedStudy, recommendation_lines
+
+    settings = Settings(batch_sizes=(16, 64), lr_factors=(1.0, 2.0), seeds=(0, 1, 2), max_epochs=2, target=0.3)
+    runs = constructed_runs(lambda b: noisy_steps(b, 3, 0.3, 5), best=0.2).query("batch_size <= 64")
+    table = per_batch_table(runs, seed=0)
+    fit = critical_batch(selected_runs(runs, table))
+    fastest, best = fastest_batch(table, settings)
+    answers = [largest_useful_batch(fit, table, settings), fastest, lr_for(best, 2.0, settings)]
+    lines = recommendation_lines(TunedStudy(runs, table, fit, answers, 0.3, "/sweeps/tuned", settings))
+    points = [line for line in lines if line.startswith("- ")]
+    assert len(points) == 3 and all(len(line) < 200 and "Next: hydra.sweeper." in line for line in points)
+    assert "Rests on" not in " ".join(points)  # a cannot-tell line names its next step, not its data
+    assert lines[-1].startswith(
+        "Next steps are overrides of the study's own command with hydra.sweep.dir=/sweeps/tuned"
+    )
+    nothing = per_batch_table(runs.assign(reached=False), seed=0)
+    unreached = Settings(max_epochs=2, best_val_acc=0.486)
+    study = TunedStudy(runs, nothing, fit, [fastest_batch(nothing, unreached)[0]], 0.99, "/s", unreached)
+    lines = recommendation_lines(study)
+    assert (
+        len(lines) == 3
+        and "No batch size reached val accuracy 0.99 (the best val accuracy any run saw: 0.486)" in (lines[1])
+    )
+
+
+def test_the_report_headers_also_varied_list_sorts_lrs_as_numbers(tmp_path):
+    import yaml
+    from test_report import write_run
+
+    from bsstudy.analysis.report.build import intro, read_runs
+
+    for job, lr in enumerate([0.8, 1.6, 12.8, 3.2, 6.4]):
+        write_run(tmp_path / str(job), 64, 0, [0.1, 0.5])
+        config_path = tmp_path / str(job) / ".hydra" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["optim"]["lr"] = lr
+        config_path.write_text(yaml.safe_dump(config))
+    header = intro(read_runs(tmp_path))[0]
+    assert "Also varied: optim.lr=0.8; optim.lr=1.6; optim.lr=3.2; optim.lr=6.4; optim.lr=12.8." in header

@@ -2,8 +2,8 @@
 (experiment=tuned). Prints the recommendation of bsstudy/analysis/report/tuned.py: the largest batch size before
 diminishing returns (B_crit of S(B) = S_min (1 + B_crit / B), with its bootstrap interval), the batch size with
 the least training time to the target on the machine that ran the study, and the lr to use with it; each with
-the data it rests on, or "cannot tell" and why. Exit code 1 when the folder holds no tuned study, 2 when it is
-no folder (one line each, no traceback).
+the data it rests on, or "cannot tell", why, and the next step (the overrides that would decide it). Exit
+code 1 when the folder holds no tuned study, 2 when it is no folder (one line each, no traceback).
 """
 
 from __future__ import annotations

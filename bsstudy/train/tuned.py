@@ -21,6 +21,7 @@ is one `python -m bsstudy -m experiment=tuned` command); this module holds what 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bsstudy import ConfigError, is_positive_int
@@ -36,6 +37,7 @@ class Candidate:
     reached: bool
     steps: float | None  # optimizer steps to target: the crossing interpolated in log-steps (target.py)
     val_acc: float | None  # at that check
+    best_val_acc: float | None = None  # the highest validation accuracy the run saw (reached or not)
 
 
 def lr_text(lr: float) -> str:
@@ -74,6 +76,7 @@ def candidate_from_summary(summary: dict) -> Candidate:
     """A Candidate from a run's summary.json (a failed or diverged run has not reached the target)."""
     target = summary.get("target") or {}
     reached = bool(target.get("reached")) and summary.get("status") == "completed"
+    seen = [v for v in ((summary.get("best") or {}).get("val_acc"), target.get("val_acc")) if is_number(v)]
     return Candidate(
         batch_size=int(summary["batch_size"]),
         lr=float(summary["lr"]),
@@ -81,6 +84,7 @@ def candidate_from_summary(summary: dict) -> Candidate:
         reached=reached,
         steps=steps_to_target(target) if reached else None,
         val_acc=target.get("val_acc") if reached else None,
+        best_val_acc=max(seen) if seen else None,
     )
 
 
@@ -89,6 +93,10 @@ def steps_to_target(target: dict) -> float | None:
     interpolated) the step of the first check at or above the target."""
     steps = target.get("steps_interpolated")
     return steps if steps is not None else target.get("optimizer_steps")
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def select_best(candidates: list[Candidate]) -> Candidate | None:
@@ -104,3 +112,64 @@ def select_best(candidates: list[Candidate]) -> Candidate | None:
     if not reached:
         return None
     return min(reached, key=lambda c: (c.steps, -c.val_acc, c.lr))
+
+
+# --- what the sweeper says when the target is not reached -------------------------------------------
+
+
+def best_attempt(candidates: list[Candidate]) -> Candidate | None:
+    """The run with the highest validation accuracy seen (ties: the smaller lr); None when no run has one."""
+    seen = [c for c in candidates if c.best_val_acc is not None]
+    return max(seen, key=lambda c: (c.best_val_acc, -c.lr)) if seen else None
+
+
+def best_text(candidates: list[Candidate]) -> str:
+    """ "best val_acc 0.457 at lr 0.05" (with the momentum when the grid has several), or why there is none."""
+    best = best_attempt(candidates)
+    if best is None:
+        return "no validation accuracy recorded (failed or diverged runs)"
+    momentum = f", momentum {best.momentum:g}" if len({c.momentum for c in candidates}) > 1 else ""
+    return f"best val_acc {best.best_val_acc:.3g} at lr {best.lr:g}{momentum}"
+
+
+def not_reached_warning(batch_size: int, candidates: list[Candidate], target: float, budget: str) -> str:
+    """The sweeper's warning when no run of the first B's grid reached the target: the best accuracy reached (and
+    at which lr), and the setting to change. `budget` names the runs' budget, e.g. "trainer.max_epochs=30".
+
+    E.g. "B=16: no run of its lr grid (lr 0.1-0.2) reached val_acc 0.85 (best val_acc 0.64 at lr 0.2, the grid's
+    highest lr). ... Change one of: trainer.stop_at.val_acc (...), the budget (now trainer.max_epochs=1), or ..."
+    """
+    lrs = sorted({c.lr for c in candidates})
+    best = best_attempt(candidates)
+    edge = ""
+    if best is not None and len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]):
+        edge = ", the grid's lowest lr" if best.lr == lrs[0] else ", the grid's highest lr"
+    span = f"lr {lrs[0]:g}-{lrs[-1]:g}" if len(lrs) > 1 else f"lr {lrs[0]:g}"
+    reachable = f" (a target below {best.best_val_acc:.3g} is reachable)" if best is not None else ""
+    grid = " (hydra.sweeper.lr_factors / base_lr: the best lr is at its edge)" if edge else ""
+    grid = grid or " (hydra.sweeper.lr_factors)"
+    return (
+        f"B={batch_size}: no run of its lr grid ({span}) reached val_acc {target:g} ({best_text(candidates)}{edge}). "
+        "The other batch sizes will likely end the same way, each run training to its budget. Change one of: "
+        f"trainer.stop_at.val_acc{reachable}, the budget (now {budget}), or the lr grid{grid}. "
+        "Stop (Ctrl-C) and rerun with the change."
+    )
+
+
+def phase_two_summary(chosen: dict, candidates: list[Candidate], target: float | None, seeds) -> str:
+    """The sweeper's line before phase 2: its runs, and each B that has none with the best accuracy it reached.
+
+    E.g. "tuned study, phase 2: 0 runs (each B's selected lr, seeds [1]); not reached val_acc 0.85: B=16 (best
+    val_acc 0.61 at lr 0.1): lower trainer.stop_at.val_acc, or ..."
+    """
+    runs = sum(len(seeds) for c in chosen.values() if c is not None)
+    line = f"tuned study, phase 2: {runs} runs (each B's selected lr, seeds {list(seeds)})"
+    missing = [b for b, c in chosen.items() if c is None]
+    if not missing:
+        return line
+    each = ", ".join(f"B={b} ({best_text([c for c in candidates if c.batch_size == b])})" for b in missing)
+    goal = f" val_acc {target:g}" if target is not None else ""
+    return (
+        f"{line}; not reached{goal}: {each}: lower trainer.stop_at.val_acc, or raise trainer.max_epochs / "
+        "trainer.stop_at.max_steps, or move the lr grid (hydra.sweeper.lr_factors)"
+    )

@@ -11,6 +11,9 @@ Resuming: the same command with `hydra.sweep.dir=<dir>` launches the same jobs w
 job finds its folder by its overrides (bsstudy/runfolder/identity.py: job_subdir) and, as the preset sets
 resume=true, a completed run returns its summary without training and a killed one continues from its last
 checkpoint. Phase 2 is chosen again from the phase-1 summaries, which give the same choice.
+The first B's grid is launched alone: when none of its runs reaches the target, one warning says so at
+once, with the best validation accuracy reached (and its lr) and the setting to change, instead of after
+every B has trained to its budget; the line before phase 2 gives each unreached B's best accuracy.
 Selection rules: bsstudy/train/tuned.py. `<sweep>/tuned_selection.json` records the grid and each B's choice.
 """
 
@@ -28,10 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from bsstudy import ConfigError, usage_errors_exit
 from bsstudy.runfolder import RunFolder, write_json
 from bsstudy.train.tuned import (
+    best_text,
     candidate_from_summary,
     check_grid,
     job_overrides,
     lr_grid,
+    not_reached_warning,
+    phase_two_summary,
     select_best,
 )
 
@@ -84,8 +90,14 @@ class TunedSweeper(Sweeper):
         ]
         first = [[*arguments, *job_overrides(b, lr, m, self.seeds[0])] for b, lr, m in grid]
         log.info("tuned study, phase 1: %d runs (batch sizes x lr grid x momenta)", len(first))
-        phase_one = self.launcher.launch(first, initial_job_idx=0)
-        chosen = self.select(phase_one)
+        # the first B's grid alone, so a target that it does not reach is said before the other B train in vain
+        lead = sum(1 for b, _, _ in grid if b == self.batch_sizes[0])
+        phase_one = list(self.launcher.launch(first[:lead], initial_job_idx=0))
+        self.warn_if_not_reached(self.candidates(phase_one), self.batch_sizes[0])
+        if lead < len(first):
+            phase_one += list(self.launcher.launch(first[lead:], initial_job_idx=lead))
+        candidates = self.candidates(phase_one)
+        chosen = self.select(candidates)
         second = [
             [*arguments, *job_overrides(c.batch_size, c.lr, c.momentum, seed)]
             for c in chosen.values()
@@ -93,21 +105,44 @@ class TunedSweeper(Sweeper):
             for seed in self.seeds[1:]
         ]
         self.write_selection(sweep_dir, grid, chosen)
-        log.info("tuned study, phase 2: %d runs (each B's selected lr, seeds %s)", len(second), self.seeds[1:])
+        log.info("%s", phase_two_summary(chosen, candidates, self.target(), self.seeds[1:]))
         phase_two = self.launcher.launch(second, initial_job_idx=len(first)) if second else []
         return [phase_one, phase_two]
 
-    def select(self, results) -> dict:
-        """{B: the selected Candidate, or None when no run of B reached the target} from the phase-1 runs."""
-        candidates = []
+    def target(self) -> float | None:
+        return OmegaConf.select(self.config, "trainer.stop_at.val_acc", default=None)
+
+    def budget(self) -> str:
+        """The runs' budget as set: "trainer.max_epochs=30, trainer.stop_at.max_steps=10000"."""
+        keys = ("trainer.max_epochs", "trainer.stop_at.max_steps")
+        return ", ".join(f"{k}={v}" for k in keys if (v := OmegaConf.select(self.config, k, default=None)) is not None)
+
+    def warn_if_not_reached(self, candidates: list, batch_size: int) -> None:
+        """One warning when no run of `batch_size`'s grid reached the target: the best accuracy and what to change."""
+        mine = [c for c in candidates if c.batch_size == batch_size]
+        target = self.target()
+        if mine and target is not None and select_best(mine) is None:
+            log.warning("%s", not_reached_warning(batch_size, mine, target, self.budget() or "the budget"))
+
+    @staticmethod
+    def candidates(results) -> list:
+        """The Candidates of the phase-1 runs that left a summary."""
+        found = []
         for result in results:
             summary = RunFolder(result.hydra_cfg.hydra.runtime.output_dir).summary(strict=False)
             if summary is not None and "batch_size" in summary:
-                candidates.append(candidate_from_summary(summary))
+                found.append(candidate_from_summary(summary))
+        return found
+
+    def select(self, candidates: list) -> dict:
+        """{B: the selected Candidate, or None when no run of B reached the target} from the phase-1 runs."""
         chosen = {b: select_best([c for c in candidates if c.batch_size == b]) for b in self.batch_sizes}
         for b, c in chosen.items():
+            best = best_text([x for x in candidates if x.batch_size == b])
             log.info(
-                "B=%d: %s", b, f"lr {c.lr:g}, momentum {c.momentum:g}, {c.steps:.1f} steps" if c else "not reached"
+                "B=%d: %s",
+                b,
+                f"lr {c.lr:g}, momentum {c.momentum:g}, {c.steps:.1f} steps" if c else f"not reached ({best})",
             )
         return chosen
 

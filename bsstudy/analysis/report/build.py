@@ -21,8 +21,8 @@ from bsstudy.analysis.report import budgets, cost, training, tuned
 from bsstudy.analysis.report.document import Section, write_documents
 from bsstudy.analysis.report.findings import findings_section
 from bsstudy.analysis.report.probes import probe_sections
-from bsstudy.analysis.report.runs import Sweep, read_sweep
-from bsstudy.analysis.report.uncertainty import seed_caveat
+from bsstudy.analysis.report.runs import Sweep, read_sweep, sorted_variants
+from bsstudy.analysis.report.uncertainty import seed_caveat, selected_seed_caveat
 from bsstudy.runfolder import MANIFEST, NotWritten, replace_atomically, write_table, written_whole
 
 
@@ -50,16 +50,25 @@ def report_sections(sweep: Sweep, target_acc: float | None = None) -> list[Secti
     return [*first, findings, training.runs_section(sweep), *(s for s in drawn if s is not None)]
 
 
+def header_seed_caveat(sweep: Sweep) -> str:
+    """The header's seed line: for a tuned study, the seeds of the selected (B, lr) and of the grid's other lrs
+    (what the report compares); else the fewest seeds behind any (variant, B)."""
+    counts = tuned.seed_counts(sweep.path)
+    if counts is not None:
+        return selected_seed_caveat(*counts)
+    return seed_caveat(seeds_per_condition(sweep))
+
+
 def intro(sweep: Sweep) -> list[str]:
     runs = sweep.runs
     datasets = ", ".join(sorted(runs.dataset.dropna().astype(str).unique())) or "unknown"
-    variants = [v for v in sorted(runs.variant.unique()) if v]
+    variants = [v for v in sorted_variants(runs.variant) if v]
     return [
         f"Sweep: {sweep.path.resolve()}. Data: {datasets}. Batch sizes: "
         f"{', '.join(f'{b:g}' for b in sweep.batch_sizes)}. Seeds: "
         f"{', '.join(str(s) for s in sorted(runs.seed.dropna().unique()))}."
         + (f" Also varied: {'; '.join(variants)}." if variants else ""),
-        seed_caveat(seeds_per_condition(sweep)),
+        header_seed_caveat(sweep),
         "Accuracies are fractions in [0, 1], measured after each epoch on the whole training, validation (when "
         "data.val_size > 0) and test sets. "
         "Batch-size axes are logarithmic, and each batch size has the same colour in every figure.",

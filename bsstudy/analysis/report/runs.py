@@ -9,6 +9,7 @@ training, or killed); one whose summary.json cannot be parsed is `unreadable`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -210,6 +211,29 @@ def variants(configs: dict[str, dict]) -> dict[str, str]:
         and len({json.dumps(c.get(k), default=str) for c in configs.values()}) > 1
     ]
     return {run: ", ".join(f"{k}={c.get(k)}" for k in varying) for run, c in configs.items()}
+
+
+def variant_order(variant: str) -> tuple:
+    """A sort key for a variant ("k=v, ..."): by key, then numbers as numbers (0.8 < 3.2 < 12.8), and a number
+    before a text value of the same key.
+
+    >>> sorted(["optim.lr=12.8", "optim.lr=3.2", "optim.lr=0.8"], key=variant_order)
+    ['optim.lr=0.8', 'optim.lr=3.2', 'optim.lr=12.8']
+    """
+    key = []
+    for part in variant.split(", ") if variant else []:
+        name, _, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        key.append((name, 0, number, "") if math.isfinite(number) else (name, 1, 0.0, value))
+    return tuple(key)
+
+
+def sorted_variants(values) -> list[str]:
+    """The distinct variants of `values`, in variant_order (the empty variant first)."""
+    return sorted(set(values), key=variant_order)
 
 
 def read_sweep(path: str | Path, summaries: dict[str, dict] | None = None) -> Sweep:

@@ -15,6 +15,7 @@ its seeds, and refits (the 2.5 and 97.5 percentiles of B_crit over BOOTSTRAP_SAM
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -23,14 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from bsstudy.analysis.report.document import Figure, Section, Table
 from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
-from bsstudy.analysis.report.uncertainty import mean_ci, quantity_kind
+from bsstudy.analysis.report.uncertainty import count_text, mean_ci, quantity_kind
 from bsstudy.runfolder import RunFolder, run_folders
 from bsstudy.streams import rng
-from bsstudy.train.tuned import Candidate, candidate_from_summary, select_best, steps_to_target
+from bsstudy.train.tuned import Candidate, best_attempt, candidate_from_summary, select_best, steps_to_target
 
 BOOTSTRAP_SAMPLES = 1000
 MIN_SEEDS = 2  # seeds per B below which no interval, and so no recommendation, can be given
@@ -159,6 +161,25 @@ def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return runs[keep]
 
 
+def seed_counts(sweep_dir: str | Path) -> tuple[tuple[int, int] | None, tuple[int, int] | None, str] | None:
+    """The seeds behind the report's comparisons, for its header: ((fewest, most) seeds per selected condition
+    or None when no B has a selection, the same for the grid's other conditions or None, the condition's name:
+    "(B, lr)", or "(B, lr, momentum)" when momentum varies); None for a sweep that is no tuned study."""
+    runs = tuned_runs(sweep_dir)
+    if runs.empty:
+        return None
+    key = ["batch_size", "lr", "momentum"]
+    chosen = selected_runs(runs, per_batch_table(runs, grid_seed(sweep_dir, runs)))
+    rest = runs.drop(index=chosen.index)
+
+    def fewest_most(frame):
+        counts = frame.groupby(key).seed.nunique()
+        return (int(counts.min()), int(counts.max())) if len(counts) else None
+
+    condition = "(B, lr, momentum)" if runs.momentum.nunique() > 1 else "(B, lr)"
+    return fewest_most(chosen), fewest_most(rest), condition
+
+
 # --- the fit S(B) = S_min (1 + B_crit / B) -----------------------------------------------------------
 
 
@@ -246,59 +267,169 @@ def critical_batch(selected: pd.DataFrame) -> CriticalBatch:
 
 @dataclass(frozen=True)
 class Answer:
-    """One line of the recommendation: the question, the answer (or "cannot tell: <why>") and its data."""
+    """One line of the recommendation: the question, the answer (or "cannot tell: <why>") and its data; `label`
+    the question in a few words, `next_step` the overrides that would decide a "cannot tell" (empty otherwise)."""
 
     question: str
     answer: str
     rests_on: str
+    label: str = ""
+    next_step: str = ""
 
     @property
     def told(self) -> bool:
         return not self.answer.startswith("cannot tell")
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the study ran with, for the next steps' overrides: hydra.sweeper.* and trainer.max_epochs of its
+    multirun.yaml (else what its runs show), and the best validation accuracy any run saw."""
+
+    batch_sizes: tuple[int, ...] = ()
+    lr_factors: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    max_epochs: int | None = None
+    target: float | None = None
+    best_val_acc: float | None = None
+
+
+def study_settings(sweep_dir: str | Path, runs: pd.DataFrame) -> Settings:
+    """Settings of the study in `sweep_dir` (multirun.yaml, written by the sweeper), with the runs' own batch sizes
+    and seeds where it cannot be read."""
+    config = None
+    with contextlib.suppress(Exception):  # missing or unreadable: the runs say what they can
+        config = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
+
+    def select(key, default):
+        value = OmegaConf.select(config, key, default=None) if config is not None else None
+        return default if value is None else value
+
+    best = best_attempt(
+        [candidate_from_summary(s) for f in run_folders(Path(sweep_dir))
+         if (s := RunFolder(f).summary(strict=False)) is not None and "batch_size" in s]
+    )  # fmt: skip
+    targets = runs.val_acc_target.dropna().unique() if "val_acc_target" in runs else []
+    return Settings(
+        batch_sizes=tuple(int(b) for b in select("hydra.sweeper.batch_sizes", sorted(runs.batch_size.unique()))),
+        lr_factors=tuple(float(f) for f in select("hydra.sweeper.lr_factors", [])),
+        seeds=tuple(int(s) for s in select("hydra.sweeper.seeds", sorted(runs.seed.dropna().unique())) or [0]),
+        max_epochs=select("trainer.max_epochs", None),
+        target=float(targets[0]) if len(targets) else None,
+        best_val_acc=None if best is None else best.best_val_acc,
+    )
+
+
+def number_list(values) -> str:
+    """[0.125,0.25,1]: a list as an override writes it (no spaces, so the shell keeps it one word)."""
+    return "[" + ",".join(f"{v:g}" for v in values) + "]"
+
+
+def more_seeds(settings: Settings) -> str:
+    """hydra.sweeper.seeds with seeds added up to 5 (or 2 more when there are already 5)."""
+    seeds, n = list(settings.seeds), max(5, len(settings.seeds) + 2)
+    extra = (s for s in range(10**6) if s not in seeds)
+    return f"hydra.sweeper.seeds={number_list(seeds + [next(extra) for _ in range(n - len(seeds))])}"
+
+
+def wider_grid(settings: Settings, edges: str) -> str:
+    """hydra.sweeper.lr_factors with one more factor beyond each edge named in `edges` ("lowest", "highest")."""
+    factors = sorted(settings.lr_factors)
+    if not factors:
+        return f"hydra.sweeper.lr_factors=[...] reaching beyond the grid's {edges} lr"
+    ratio = factors[1] / factors[0] if len(factors) > 1 else 2.0
+    lower = [factors[0] / ratio] if "lowest" in edges else []
+    higher = [factors[-1] * ratio] if "highest" in edges else []
+    return f"hydra.sweeper.lr_factors={number_list(lower + factors + higher)}"
+
+
+def more_batch_sizes(settings: Settings, smaller: bool = False, larger: bool = True) -> str:
+    """hydra.sweeper.batch_sizes with one more B, 4x beyond the smallest and/or the largest."""
+    sizes = sorted(settings.batch_sizes)
+    if not sizes:
+        return "hydra.sweeper.batch_sizes=[...] with more batch sizes"
+    low = [max(1, sizes[0] // 4)] if smaller and sizes[0] > 1 else []
+    return f"hydra.sweeper.batch_sizes={number_list(low + sizes + ([sizes[-1] * 4] if larger else []))}"
+
+
+def reach_target(settings: Settings) -> str:
+    """What makes the target reachable: a lower target (below the best val_acc seen), or a longer budget."""
+    if settings.best_val_acc is not None and math.isfinite(settings.best_val_acc):
+        lower = f"trainer.stop_at.val_acc={math.floor(settings.best_val_acc * 20) / 20:g}"
+    else:
+        lower = "a lower trainer.stop_at.val_acc"
+    longer = (
+        f"trainer.max_epochs={2 * int(settings.max_epochs)}" if settings.max_epochs else "a larger trainer.max_epochs"
+    )
+    return f"{lower} (in a new hydra.sweep.dir), or {longer}"
+
+
+def edges_of(edge_texts) -> str:
+    """'lowest', 'highest' or 'lowest and highest' from table.edge texts ("at the lowest lr", ...)."""
+    named = [e for e in ("lowest", "highest") if any(e in t for t in edge_texts)]
+    return " and ".join(named) or "lowest and highest"
+
+
 def interval_text(mean: float, low: float, high: float, unit: str = "") -> str:
     return f"{mean:.3g}{unit} [{low:.3g}, {high:.3g}]" if math.isfinite(low) else f"{mean:.3g}{unit} (no interval)"
 
 
-def largest_useful_batch(fit: CriticalBatch, table: pd.DataFrame | None = None) -> Answer:
+def largest_useful_batch(
+    fit: CriticalBatch, table: pd.DataFrame | None = None, settings: Settings | None = None
+) -> Answer:
     """B_crit with its interval; cannot tell when the fit has no bend inside the data or when a fitted B's best lr
     is at the edge of its grid (its steps to target may be those of a mistuned lr, which moves the bend)."""
+    settings = settings or Settings(batch_sizes=tuple(fit.batch_sizes))
     question = "Largest batch size before diminishing returns (B_crit of S(B) = S_min (1 + B_crit/B))"
+    label = "Largest useful B (B_crit)"
     rests_on = (
         f"steps to target at the selected lr of B = {', '.join(map(str, fit.batch_sizes)) or 'none'}, "
         f"{fit.seeds_per_b} seed(s) each; 95% bootstrap interval over seeds"
     )
     estimate = f" (point estimate {fit.b_crit:.3g})" if math.isfinite(fit.b_crit) else ""
     if fit.why_not:
-        return Answer(question, f"cannot tell: {fit.why_not}{estimate}", rests_on)
+        unreached = table is not None and (table.edge.str.startswith("not reached")).any()
+        if fit.why_not.startswith("only"):
+            step = reach_target(settings) if unreached else more_batch_sizes(settings)
+            return Answer(question, f"cannot tell: {fit.why_not}", rests_on, label, step)
+        if fit.why_not.startswith("too few seeds"):
+            return Answer(question, f"cannot tell: {fit.why_not}{estimate}", rests_on, label, more_seeds(settings))
+        sizes = fit.batch_sizes
+        smaller = math.isfinite(fit.low) and bool(sizes) and fit.low < sizes[0]
+        larger = not (math.isfinite(fit.high) and bool(sizes) and fit.high <= sizes[-1])
+        step = f"{more_batch_sizes(settings, smaller, larger)} {more_seeds(settings)}"
+        return Answer(question, f"cannot tell: {fit.why_not}{estimate}", rests_on, label, step)
     if table is not None and len(at_edge := table[table.batch_size.isin(fit.batch_sizes) & (table.edge != "")]):
         named = ", ".join(f"B={int(r.batch_size)} {r.edge}" for r in at_edge.itertuples())
         return Answer(question, f"cannot tell: the fit uses an lr at the edge of its grid ({named}); widen the "
-                      f"grid{estimate}", rests_on)  # fmt: skip
+                      f"grid{estimate}", rests_on, label, wider_grid(settings, edges_of(at_edge.edge)))  # fmt: skip
     return Answer(
         question,
         f"B_crit = {interval_text(fit.b_crit, fit.low, fit.high)}: up to about this B, doubling the batch nearly "
         "halves the steps; beyond it, the steps fall by less and samples are wasted",
         rests_on,
+        label,
     )
 
 
-def fastest_batch(table: pd.DataFrame) -> tuple[Answer, pd.Series | None]:
+def fastest_batch(table: pd.DataFrame, settings: Settings | None = None) -> tuple[Answer, pd.Series | None]:
     """The B with the least mean training time to target; cannot tell with too few seeds, with an edge optimum,
     or when another B's interval overlaps its (then the tied ones are named)."""
+    settings = settings or Settings(batch_sizes=tuple(int(b) for b in table.batch_size))
     question = "Batch size with the least wall time to target on this machine (training time, evaluation excluded)"
+    label = "Fastest B (training time to target)"
     rows = table.dropna(subset=["train_time_s_mean"]) if "train_time_s_mean" in table else table.iloc[0:0]
     if rows.empty:
-        return Answer(question, "cannot tell: no batch size reached the target", "no run reached it"), None
+        return Answer(question, "cannot tell: no batch size reached the target", "no run reached it", label,
+                      reach_target(settings)), None  # fmt: skip
     best = rows.loc[rows.train_time_s_mean.idxmin()]
     rests_on = (
         f"training time to target at the selected lr of B = {', '.join(str(int(b)) for b in rows.batch_size)}, "
-        f"{int(rows.seeds_reached.min())}-{int(rows.seeds_reached.max())} seeds each; 95% t-intervals"
+        f"{count_text(int(rows.seeds_reached.min()), int(rows.seeds_reached.max()))} seeds each; 95% t-intervals"
     )
     if best.seeds_reached < MIN_SEEDS:
         return Answer(question, f"cannot tell: too few seeds at B={int(best.batch_size)} ({int(best.seeds_reached)})",
-                      rests_on), best  # fmt: skip
+                      rests_on, label, more_seeds(settings)), best  # fmt: skip
     tied = [
         int(r.batch_size)
         for r in rows.itertuples()
@@ -311,26 +442,31 @@ def fastest_batch(table: pd.DataFrame) -> tuple[Answer, pd.Series | None]:
             f"cannot tell: B={int(best.batch_size)} ({time_text}) is fastest on average but its interval overlaps "
             f"that of B = {', '.join(map(str, tied))}",
             rests_on,
+            label,
+            more_seeds(settings),
         ), best
     if best.edge:
         return Answer(question, f"cannot tell: B={int(best.batch_size)} is fastest ({time_text}) but its best lr "
-                      f"is {best.edge} of its grid; widen the grid", rests_on), best  # fmt: skip
-    return Answer(question, f"B = {int(best.batch_size)}: {time_text} to target", rests_on), best
+                      f"is {best.edge} of its grid; widen the grid", rests_on, label,
+                      wider_grid(settings, edges_of([best.edge]))), best  # fmt: skip
+    return Answer(question, f"B = {int(best.batch_size)}: {time_text} to target", rests_on, label), best
 
 
-def lr_for(best: pd.Series | None, grid_ratio: float) -> Answer:
+def lr_for(best: pd.Series | None, grid_ratio: float, settings: Settings | None = None) -> Answer:
     """The selected lr of the fastest B; its interval is the grid's resolution (the neighbouring grid points)."""
-    question = "Learning rate to use with it"
+    settings = settings or Settings()
+    question, label = "Learning rate to use with it", "Its lr"
     if best is None or not math.isfinite(best.best_lr):
-        return Answer(question, "cannot tell: no batch size was selected", "no run reached the target")
+        return Answer(question, "cannot tell: no batch size was selected", "no run reached the target", label,
+                      reach_target(settings))  # fmt: skip
     rests_on = f"the lr grid of B={int(best.batch_size)} (factor {grid_ratio:.3g} between neighbours), grid seed only"
     lr = best.best_lr
     if best.edge:
         return Answer(question, f"cannot tell: lr {lr:.3g} is {best.edge} of the grid; the best may lie beyond it",
-                      rests_on)  # fmt: skip
+                      rests_on, label, wider_grid(settings, edges_of([best.edge])))  # fmt: skip
     momentum = f", momentum {best.momentum:g}" if best.momentum else ""
     return Answer(question, f"lr = {lr:.3g} (between {lr / grid_ratio:.3g} and {lr * grid_ratio:.3g}){momentum}",
-                  rests_on)  # fmt: skip
+                  rests_on, label)  # fmt: skip
 
 
 def grid_ratio(runs: pd.DataFrame) -> float:
@@ -350,6 +486,8 @@ class TunedStudy:
     fit: CriticalBatch
     answers: list[Answer]
     target: float | None
+    sweep: str = ""  # the study's folder (hydra.sweep.dir), for the next steps' command
+    settings: Settings = Settings()
 
 
 def analyse(sweep_dir: str | Path) -> TunedStudy | None:
@@ -357,24 +495,47 @@ def analyse(sweep_dir: str | Path) -> TunedStudy | None:
     runs = tuned_runs(sweep_dir)
     if runs.empty:
         return None
+    settings = study_settings(sweep_dir, runs)
     table = per_batch_table(runs, grid_seed(sweep_dir, runs))
     fit = critical_batch(selected_runs(runs, table))
-    fastest, best = fastest_batch(table)
-    answers = [largest_useful_batch(fit, table), fastest, lr_for(best, grid_ratio(runs))]
-    targets = runs.val_acc_target.dropna().unique()
-    return TunedStudy(runs, table, fit, answers, float(targets[0]) if len(targets) else None)
+    fastest, best = fastest_batch(table, settings)
+    answers = [largest_useful_batch(fit, table, settings), fastest, lr_for(best, grid_ratio(runs), settings)]
+    return TunedStudy(runs, table, fit, answers, settings.target, str(sweep_dir), settings)
 
 
 def recommendation_lines(study: TunedStudy) -> list[str]:
-    """The recommendation as plain lines: question, answer, and what it rests on."""
+    """The recommendation as short lines: per question the answer and what it rests on, or "cannot tell", why,
+    and the next step (the overrides that would decide it); one line when no batch size reached the target."""
     target = f"val accuracy {study.target:g}" if study.target is not None else "the target"
-    lines = [f"Recommendation (target: {target}; selection on validation, test accuracy only reported):"]
+    lines = [f"Recommendation (target: {target}; selected on validation, test accuracy only reported):"]
+    rerun = (
+        f"Next steps are overrides of the study's own command with hydra.sweep.dir={study.sweep or '<the sweep>'}: "
+        "its finished runs are skipped."
+    )
+    if "best_lr" not in study.table or study.table.best_lr.isna().all():
+        best = study.settings.best_val_acc
+        seen = f" (the best val accuracy any run saw: {best:.3g})" if best is not None else ""
+        lines.append(f"- No batch size reached {target}{seen}: nothing to recommend. Next: "
+                     f"{reach_target(study.settings)}.")  # fmt: skip
+        return [*lines, rerun]
     for a in study.answers:
-        lines.append(f"- {a.question}: {a.answer}. Rests on: {a.rests_on}.")
+        label = a.label or a.question
+        if a.told:
+            lines.append(f"- {label}: {a.answer}. Rests on: {a.rests_on}.")
+        else:
+            lines.append(f"- {label}: {a.answer}." + (f" Next: {a.next_step}." if a.next_step else ""))
+    if any(a.next_step for a in study.answers):
+        lines.append(rerun)
     return lines
 
 
 # --- the report section ------------------------------------------------------------------------------
+
+
+def legend(ax) -> None:
+    """The axes' legend, when something on them has a label (a study where no B reached the target has none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def steps_figure(study: TunedStudy) -> Figure:
@@ -389,6 +550,8 @@ def steps_figure(study: TunedStudy) -> Figure:
         errorbar(ax, table.batch_size, table, "steps", "black", "steps to target (selected lr)")
         b0, s0 = float(table.batch_size.iloc[0]), float(table.steps_mean.iloc[0])
         ax.plot(table.batch_size, s0 * b0 / table.batch_size, color="grey", linestyle="--", label="perfect scaling")
+    else:
+        ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", va="center")
     fit = study.fit
     if math.isfinite(fit.b_crit):
         grid = np.geomspace(study.table.batch_size.min(), study.table.batch_size.max(), 100)
@@ -405,7 +568,7 @@ def steps_figure(study: TunedStudy) -> Figure:
                    label=f"median B_simple {float(np.median(b_simple)):.3g}")  # fmt: skip
     ax.set(xlabel="batch size B", ylabel="optimizer steps to target (log)",
            title=f"steps to val accuracy {study.target:g}" if study.target else "steps to target")  # fmt: skip
-    ax.legend()
+    legend(ax)
     caption = (
         "Optimizer steps to the target validation accuracy at each batch size's selected lr (mean over seeds, "
         "95% t-interval); dashed: perfect scaling from the smallest B (steps x B constant); red: S(B) = S_min "
@@ -435,7 +598,7 @@ def lr_figure(study: TunedStudy) -> Figure:
         ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
         ax.plot(b, lr0 * np.sqrt(b / b0), ":", color="tab:green", label="square-root rule lr ~ sqrt(B)")
     ax.set(xlabel="batch size B", ylabel="learning rate (log)", title="best lr vs batch size")
-    ax.legend()
+    legend(ax)
     caption = (
         "The lr with the fewest steps to target per batch size (grid seed, validation only), with the lr grid in "
         "grey and the linear and square-root scaling rules through the smallest B's best lr. A circled point is "

@@ -113,3 +113,38 @@ def seed_caveat(seeds_per_condition: int) -> str:
         "One seed per condition: no interval can be given, and differences smaller than the seed-to-seed "
         "spread (unknown here; run e.g. seed=0,1,2) cannot be read from this report."
     )
+
+
+def count_text(fewest: int, most: int) -> str:
+    """ "3" or "2-3": a count that may differ between conditions."""
+    return f"{fewest}" if fewest == most else f"{fewest}-{most}"
+
+
+def selected_seed_caveat(selected: tuple[int, int] | None, others: tuple[int, int] | None, condition: str) -> str:
+    """seed_caveat for a study that selects: `selected` = (fewest, most) seeds per selected `condition` (e.g.
+    "(B, lr)"), None when nothing was selected; `others` the same for the conditions that only took part in the
+    selection (the grid's other lrs), None when there are none.
+
+    >>> selected_seed_caveat((3, 3), (1, 1), "(B, lr)")[:74]
+    "Means over 3 seeds per selected (B, lr), 95% t-intervals; the grid's other"
+    """
+    rest = ""
+    if others:
+        rest = f"; the grid's other lrs: {count_text(*others)} seed{'s' * (others[1] > 1)} each"
+        rest += " (they only select the lr: no interval)" if others[1] < 2 else ""
+    if selected is None:
+        grid = f"; the grid: {count_text(*others)} seed{'s' * (others[1] > 1)} per {condition}" if others else ""
+        return (
+            f"Nothing selected (no batch size reached the target){grid}: no interval can be given, and differences "
+            "smaller than the seed-to-seed spread cannot be read from this report."
+        )
+    if selected[0] >= 2:
+        return (
+            f"Means over {count_text(*selected)} seeds per selected {condition}, 95% t-intervals{rest}. A difference "
+            f"whose intervals overlap is not resolved by this sweep. {INTERVAL_METHOD}"
+        )
+    return (
+        f"{count_text(*selected)} seed(s) per selected {condition}{rest}: where a condition has one seed no interval "
+        "can be given, and differences smaller than the seed-to-seed spread cannot be read (run more seeds, e.g. "
+        "hydra.sweeper.seeds=[0,1,2])."
+    )
