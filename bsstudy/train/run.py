@@ -37,20 +37,21 @@ from bsstudy.train.probe import TrainEnd, build_probe, measure_at_train_end
 from bsstudy.train.signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.train.stopping import stop_at_callbacks, stopped
 from bsstudy.train.target import target_callbacks
-from bsstudy.train.wandb_files import log_run_files
+from bsstudy.train.wandb_files import log_run_files, wandb_group
 
 log = logging.getLogger(__name__)
 FAILED_JOBS: list[str] = []  # "<run folder>: <error>" of this process's sweep jobs that raised (cli() reports them)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group."""
+    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group: logger.wandb.group, else
+    named by the sweep folder (wandb_files.wandb_group: multirun/<date>/<time> -> <date>/<time>)."""
     loggers = []
     for name, logger_cfg in cfg.logger.items():
         if name == "wandb":
             hydra_cfg = HydraConfig.get()
             sweep = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else str(run_dir)
-            logger = instantiate(logger_cfg, group=logger_cfg.group or sweep, name=run_dir.name)
+            logger = instantiate(logger_cfg, group=logger_cfg.group or wandb_group(sweep), name=run_dir.name)
         else:
             logger = instantiate(logger_cfg)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
