@@ -337,7 +337,8 @@ def test_sigterm_during_an_end_of_training_probe_interrupts_within_seconds_and_r
     import bsstudy.measures.objective as objective
     from bsstudy.train.signals import STOP
 
-    overrides = [*ONE, f"probes=[{probe}]", *FINAL_PROBES[probe], f"probes.{probe}.chunk_size=128"]
+    # weight_norm: a per-epoch probe beside it, whose summary the resume keeps
+    overrides = [*ONE, f"probes=[weight_norm,{probe}]", *FINAL_PROBES[probe], f"probes.{probe}.chunk_size=128"]
     if probe == "interpolation":
         train(compose_run(tmp_path / "other", ONE))
         overrides.append(f"probes.interpolation.other={tmp_path / 'other'}")
@@ -367,6 +368,7 @@ def test_sigterm_during_an_end_of_training_probe_interrupts_within_seconds_and_r
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
     assert f"during the end-of-training probes ({probe})" in summary["error"]
     assert not (run / "probes" / probe / FINAL_FILES[probe]).exists()
+    assert list(summary["probes"]) == ["weight_norm"]
     metrics = (run / "metrics.csv").read_text()
 
     resumed = train(compose_run(run, [*overrides, "resume=true"]))
@@ -374,4 +376,5 @@ def test_sigterm_during_an_end_of_training_probe_interrupts_within_seconds_and_r
     assert (run / "metrics.csv").read_text() == metrics  # not trained again
     assert resumed["probes"][probe]["train_loss"] == pytest.approx(summary["final"]["train_loss"], rel=1e-4)
     assert (run / "probes" / probe / FINAL_FILES[probe]).exists()
+    assert resumed["probes"]["weight_norm"] == summary["probes"]["weight_norm"]
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"

@@ -169,6 +169,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         if not train_end.reached:  # resumed after its training ended (its final-weights probes were interrupted)
             train_end.reached = True  # an interruption from here on is one during the end-of-training probes
             measure_at_train_end(trainer, module, probes_by_name)
+            earlier = (RunFolder(run_dir).summary() or {}).get("probes") or {}  # what the interrupted start measured
+            for name, probe in probes_by_name.items():
+                probe.summary = probe.summary or earlier.get(name, {})
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started) | resumed
         summary |= stopped(trainer, module.diverged, summary["final"])
@@ -182,6 +185,8 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started) | resumed
         during = [n for n, p in probes_by_name.items() if p.measures_at_train_end] if train_end.reached else []
         summary["error"] = interruption_message(err, summary["epochs_completed"], during)
+        if during:  # the probes that measured before it (the resume that measures the others keeps these)
+            summary["probes"] = {name: probe.summary for name, probe in probes_by_name.items() if probe.summary}
         if rank_zero_only.rank == 0:
             write_json(summary_path, summary)
         log.error("%s: %s", run_dir, summary["error"])
