@@ -314,3 +314,67 @@ def test_an_exit_that_no_signal_caused_is_not_reported_as_one():
     assert interrupting_signal(KeyboardInterrupt()) == signal.SIGINT
     assert interrupting_signal(SystemExit(-1)) is None  # e.g. submitit exiting after it requeued a timed-out job
     assert RunInterrupted(signal.SIGTERM).code == 143 and RunInterrupted(signal.SIGINT).code == 130
+
+
+# --- a stop signal during the end-of-training probes (issue 25) ----------------------------------------------------
+
+FINAL_PROBES = {  # small settings; probes.<name>.chunk_size=128: several chunks per evaluation
+    "sharpness": ["probes.sharpness.eps=[0.001]", "probes.sharpness.iterations=3", "probes.sharpness.subspace_dim=4",
+                  "probes.sharpness.random_samples=2"],
+    "landscape": ["probes.landscape.points=3", "probes.landscape.curve_points=3", "probes.landscape.plot=false"],
+    "hessian": ["probes.hessian.ncv=5", "probes.hessian.max_hvps=50", "probes.hessian.trace_max_samples=3",
+                "probes.hessian.trace_min_samples=2"],
+    "interpolation": ["probes.interpolation.points=3"],
+}  # fmt: skip
+FINAL_FILES = {"sharpness": "sharpness.json", "landscape": "landscape.npz", "hessian": "hessian.json",
+               "interpolation": "interpolation.csv"}  # fmt: skip
+
+
+@pytest.mark.parametrize("probe", sorted(FINAL_PROBES))
+def test_sigterm_during_an_end_of_training_probe_interrupts_within_seconds_and_resume_measures_again(
+    tmp_path, monkeypatch, probe
+):
+    import bsstudy.measures.objective as objective
+    from bsstudy.train.signals import STOP
+
+    # weight_norm: a per-epoch probe beside it, whose summary the resume keeps
+    overrides = [*ONE, f"probes=[weight_norm,{probe}]", *FINAL_PROBES[probe], f"probes.{probe}.chunk_size=128"]
+    if probe == "interpolation":
+        train(compose_run(tmp_path / "other", ONE))
+        overrides.append(f"probes.interpolation.other={tmp_path / 'other'}")
+    run = tmp_path / "run"
+    chunks, signalled = objective.SubsetLoss.chunks, []
+
+    def slow_chunks(self):  # the scheduler's SIGTERM at the probe's second chunk; every later chunk takes 1 s
+        for n, chunk in enumerate(chunks(self)):
+            if n == 1 and not signalled:
+                signalled.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif signalled:
+                time.sleep(1.0)
+            yield chunk
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(objective.SubsetLoss, "chunks", slow_chunks)
+            with pytest.raises(SystemExit) as exit_:
+                train(compose_run(run, overrides))
+        waited = time.monotonic() - signalled[0]
+    finally:
+        STOP.signum = None  # the process goes on to the resume (a CLI run would have exited)
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert waited < 3, f"the {probe} probe went on {waited:.1f} s after SIGTERM"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+    assert f"during the end-of-training probes ({probe})" in summary["error"]
+    assert not (run / "probes" / probe / FINAL_FILES[probe]).exists()
+    assert list(summary["probes"]) == ["weight_norm"]
+    metrics = (run / "metrics.csv").read_text()
+
+    resumed = train(compose_run(run, [*overrides, "resume=true"]))
+    assert resumed["status"] == "completed" and resumed["resumed"] is True and resumed["epochs_completed"] == 1
+    assert (run / "metrics.csv").read_text() == metrics  # not trained again
+    assert resumed["probes"][probe]["train_loss"] == pytest.approx(summary["final"]["train_loss"], rel=1e-4)
+    assert (run / "probes" / probe / FINAL_FILES[probe]).exists()
+    assert resumed["probes"]["weight_norm"] == summary["probes"]["weight_norm"]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"

@@ -27,6 +27,7 @@ from bsstudy.analysis.report.__main__ import main as report_main
 from bsstudy.analysis.report.check import check_images, chromium, screenshot
 from bsstudy.analysis.report.figures import errorbar, log_scale, new_figure, to_png
 from bsstudy.analysis.report.findings import INCONCLUSIVE, NOT_MEASURED, SUPPORTED, TOO_FEW_SEEDS, kind_of
+from bsstudy.analysis.report.runs import read_sweep
 from bsstudy.analysis.report.uncertainty import (
     FRACTION,
     INTERVAL_METHOD,
@@ -36,10 +37,10 @@ from bsstudy.analysis.report.uncertainty import (
     quantity_kind,
     summarize,
 )
-from bsstudy.analysis.report.wandb_report import wandb_report
+from bsstudy.analysis.report.wandb_report import build_wandb_report, push_payload, wandb_report, wandb_settings
 from bsstudy.runfolder import is_whole
 from bsstudy.train.run import best_on_validation
-from bsstudy.train.wandb_files import log_run_files
+from bsstudy.train.wandb_files import log_run_files, wandb_group
 
 from conftest import run_cli
 
@@ -178,7 +179,7 @@ def test_offline_wandb_report_is_saved_as_json_with_sync_commands(cli_sweep, mon
     result = wandb_report(cli_sweep)
     assert not result["online"]
     payload = json.loads(Path(result["json"]).read_text())
-    assert payload["group"] == "sweep"  # run.py's group: hydra.sweep.dir as configured
+    assert payload["group"] == "sweep"  # run.py's group: named by the sweep folder (hydra.sweep.dir=sweep)
     grids = [b for b in payload["spec"]["blocks"] if b["type"] == "panel-grid"]
     runset = grids[0]["metadata"]["runSets"][0]
     assert runset["grouping"] == [{"name": "data.value.batch_size", "section": "config"}]
@@ -191,6 +192,72 @@ def test_offline_wandb_report_is_saved_as_json_with_sync_commands(cli_sweep, mon
     assert any("Larger batches reach lower test accuracy" in m for m in markdown)
     assert len(payload["offline_runs"]) == len(BATCH_SIZES) * len(SEEDS)
     assert result["sync"][0].startswith("wandb sync ") and "offline-run-" in result["sync"][0]
+
+
+def media_panel_keys(payload: dict) -> list[str]:
+    """The W&B keys the report's MediaBrowser panels show."""
+    grids = [b for b in payload["spec"]["blocks"] if b["type"] == "panel-grid"]
+    panels = [p for g in grids for p in g["metadata"]["panelBankSectionConfig"]["panels"]]
+    return [k for p in panels if p["viewType"] == "Media Browser" for k in p["config"].get("mediaKeys", [])]
+
+
+def test_the_wandb_reports_image_panels_name_the_keys_the_runs_log_their_images_under(cli_sweep, tmp_path):
+    from PIL import Image
+
+    sweep = shutil.copytree(cli_sweep, tmp_path / "sweep", ignore=shutil.ignore_patterns("report", "wandb"))
+    for run in ("0", "1", "2", "3"):  # a probe image in every run, as the landscape probe draws one
+        (sweep / run / "probes" / "landscape").mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(sweep / run / "probes" / "landscape" / "landscape.png")
+
+    class Recorder:  # what log_run_files sends to the W&B run
+        def log(self, media):
+            self.images = sorted(k for k, v in media.items() if type(v).__name__ == "Image")
+
+    recorder = Recorder()
+    log_run_files(recorder, sweep / "0")
+    payload = push_payload(build_wandb_report(read_sweep(sweep), "", "bsstudy", "sweep", online=False))
+    assert media_panel_keys(payload) == recorder.images == ["files/landscape/landscape"]
+    # without images, no image panels (a sweep's own figures are in report.html, which nothing logs)
+    assert media_panel_keys(push_payload(build_wandb_report(read_sweep(cli_sweep), "", "bsstudy", "s", False))) == []
+
+
+def test_the_wandb_group_is_named_by_the_sweep_not_by_its_path_on_the_machine(cli_sweep, tmp_path):
+    assert wandb_group("/scratch/me/multirun/2026-12-08/04-30-00-123456") == "2026-12-08/04-30-00-123456"
+    assert wandb_group("multirun/2026-12-08/04-30-00") == "2026-12-08/04-30-00"
+    assert wandb_group("/home/me/outputs/2026-12-08/04-30-00") == "2026-12-08/04-30-00"  # a single run
+    assert wandb_group("/scratch/me/bs_sweep") == wandb_group("bs_sweep") == "bs_sweep"
+    # the report finds the group the runs logged to: Hydra's default folder, moved to another machine
+    sweep = shutil.copytree(cli_sweep, tmp_path / "elsewhere" / "multirun" / "2026-12-08" / "04-30-00",
+                            ignore=shutil.ignore_patterns("report", "wandb"))  # fmt: skip
+    for hydra_file in sweep.glob("*/.hydra/hydra.yaml"):
+        text = hydra_file.read_text().replace("dir: sweep\n", "dir: multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}\n")
+        hydra_file.write_text(text)
+    assert wandb_settings(read_sweep(sweep))[2] == "2026-12-08/04-30-00"
+    for hydra_file in sweep.glob("*/.hydra/config.yaml"):  # logger.wandb.group, when set, is the group
+        hydra_file.write_text(hydra_file.read_text().replace("group: null", "group: my-study"))
+    assert wandb_settings(read_sweep(sweep))[2] == "my-study"
+
+
+def test_wandb_runs_of_a_sweep_are_grouped_by_the_sweep_folders_name(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.loggers import WandbLogger
+    from omegaconf import read_write
+
+    from bsstudy.train.run import build_loggers
+
+    from conftest import compose_run
+
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: None)  # no W&B run is started
+    cfg = compose_run(tmp_path / "0", ["data=synthetic", "logger=wandb"])
+    with read_write(HydraConfig.get()):  # as Hydra sets it for a sweep's job
+        HydraConfig.get().mode = RunMode.MULTIRUN
+        HydraConfig.get().sweep.dir = str(tmp_path / "multirun" / "2026-12-08" / "04-30-00")
+    wandb = next(logger for logger in build_loggers(cfg, tmp_path / "0") if isinstance(logger, WandbLogger))
+    assert wandb._wandb_init["group"] == "2026-12-08/04-30-00" and wandb._wandb_init["name"] == "0"
+    cfg.logger.wandb.group = "my-study"
+    wandb = next(logger for logger in build_loggers(cfg, tmp_path / "0") if isinstance(logger, WandbLogger))
+    assert wandb._wandb_init["group"] == "my-study"
 
 
 def test_broken_runs_are_listed_and_the_rest_still_renders(cli_sweep, tmp_path):

@@ -17,11 +17,17 @@ here, under the one convention `model.geometry_bn` (recorded as `geometry_bn` in
   statistics. Keskar et al.'s code is reported (issue 13) to have evaluated with batch statistics.
 
 Networks without batch norm record geometry_bn = "none": both conventions are the same function.
+
+Stopping: a SubsetLoss given `check` calls it before every chunk of every evaluation (loss, gradient,
+Hessian-vector product), so a long measurement (thousands of evaluations) can be abandoned within one
+chunk's time: the caller's `check` raises (the run's stop request, bsstudy/train/signals.py) and the
+exception leaves the measurement, scipy's optimizer and ARPACK included. Nothing here knows what it raises.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,14 +113,25 @@ class FlatModel:
 
 class SubsetLoss:
     """f(theta) = mean NLL of `model` on (x, y), with its gradient and Hessian-vector products, `chunk_size`
-    samples per forward pass (all of them in one pass under the "batch" batch-norm convention)."""
+    samples per forward pass (all of them in one pass under the "batch" batch-norm convention). `check`, if
+    given, is called before every chunk and may raise to abandon the evaluation (see the module docstring)."""
 
-    def __init__(self, model: FlatModel, x: torch.Tensor, y: torch.Tensor, chunk_size: int):
+    def __init__(
+        self,
+        model: FlatModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        chunk_size: int,
+        check: Callable[[], None] | None = None,
+    ):
         self.model, self.x, self.y = model, x, y
         self.chunk_size = len(y) if model.geometry_bn == "batch" else chunk_size
+        self.check = check
 
     def chunks(self):
         for start in range(0, len(self.y), self.chunk_size):
+            if self.check is not None:
+                self.check()
             yield self.x[start : start + self.chunk_size], self.y[start : start + self.chunk_size]
 
     def chunk_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -155,17 +172,26 @@ class SubsetLoss:
         return product
 
 
-def subset_loss(net: nn.Module, data, split: str, size: int | None, seed: int, chunk_size: int) -> SubsetLoss:
-    """The loss of `net` on the seeded subset of `size` samples of data's `split` ("train" or "test")."""
+def subset_loss(
+    net: nn.Module,
+    data,
+    split: str,
+    size: int | None,
+    seed: int,
+    chunk_size: int,
+    check: Callable[[], None] | None = None,
+) -> SubsetLoss:
+    """The loss of `net` on the seeded subset of `size` samples of data's `split` ("train" or "test"); `check`:
+    called before every chunk (SubsetLoss)."""
     x, y = seeded_subset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), size, seed, split)
-    return SubsetLoss(FlatModel(net), x, y, chunk_size)
+    return SubsetLoss(FlatModel(net), x, y, chunk_size, check)
 
 
-def measured_point(net: nn.Module, data, chunk_size: int) -> dict[str, float]:
+def measured_point(net: nn.Module, data, chunk_size: int, check: Callable[[], None] | None = None) -> dict[str, float]:
     """Where a geometry measure stands, on the whole training set: the full-pass training loss f(theta)
     (as metrics.csv's train_loss) and the gradient norm ||grad f(theta)||_2, summed over chunks. A
     sharpness or curvature means what it should only where the gradient is small (a minimizer); far from
     it the eps-box maximum is dominated by the first-order term grad f . delta, not by curvature."""
-    loss = SubsetLoss(FlatModel(net), data.x_train, data.y_train, chunk_size)
+    loss = SubsetLoss(FlatModel(net), data.x_train, data.y_train, chunk_size, check)
     value, gradient = loss.loss_and_gradient(loss.model.theta)
     return {"train_loss": value, "grad_norm": gradient.norm().item()}

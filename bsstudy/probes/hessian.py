@@ -73,7 +73,7 @@ class Hessian(FinalWeightsProbe):
     def measure(self, net, data, seed: int) -> dict:
         """Eigenvalues and trace of the Hessian of the training-subset loss at `net`'s weights."""
         started = time.perf_counter()
-        loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
+        loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size, self.check_stop)
         theta = loss.model.theta
         generator = torch_generator(seed, "geometry_directions", DIRECTIONS_HESSIAN)
 
@@ -91,7 +91,7 @@ class Hessian(FinalWeightsProbe):
             self.trace_rel_tol,
             theta.device,
         )
-        summary = measured_point(net, data, self.chunk_size) | {
+        summary = measured_point(net, data, self.chunk_size, self.check_stop) | {
             **extreme_summary("lambda_max", lanczos["LA"]),
             **extreme_summary("lambda_abs_max", lanczos["LM"]),
             "top_eigenvalue": lanczos["LM"]["eigenvalues"][0],  # alias of lambda_abs_max

@@ -49,6 +49,7 @@ class Interpolation(Probe):
 
     report_section = "bsstudy.analysis.report.geometry:interpolation_section"
     report_order = 50
+    measures_at_train_end = True
     settings = {
         "other": Rule("str", nullable=True),
         "points": Rule("int", min=2),
@@ -102,8 +103,8 @@ class Interpolation(Probe):
     def measure(self, net_a, net_b, data, seed: int, meta: dict) -> dict:
         """Evaluate the interpolation between `net_a` and `net_b`; writes interpolation.csv and meta.json."""
         started = time.perf_counter()
-        train = subset_loss(net_a, data, "train", self.train_samples, seed, self.chunk_size)
-        test = subset_loss(net_a, data, "test", self.test_samples, seed, self.chunk_size)
+        train = subset_loss(net_a, data, "train", self.train_samples, seed, self.chunk_size, self.check_stop)
+        test = subset_loss(net_a, data, "test", self.test_samples, seed, self.chunk_size, self.check_stop)
         test.model = train.model  # one network copy, so the interpolated running statistics serve both
         statistics_a = {name: value.clone() for name, value in train.model.running_statistics().items()}
         statistics_b = dict(net_b.named_buffers())
@@ -124,9 +125,10 @@ class Interpolation(Probe):
         write_table(self.out_dir / "interpolation.csv", table)
         inside = table[(table.alpha >= 0) & (table.alpha <= 1)]
         ends = np.interp([0.0, 1.0], table.alpha, table.train_loss)
-        at_b = {f"other_{k}": v for k, v in measured_point(net_b, data, self.chunk_size).items()}
+        at_b = {f"other_{k}": v for k, v in measured_point(net_b, data, self.chunk_size, self.check_stop).items()}
         summary = {
-            **measured_point(net_a, data, self.chunk_size),  # train_loss, grad_norm at this run's weights
+            # train_loss, grad_norm at this run's weights
+            **measured_point(net_a, data, self.chunk_size, self.check_stop),
             **at_b,
             "train_loss_a": float(ends[0]),
             "train_loss_b": float(ends[1]),

@@ -59,7 +59,7 @@ class Landscape(FinalWeightsProbe):
     def measure(self, net, data, seed: int) -> dict:
         """The grid and the curve around `net`'s weights; writes landscape.npz (and .png)."""
         started = time.perf_counter()
-        train = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
+        train = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size, self.check_stop)
         model, theta = train.model, train.model.theta
         direction_seed = seed if self.direction_seed is None else self.direction_seed
         generator = torch_generator(direction_seed, "geometry_directions", DIRECTIONS_LANDSCAPE)
@@ -69,7 +69,7 @@ class Landscape(FinalWeightsProbe):
         curve_alphas = np.linspace(-self.span, self.span, self.curve_points)
         grid = loss_grid(train.loss_and_accuracy, theta, d1, d2, alphas, alphas)
         curve = loss_curve(train.loss_and_accuracy, theta, d1, curve_alphas)
-        point = measured_point(net, data, self.chunk_size)
+        point = measured_point(net, data, self.chunk_size, self.check_stop)
         arrays = {
             "alphas": alphas,
             "betas": alphas,
@@ -82,7 +82,7 @@ class Landscape(FinalWeightsProbe):
             "point_grad_norm": point["grad_norm"],
         }
         if self.test_samples != 0:
-            test = subset_loss(net, data, "test", self.test_samples, seed, self.chunk_size)
+            test = subset_loss(net, data, "test", self.test_samples, seed, self.chunk_size, self.check_stop)
             test_curve = loss_curve(test.loss_and_accuracy, theta, d1, curve_alphas)
             arrays |= {"curve_test_loss": test_curve["loss"], "curve_test_acc": test_curve["acc"]}
         np.savez(self.out_dir / "landscape.npz", **arrays)

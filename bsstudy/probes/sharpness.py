@@ -54,7 +54,7 @@ class Sharpness(FinalWeightsProbe):
     def measure(self, net, data, seed: int) -> dict:
         """Every sharpness of `net`; writes sharpness.json and returns the summary numbers."""
         started = time.perf_counter()
-        loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size)
+        loss = subset_loss(net, data, "train", self.train_samples, seed, self.chunk_size, self.check_stop)
         theta = loss.model.theta
         generator = torch_generator(seed, "geometry_directions", DIRECTIONS_SHARPNESS)
         subspace = random_subspace(len(theta), self.subspace_dim, generator) if self.subspace_dim else None
@@ -72,7 +72,7 @@ class Sharpness(FinalWeightsProbe):
                 sub = sharpness_eps_box(loss.loss_and_gradient, theta, eps, self.iterations, subspace)
                 results.append({"kind": f"random_subspace_{self.subspace_dim}", **sub})
                 summary[f"subspace_sharpness_eps_{eps}"] = sub["sharpness"]
-        summary |= measured_point(net, data, self.chunk_size) | {
+        summary |= measured_point(net, data, self.chunk_size, self.check_stop) | {
             "loss": results[0]["loss"],
             "optimizer": OPTIMIZER,
             "max_iterations": self.iterations,

@@ -10,6 +10,10 @@ settings, `probes.<name>.*`); select probes with `probes=[update_norms,...]`. Ad
   columns it adds to this epoch's metrics.csv row (`record.columns`), the time of its measurements
   (`with self.timed(pl_module):`, kept out of the training time) and, if it asks, every step's update norms;
 - its headline numbers go into `self.summary` (JSON-able), written to summary.json under `probes.<name>`;
+- a long measurement calls `self.check_stop()` between its evaluations (the geometry probes pass it to
+  bsstudy/measures as `check`, called before every chunk), so a SIGTERM or Ctrl+C ends the run within seconds
+  (`interrupted`, bsstudy/train/signals.py); a probe measuring at the end of training
+  (`measures_at_train_end`) is measured again by resume=true, without training again (run.py);
 - it declares what the report shows of it (class attributes below): the report finds the probes of a sweep in
   the runs' configs and shows each with the section its class names, or with the generic probe section
   (bsstudy/analysis/report/probes.py: its summary numbers per batch size and its `epoch_columns` against epochs).
@@ -19,6 +23,8 @@ docs/architecture.md ("Adding a probe") walks through a complete small example.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +36,9 @@ from hydra.utils import get_class, instantiate
 from bsstudy import ConfigError
 from bsstudy.config import Rule, check_settings
 from bsstudy.resources import synchronized_now
+from bsstudy.train.signals import STOP
+
+log = logging.getLogger(__name__)
 
 
 class Probe(L.Callback):
@@ -45,6 +54,12 @@ class Probe(L.Callback):
     report_section: ClassVar[str | None] = None
     """"module:function" of the report section that shows its files (the function takes the Sweep and returns a
     Section or None); None: the generic probe section. Named as text, so training never imports the report."""
+    measures_at_train_end: ClassVar[bool] = False
+    """True for a probe that measures in `on_train_end` (the final weights). A run interrupted while it measured
+    has completed its training: resume=true then runs its `on_train_end` again (run.py), without training."""
+    check_stop: ClassVar[Callable[[], None]] = staticmethod(STOP.check)
+    """Called between the evaluations of a long measurement: raises RunInterrupted once a stop signal has arrived
+    (outside a run, where no handler is installed, it never does)."""
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
@@ -62,6 +77,8 @@ class Probe(L.Callback):
 class FinalWeightsProbe(Probe):
     """A probe that measures the final weights once, when training ends: `measure(net, data, seed)`
     returns its summary (and writes its files). A diverged run has no minimizer to measure."""
+
+    measures_at_train_end = True
 
     def on_train_end(self, trainer, pl_module) -> None:
         if pl_module.diverged:
@@ -83,3 +100,28 @@ def build_probe(name: str, probe_cfg, out_dir: Path) -> Probe:
         if isinstance(err.__cause__, ConfigError):
             raise err.__cause__ from None
         raise
+
+
+class TrainEnd(L.Callback):
+    """The first callback of a run: notes that training has ended and the end-of-training hooks (the probes that
+    measure the final weights) have begun. `fit` returning with `reached` False means Lightning skipped them: a
+    resumed run whose checkpoint holds the end of its training has nothing to train (`measure_at_train_end`)."""
+
+    def __init__(self):
+        self.reached = False
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.reached = True
+
+
+def measure_at_train_end(trainer, pl_module, probes: dict[str, Probe]) -> list[str]:
+    """Run the `on_train_end` of the probes that measure at the end of training (`measures_at_train_end`), as
+    Lightning would have, after a `fit` that skipped it; returns their names. Lightning's teardown moved the
+    network to the CPU: it goes back to the training device first (the data stayed there)."""
+    pending = {name: probe for name, probe in probes.items() if probe.measures_at_train_end}
+    if pending:
+        log.info("resume=true: the training had ended; measuring %s again (no training)", ", ".join(pending))
+        pl_module.to(trainer.strategy.root_device)
+        for probe in pending.values():
+            probe.on_train_end(trainer, pl_module)
+    return list(pending)

@@ -33,24 +33,25 @@ from bsstudy.train.evaluate import EpochEvaluation
 from bsstudy.train.module import StudyModule
 from bsstudy.train.net import build_net
 from bsstudy.train.parallel import launcher_summary
-from bsstudy.train.probe import build_probe
+from bsstudy.train.probe import TrainEnd, build_probe, measure_at_train_end
 from bsstudy.train.signals import STOP, RunInterrupted, StopAtChunkBoundary
 from bsstudy.train.stopping import stop_at_callbacks, stopped
 from bsstudy.train.target import target_callbacks
-from bsstudy.train.wandb_files import log_run_files
+from bsstudy.train.wandb_files import log_run_files, wandb_group
 
 log = logging.getLogger(__name__)
 FAILED_JOBS: list[str] = []  # "<run folder>: <error>" of this process's sweep jobs that raised (cli() reports them)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group."""
+    """Instantiate every logger of the `logger` group; W&B runs of one sweep share a group: logger.wandb.group, else
+    named by the sweep folder (wandb_files.wandb_group: multirun/<date>/<time> -> <date>/<time>)."""
     loggers = []
     for name, logger_cfg in cfg.logger.items():
         if name == "wandb":
             hydra_cfg = HydraConfig.get()
             sweep = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else str(run_dir)
-            logger = instantiate(logger_cfg, group=logger_cfg.group or sweep, name=run_dir.name)
+            logger = instantiate(logger_cfg, group=logger_cfg.group or wandb_group(sweep), name=run_dir.name)
         else:
             logger = instantiate(logger_cfg)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -95,7 +96,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
     summary_path = RunFolder(run_dir).summary_path
     started = time.perf_counter()
     module = trainer = summary = None
-    resumed = {}
+    resumed, train_end, probes_by_name = {}, TrainEnd(), {}
     restore_signal_handlers = STOP.install()
     try:
         check_config(cfg)
@@ -134,7 +135,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
             if is_rank_zero
             else []
         )
+        probes_by_name = dict(zip(selected, probes, strict=False))
         callbacks = [
+            train_end,  # first: notes that the end-of-training hooks have begun
             *probes,  # before the evaluation: their epoch columns join its metrics.csv row
             EpochEvaluation(cfg.trainer.eval_chunk_size),
             *targets,  # val_acc within the epoch (after the probes: their chunk-end measurements are not in its time)
@@ -163,6 +166,12 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         STOP.check()
         trainer.fit(module, ckpt_path=ckpt_path)
+        if not train_end.reached:  # resumed after its training ended (its final-weights probes were interrupted)
+            train_end.reached = True  # an interruption from here on is one during the end-of-training probes
+            measure_at_train_end(trainer, module, probes_by_name)
+            earlier = (RunFolder(run_dir).summary() or {}).get("probes") or {}  # what the interrupted start measured
+            for name, probe in probes_by_name.items():
+                probe.summary = probe.summary or earlier.get(name, {})
         status = "diverged" if module.diverged else "completed"
         summary = build_summary(cfg, run_dir, module, status, time.perf_counter() - started) | resumed
         summary |= stopped(trainer, module.diverged, summary["final"])
@@ -174,7 +183,10 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict:
         }
     except (SystemExit, KeyboardInterrupt) as err:  # a stop signal, Lightning's SIGTERMException, a 2nd Ctrl+C
         summary = build_summary(cfg, run_dir, module, "interrupted", time.perf_counter() - started) | resumed
-        summary["error"] = interruption_message(err, summary["epochs_completed"])
+        during = [n for n, p in probes_by_name.items() if p.measures_at_train_end] if train_end.reached else []
+        summary["error"] = interruption_message(err, summary["epochs_completed"], during)
+        if during:  # the probes that measured before it (the resume that measures the others keeps these)
+            summary["probes"] = {name: probe.summary for name, probe in probes_by_name.items() if probe.summary}
         if rank_zero_only.rank == 0:
             write_json(summary_path, summary)
         log.error("%s: %s", run_dir, summary["error"])
@@ -254,9 +266,16 @@ def interrupting_signal(err: BaseException) -> int | None:
     return signal.SIGINT if isinstance(err, KeyboardInterrupt) else STOP.signum
 
 
-def interruption_message(err: BaseException, epochs_completed: int) -> str:
+def interruption_message(err: BaseException, epochs_completed: int, during: list[str] | None = None) -> str:
+    """summary.json's `error` of an interrupted run. `during`: the end-of-training probes it was measuring, after
+    its training had ended (resume=true then measures them again, and trains no more)."""
     signum = interrupting_signal(err)
     cause = signal.Signals(signum).name if signum is not None else f"an exit request ({err!r})"
+    if during:
+        return (
+            f"interrupted by {cause} during the end-of-training probes ({', '.join(during)}), after {epochs_completed} "
+            "completed epochs (the whole training); resume=true (same run folder) measures them again without training"
+        )
     return (
         f"interrupted by {cause} after {epochs_completed} completed epochs; resume=true (same run folder) continues "
         f"from the end of epoch {epochs_completed}"

@@ -10,6 +10,10 @@ What is kept: `checkpoints/last.ckpt` of the last completed epoch. The partial e
 checkpointed: its in-epoch state (the module's running sums, the probes' epoch-start weights and
 per-step buffers) is not in a checkpoint, so `resume=true` re-trains that epoch from its start, which
 is exact (every epoch's order is seeded by (seed, epoch)).
+
+After training, the probes that measure the final weights (bsstudy/train/probe.py) call STOP.check before
+every chunk of their evaluations: a signal there ends the run within one chunk, `interrupted`, and
+`resume=true` measures them again without training (run.py: the checkpoint holds the whole training).
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 from bsstudy import OutputError, UsageError
-from bsstudy.analysis.report.build import report_sections
 from bsstudy.analysis.report.document import markdown_table
 from bsstudy.analysis.report.figures import batch_colours, hex_colour
 from bsstudy.analysis.report.findings import findings_table
 from bsstudy.analysis.report.runs import Sweep, read_sweep
 from bsstudy.extras import require
 from bsstudy.runfolder import RunFolder, replace_atomically
+from bsstudy.train.wandb_files import logged_images, wandb_group
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,14 @@ def first_run_config(sweep: Sweep, name: str) -> dict:
 
 def wandb_settings(sweep: Sweep) -> tuple[str, str, str]:
     """(entity, project, group) the sweep's runs logged to. The group is logger.wandb.group or, as run.py
-    sets it, the sweep folder as Hydra saw it (relative to the launch directory when configured so)."""
+    sets it, named by the sweep folder as Hydra saw it (wandb_files.wandb_group: multirun/<date>/<time> ->
+    <date>/<time>)."""
     config, hydra = first_run_config(sweep, "config.yaml"), first_run_config(sweep, "hydra.yaml").get("hydra", {})
     wandb_cfg = (config.get("logger") or {}).get("wandb") or {}
     group = wandb_cfg.get("group")
     if not group:
         configured = str((hydra.get("sweep") or {}).get("dir", sweep.path))
-        cwd = (hydra.get("runtime") or {}).get("cwd", os.getcwd())
-        if "${" not in configured:
-            group = configured
-        elif os.path.isabs(configured):
-            group = str(sweep.path.resolve())
-        else:
-            group = os.path.relpath(sweep.path.resolve(), cwd)
+        group = wandb_group(sweep.path.resolve() if "${" in configured else configured)
     entity = os.environ.get("WANDB_ENTITY") or wandb_cfg.get("entity") or ""
     project = os.environ.get("WANDB_PROJECT") or wandb_cfg.get("project") or "bsstudy"
     return entity, project, group
@@ -112,7 +107,7 @@ def build_wandb_report(sweep: Sweep, entity: str, project: str, group: str, onli
     present = [m for m in PROBE_CURVES if m in sweep.epochs and sweep.epochs[m].notna().any()]
     has_val = "val_acc" in sweep.epochs and sweep.epochs.val_acc.notna().any()
     curves = [*CURVES, "val_acc", "val_loss"] if has_val else CURVES
-    media = [f.name for s in report_sections(sweep) for f in s.figures]
+    images = sorted({key for run in sweep.runs.run for key in logged_images(sweep.run_dir(run))})
     blocks = [
         wr.H1(f"Batch-size study: {group}"),
         wr.P(
@@ -130,18 +125,21 @@ def build_wandb_report(sweep: Sweep, entity: str, project: str, group: str, onli
             wr.H2("Probes"),
             wr.PanelGrid(runsets=[runset], panels=[line(m, log_y=True) for m in present], custom_run_colors=colours),
         ]
-    if media:
+    if images:  # the keys the runs log their probes' images under (bsstudy/train/wandb_files.py)
         blocks += [
-            wr.H2("Report figures of each run"),
+            wr.H2("Probe images of each run"),
+            wr.P("The sweep's own figures (all runs together) are in <sweep>/report/report.html."),
             wr.PanelGrid(
                 runsets=[runset],
-                panels=[wr.MediaBrowser(title=name, media_keys=[f"report/{name}"], num_columns=1) for name in media],
+                panels=[
+                    wr.MediaBrowser(title=key.removeprefix("files/"), media_keys=[key], num_columns=1) for key in images
+                ],
             ),
         ]
     return wr.Report(
         project=project,
         entity=entity,
-        title=f"bsstudy: {Path(group).name or group}"[:128],
+        title=f"bsstudy: {group}"[:128],
         description=f"Batch-size sweep {group}",
         blocks=blocks,
     )
