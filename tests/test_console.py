@@ -18,10 +18,13 @@ SYNTH = ["data=synthetic", "model.hidden_sizes=[16]", "data.batch_size=24", "tra
 STEPS_AFTER_EACH_CHUNK = [10, 20, 30, 40, 50, 60, 70, 80, 86]
 
 
-def test_lightnings_banner_adverts_and_leafspec_warning_are_dropped_and_its_real_messages_kept(caplog):
+def test_lightnings_banner_adverts_and_leafspec_warning_are_dropped_and_its_real_messages_kept(caplog, monkeypatch):
     quiet_lightning()
+    # lightning.pytorch stops propagating to the root logger when it is imported while the root has no handler
+    # (its own __init__), which depends on the tests that ran before: let caplog's root handler see it here
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     lightning = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=lightning.name):
         for line in ("GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
                      "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](...)",
                      "`Trainer.fit` stopped: `max_epochs=30` reached.",  # fmt: skip

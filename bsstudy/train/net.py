@@ -3,7 +3,7 @@
 Any `torch.nn.Module` whose constructor takes `input_size` and `num_classes` (besides its own settings) and whose
 forward maps [n, input_size] float inputs to [n, num_classes] log-probabilities trains as the study's MLP does
 (the NLL loss, autograd + the torch optimizer). Weight layers in `self.layers` (a ModuleList) give per-layer
-numbers to the probes that report them (update_norms, weight_norm). The MLP alone also has the exact
+numbers to the probes that report per layer. The MLP alone also has the exact
 hand-written fast step (train/fast_step.py); config.fast_step_blocker names what rules it out.
 """
 
