@@ -11,7 +11,15 @@ from __future__ import annotations
 import importlib
 
 from bsstudy.analysis.report.document import Figure, Section, Table
-from bsstudy.analysis.report.figures import band, batch_colours, curve_label, new_figure, to_png, variant_styles
+from bsstudy.analysis.report.figures import (
+    band,
+    batch_colours,
+    curve_label,
+    legend,
+    new_figure,
+    to_png,
+    variant_styles,
+)
 from bsstudy.analysis.report.runs import Sweep, completed_epochs, probe_numbers
 from bsstudy.analysis.report.uncertainty import summarize
 
@@ -102,7 +110,7 @@ def epoch_figure(sweep: Sweep, name: str, columns: list[str]) -> Figure | None:
             label = curve_label(batch_size, variant, len(styles) > 1)
             band(ax, c.epoch, c, column, colours[batch_size], label, styles[variant])
         ax.set(xlabel="epoch", ylabel=column, title=column)
-        ax.legend(fontsize=7)
+        legend(ax, fontsize=7)
     caption = f"Probe {name}: its metrics.csv columns per epoch, mean and 95% band over seeds per batch size."
     return Figure(f"{name}_epochs", caption, to_png(fig))
 

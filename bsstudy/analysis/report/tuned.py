@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from bsstudy.analysis.report.document import Figure, Section, Table
-from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
+from bsstudy.analysis.report.figures import batch_axis, batch_colours, errorbar, legend, log_scale, new_figure, to_png
 from bsstudy.analysis.report.uncertainty import mean_ci, quantity_kind
 from bsstudy.runfolder import RunFolder, run_folders
 from bsstudy.streams import rng
@@ -388,29 +388,47 @@ def steps_figure(study: TunedStudy) -> Figure:
         errorbar(ax, table.batch_size, table, "steps", "black", "steps to target (selected lr)")
         b0, s0 = float(table.batch_size.iloc[0]), float(table.steps_mean.iloc[0])
         ax.plot(table.batch_size, s0 * b0 / table.batch_size, color="grey", linestyle="--", label="perfect scaling")
-    fit = study.fit
+    fit, b_crit_pair = study.fit, None
     if math.isfinite(fit.b_crit):
         grid = np.geomspace(study.table.batch_size.min(), study.table.batch_size.max(), 100)
-        ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), color="tab:red",
-                label=f"fit: S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}")  # fmt: skip
-        ax.axvline(fit.b_crit, color="tab:red", linestyle=":", linewidth=1.2)
+        ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), color="tab:red", label=f"fit S(B): S_min={fit.s_min:.3g}")
+        line = ax.axvline(fit.b_crit, color="tab:red", linestyle=":", linewidth=1.2, label=f"B_crit={fit.b_crit:.3g}")
         if math.isfinite(fit.low) and math.isfinite(fit.high):
-            ax.axvspan(fit.low, fit.high, color="tab:red", alpha=0.1, label="B_crit 95% bootstrap interval")
-    b_simple = table.b_simple_mean.dropna() if "b_simple_mean" in table else []
-    if len(b_simple):
-        ax.scatter(b_simple, table.loc[b_simple.index, "steps_mean"], marker="x", color="tab:blue", zorder=5,
-                   label="B_simple at the crossing (x), at that B's steps")  # fmt: skip
-        ax.axvline(float(np.median(b_simple)), color="tab:blue", linestyle="-.", linewidth=1.2,
-                   label=f"median B_simple {float(np.median(b_simple)):.3g}")  # fmt: skip
+            span = ax.axvspan(fit.low, fit.high, color="tab:red", alpha=0.1, label="_B_crit interval")
+            line.set_label(f"B_crit={fit.b_crit:.3g} [{fit.low:.3g}, {fit.high:.3g}] (shaded: 95% bootstrap)")
+            b_crit_pair = (line, span)  # one legend entry for the line and its interval
+    b_simple = table.dropna(subset=["b_simple_mean"]) if "b_simple_mean" in table else table.iloc[0:0]
+    if len(b_simple):  # B_simple is a batch size: marked on the B axis, one row per B it was measured at
+        colours = batch_colours(study.table.batch_size.tolist())
+        left, right = ax.get_xlim()
+        for i, r in enumerate(b_simple.itertuples()):
+            y = 0.05 + 0.06 * i
+            low, high = r.b_simple_ci_low, r.b_simple_ci_high  # cut at the axis ends (a t-interval may reach < 0)
+            low, high = (max(low, left), min(high, right)) if math.isfinite(low) else (r.b_simple_mean,) * 2
+            ax.plot([low, high], [y, y], color=colours[int(r.batch_size)], linewidth=1.5,
+                    transform=ax.get_xaxis_transform(), label="_nolegend_")  # fmt: skip
+            ax.plot([r.b_simple_mean], [y], "x", color=colours[int(r.batch_size)], markersize=7, mew=2,
+                    transform=ax.get_xaxis_transform(), label="_nolegend_")  # fmt: skip
+            ax.annotate(f"runs of B={int(r.batch_size)}", (high, y), xycoords=ax.get_xaxis_transform(),
+                        xytext=(5, 0), textcoords="offset points", fontsize=6, va="center",
+                        color=colours[int(r.batch_size)])  # fmt: skip
+        ax.plot([], [], "x", color="grey", mew=2, label="B_simple at the crossing, per B's runs (x: mean, bar: 95%)")
+        median = float(np.median(b_simple.b_simple_mean))
+        ax.axvline(median, color="tab:blue", linestyle="-.", linewidth=1.2, label=f"median B_simple {median:.3g}")
+        ax.set_xlim(left, right)
     ax.set(xlabel="batch size B", ylabel="optimizer steps to target (log)",
            title=f"steps to val accuracy {study.target:g}" if study.target else "steps to target")  # fmt: skip
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if b_crit_pair:
+        handles = [b_crit_pair if h is b_crit_pair[0] else h for h in handles]
+    legend(ax, below=True, handles=handles, labels=labels, ncols=2, bbox_to_anchor=(0.5, -0.14))
     caption = (
         "Optimizer steps to the target validation accuracy at each batch size's selected lr (mean over seeds, "
         "95% t-interval); dashed: perfect scaling from the smallest B (steps x B constant); red: S(B) = S_min "
         "(1 + B_crit/B) fitted in log space (McCandlish et al. 2018), its B_crit dotted, the bootstrap interval "
-        "shaded; blue: the gradient noise scale B_simple measured in the same runs at the target crossing, which "
-        "McCandlish et al. predict to be close to B_crit."
+        "shaded; crosses near the B axis: the gradient noise scale B_simple (itself a batch size) measured at the "
+        "target crossing in the runs of each B (mean over seeds, bar: 95% interval, colour: that B), their median "
+        "dash-dotted; McCandlish et al. predict B_simple to be close to B_crit."
     )
     return Figure("tuned_steps_to_target", caption, to_png(fig))
 
@@ -434,7 +452,7 @@ def lr_figure(study: TunedStudy) -> Figure:
         ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
         ax.plot(b, lr0 * np.sqrt(b / b0), ":", color="tab:green", label="square-root rule lr ~ sqrt(B)")
     ax.set(xlabel="batch size B", ylabel="learning rate (log)", title="best lr vs batch size")
-    ax.legend()
+    legend(ax)
     caption = (
         "The lr with the fewest steps to target per batch size (grid seed, validation only), with the lr grid in "
         "grey and the linear and square-root scaling rules through the smallest B's best lr. A circled point is "
