@@ -15,13 +15,13 @@ import pytest
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from bsstudy.analysis.report import budgets, cost, document, dynamics, figures, training, tuned
+from bsstudy.analysis.report import budgets, cost, document, dynamics, figures, probes, training, tuned
 from bsstudy.analysis.report.runs import read_sweep
 
 LRS = [0.003125 * 2**i for i in range(9)]  # 0.003125 ... 0.8
 GRID = {16: LRS[0:5], 64: LRS[2:7], 256: LRS[4:8], 1024: LRS[6:9]}  # 17 (lr, B) series, as in the tuned study
 SEEDS = [0, 1, 2]
-SECTIONS = [training, cost, dynamics, budgets, tuned]
+SECTIONS = [training, cost, dynamics, budgets, tuned, probes]
 
 
 def accuracy(b: int, lr: float, seed: int, epoch: int) -> float:
@@ -44,7 +44,9 @@ def write_lr_run(path, b: int, lr: float, seed: int, epochs: int = 4) -> None:
         rows.append({"epoch": e, "optimizer_steps": e * steps, "samples_seen": e * 4096, "lr": lr,
                      "train_acc": a + 0.01, "test_acc": a, "gap": 0.01, "val_acc": a + 0.001, "val_loss": 1 - a,
                      "train_loss": 1 - a, "test_loss": 1 - a, "train_time_s": e * (1 + 0.1 * steps / 16),
-                     "noise_scale": np.nan if e == 0 else 40.0 * e * (1 + seed / 10) * lr * 10})  # fmt: skip
+                     "noise_scale": np.nan if e == 0 else 40.0 * e * (1 + seed / 10) * lr * 10,
+                     "update_norm_median": lr * (1 + e), "epoch_distance": lr * steps**0.5 * (1 + seed / 10),
+                     "distance_from_init": lr * e, "weight_norm": 10 + lr * e})  # fmt: skip
     pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
     summary = {"status": "completed", "batch_size": b, "seed": seed, "lr": lr, "lr_scaling": "none", "accumulate": 1,
                "final": rows[-1], "epochs_completed": epochs, "probes": {"noise_scale": {}}}  # fmt: skip
@@ -114,7 +116,10 @@ def test_nine_lr_series_get_a_colour_bar_and_a_short_legend_outside_the_axes(lr_
     cost.time_to_accuracy_section(lr_sweep, 0.8)
     dynamics.noise_scale_section(lr_sweep)
     budgets.budgets_section(lr_sweep)
-    assert len(drawn) == 6  # generalization_curves, final_vs_batch_size, accuracy_vs_time..., time, noise, budgets
+    dynamics.update_norms_section(lr_sweep)
+    probes.epoch_figure(lr_sweep, "weight_norm", ["weight_norm"])
+    assert len(drawn) == 8  # generalization_curves, final_vs_batch_size, accuracy_vs_time_and_steps,
+    # time_to_accuracy, noise_scale, budgets, update_norms, weight_norm_epochs
     for fig in drawn:
         check_readable(fig)
         assert colour_bars(fig), "no lr colour bar"

@@ -88,36 +88,28 @@ def update_norms_section(sweep: Sweep) -> Section | None:
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], ["update_norm_median", "epoch_distance"])
     ratio = distance_ratio(curves)
-    fig, axes = new_figure(3)
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(3, layout="constrained" if by_lr else None)
     for ax in axes[0]:
         log_scale(ax)
-    for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
-        label = curve_label(batch_size, variant, len(styles) > 1)
+    for (variant, batch_size), c in pairs:
+        label = "_nolegend_" if by_lr else curve_label(batch_size, variant, len(styles) > 1)
+        colour = by_lr.colour(variant) if by_lr else colours[batch_size]
+        style = by_lr.linestyle(batch_size) if by_lr else styles[variant]
+        marker = by_lr.marker(batch_size) if by_lr else "o"
         for ax, column in zip(axes[0][:2], ["update_norm_median", "epoch_distance"], strict=True):
-            band(
-                ax,
-                c.epoch,
-                c,
-                column,
-                colours[batch_size],
-                label,
-                styles[variant],
-                marker="o",
-            )
+            band(ax, c.epoch, c, column, colour, label, style, marker=marker)
         r = ratio[(ratio.variant == variant) & (ratio.batch_size == batch_size)]
-        axes[0][2].plot(
-            r.epoch,
-            r.ratio,
-            color=colours[batch_size],
-            linestyle=styles[variant],
-            marker="o",
-            markersize=3,
-            label=label,
-        )
+        axes[0][2].plot(r.epoch, r.ratio, color=colour, linestyle=style, marker=marker, markersize=3, label=label)
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        by_lr.batch_legend(fig, marker=True)
     axes[0][0].set(xlabel="epoch", ylabel="median |theta_{t+1} - theta_t| (log)", title="median step norm per epoch")
     axes[0][1].set(xlabel="epoch", ylabel="|theta_end - theta_start| (log)", title="epoch distance")
     axes[0][2].set(xlabel="epoch", ylabel="ratio (log)", title=f"epoch distance / that of B={min(sweep.batch_sizes):g}")
-    legend(axes[0][-1])
+    if not by_lr:
+        legend(axes[0][-1])
     figures = [
         Figure(
             "update_norms",
