@@ -445,8 +445,9 @@ def lr_figure(study: TunedStudy) -> Figure:
     if not table.empty:
         ax.plot(table.batch_size, table.best_lr, "o-", color="black", label="best lr (fewest steps)")
         edge = table[table.edge != ""]
-        ax.scatter(edge.batch_size, edge.best_lr, s=120, facecolors="none", edgecolors="tab:red",
-                   label="at the edge of its grid")  # fmt: skip
+        if len(edge):  # no legend entry for a mark that is not drawn
+            ax.scatter(edge.batch_size, edge.best_lr, s=120, facecolors="none", edgecolors="tab:red",
+                       label="at the edge of its grid")  # fmt: skip
         b0, lr0 = float(table.batch_size.iloc[0]), float(table.best_lr.iloc[0])
         b = study.table.batch_size.astype(float)
         ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
