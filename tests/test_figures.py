@@ -48,6 +48,9 @@ def write_lr_run(path, b: int, lr: float, seed: int, epochs: int = 4) -> None:
                      "update_norm_median": lr * (1 + e), "epoch_distance": lr * steps**0.5 * (1 + seed / 10),
                      "distance_from_init": lr * e, "weight_norm": 10 + lr * e})  # fmt: skip
     pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    (path / "probes" / "update_norms").mkdir(parents=True)
+    norms = lr * np.exp(np.random.default_rng([b, seed]).normal(0, 0.3, steps))
+    np.savez(path / "probes" / "update_norms" / f"epoch_{epochs:03d}.npz", total=norms)
     summary = {"status": "completed", "batch_size": b, "seed": seed, "lr": lr, "lr_scaling": "none", "accumulate": 1,
                "final": rows[-1], "epochs_completed": epochs, "probes": {"noise_scale": {}}}  # fmt: skip
     (path / "summary.json").write_text(json.dumps(summary))
@@ -118,8 +121,8 @@ def test_nine_lr_series_get_a_colour_bar_and_a_short_legend_outside_the_axes(lr_
     budgets.budgets_section(lr_sweep)
     dynamics.update_norms_section(lr_sweep)
     probes.epoch_figure(lr_sweep, "weight_norm", ["weight_norm"])
-    assert len(drawn) == 8  # generalization_curves, final_vs_batch_size, accuracy_vs_time_and_steps,
-    # time_to_accuracy, noise_scale, budgets, update_norms, weight_norm_epochs
+    assert len(drawn) == 9  # generalization_curves, final_vs_batch_size, accuracy_vs_time_and_steps,
+    # time_to_accuracy, noise_scale, budgets, update_norms, update_norm_histograms, weight_norm_epochs
     for fig in drawn:
         check_readable(fig)
         assert colour_bars(fig), "no lr colour bar"

@@ -56,27 +56,31 @@ def step_norm_histograms(sweep: Sweep, colours) -> bytes | None:
         return None
     every = np.concatenate(list(norms.values()))
     bins = np.geomspace(every.min(), every.max() * 1.0001, 60)
-    fig, axes = new_figure(1, width=8.4)
-    ax = axes[0][0]
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=len(norms))
+    if by_lr:  # one panel per batch size, its runs coloured by lr
+        sizes = sorted({b for b, _, _ in norms})
+        fig, axes = new_figure(len(sizes), width=3.4, sharey=True, layout="constrained")
+        panel = {b: axes[0][i] for i, b in enumerate(sizes)}
+    else:
+        fig, axes = new_figure(1, width=8.4)
     for (batch_size, variant, epoch), values in norms.items():
         median = float(np.median(values))
-        ax.hist(
-            values,
-            bins=bins,
-            density=True,
-            histtype="step",
-            linewidth=1.5,
-            color=colours[batch_size],
-            label=f"B={batch_size:g} {variant} ({epoch}, {len(values)} steps), median {median:.3g}",
+        ax = panel[batch_size] if by_lr else axes[0][0]
+        colour = by_lr.colour(variant) if by_lr else colours[batch_size]
+        label = (
+            "_nolegend_" if by_lr else f"B={batch_size:g} {variant} ({epoch}, {len(values)} steps), median {median:.3g}"
         )
-        ax.axvline(median, color=colours[batch_size], linestyle="--", linewidth=1)
-    ax.set(
-        xscale="log",
-        xlabel="update norm |theta_{t+1} - theta_t| (log)",
-        ylabel="density",
-        title="per-step update norms, last epoch (dashed: medians)",
-    )
-    legend(ax, below=True, ncols=1)
+        ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, color=colour, label=label)
+        ax.axvline(median, color=colour, linestyle="--", linewidth=1)
+    title = "per-step update norms, last epoch (dashed: medians)"
+    for ax in axes[0]:
+        ax.set(xscale="log", xlabel="update norm |theta_{t+1} - theta_t| (log)", ylabel="density", title=title)
+    if by_lr:
+        for b, ax in panel.items():
+            ax.set_title(f"B={b:g}: {title}" if len(panel) == 1 else f"B={b:g} (dashed: medians)")
+        by_lr.colourbar(fig, axes[0].tolist())
+    else:
+        legend(axes[0][0], below=True, ncols=1)
     return to_png(fig)
 
 
