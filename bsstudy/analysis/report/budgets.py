@@ -10,7 +10,9 @@ from bsstudy.analysis.report.figures import (
     batch_axis,
     batch_colours,
     errorbar,
+    legend,
     log_scale,
+    lr_series,
     new_figure,
     to_png,
 )
@@ -49,19 +51,29 @@ def budget_dependence(found: list[Comparison]) -> list[str]:
     ]
 
 
-def budget_figure(found: list[Comparison], batch_sizes: list[int]) -> Figure:
-    """Per budget (columns): test accuracy and train loss against B at each nested budget."""
+def budget_figure(found: list[Comparison], batch_sizes: list[int], runs=None) -> Figure:
+    """Per budget (columns): test accuracy and train loss against B at each nested budget. Variants that are lrs
+    (more than a legend holds): one colour per lr (colour bar), the nested budgets of one lr by line style."""
     colours = batch_colours(batch_sizes)
     budgets = [b for b in CLOCKS if any(c.budget == b for c in found)]
-    fig, axes = new_figure(len(budgets), 2)
+    by_lr = lr_series(runs) if runs is not None else None
+    several = len({c.variant for c in found}) > 1
+    fig, axes = new_figure(len(budgets), 2, layout="constrained" if by_lr else None)
     for col, budget in enumerate(budgets):
         log_scale(axes[1][col])
         own = [c for c in found if c.budget == budget]
-        for i, c in enumerate(c for c in own if len(c.batch_sizes) >= 2):
+        nested: dict[str, int] = {}  # per variant, the comparisons drawn so far (the nested budgets)
+        for c in (c for c in own if len(c.batch_sizes) >= 2):
+            i = nested[c.variant] = nested.get(c.variant, -1) + 1
             table = summarize(c.readings, ["batch_size"], ["test_acc", "train_loss"])
             for row, metric in enumerate(["test_acc", "train_loss"]):
                 ax = axes[row][col]
-                errorbar(ax, table.batch_size, table, metric, "black", c.label, linestyle=LINESTYLES[i % 4])
+                if by_lr:
+                    x = table.batch_size * by_lr.offset(c.variant)
+                    errorbar(ax, x, table, metric, by_lr.colour(c.variant), "_nolegend_", linestyle=LINESTYLES[i % 4])
+                    continue
+                label = f"{c.label} ({c.variant})" if several and c.variant else c.label
+                errorbar(ax, table.batch_size, table, metric, "black", label, linestyle=LINESTYLES[i % 4])
                 for b, m in zip(table.batch_size, table[f"{metric}_mean"], strict=True):
                     ax.plot([b], [m], "o", color=colours[int(b)], markersize=6, zorder=3)
         drawn = {b for c in own if len(c.batch_sizes) >= 2 for b in c.batch_sizes}
@@ -74,14 +86,22 @@ def budget_figure(found: list[Comparison], batch_sizes: list[int]) -> Figure:
                 ax.plot([], [], "x", color="red", label="not comparable (x)")
             batch_axis(ax, batch_sizes)
             ax.set(xlabel="batch size B (log)", title=budget)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend()
+        handles, labels = axes[0][col].get_legend_handles_labels()  # the same lines in both rows: one legend
+        legend(axes[1][col], below=True, handles=handles, labels=labels, ncols=1, bbox_to_anchor=(0.5, -0.25))
         axes[0][col].set(ylabel="test accuracy")
         axes[1][col].set(ylabel="train loss (log)")
+    if by_lr:
+        by_lr.colourbar(fig, axes.ravel().tolist())
+    lines = (
+        "one colour per lr (colour bar), its points moved slightly sideways by lr; solid: the budget of all batch "
+        "sizes, dashed, dotted: the nested budgets without the batch size that set the previous one"
+        if by_lr
+        else "one line per budget (legend)"
+    )
     return Figure(
         "budgets",
         "Test accuracy and train loss against batch size at equal epochs, equal optimizer steps and equal training "
-        "time (columns); one line per budget (legend), mean and 95% interval over seeds; red x: a batch size not "
+        f"time (columns); {lines}, mean and 95% interval over seeds; red x: a batch size not "
         "comparable at any of that column's budgets.",
         to_png(fig),
     )
@@ -119,5 +139,5 @@ def budgets_section(sweep: Sweep) -> Section | None:
         "(mean read_epoch, read_steps, read_time_s).",
         budget_table(found),
     )
-    figure = budget_figure(found, sweep.batch_sizes)
+    figure = budget_figure(found, sweep.batch_sizes, sweep.completed)
     return Section("Budgets: equal epochs, equal steps, equal training time", text, [table], [figure])

@@ -10,7 +10,17 @@ import numpy as np
 import pandas as pd
 
 from bsstudy.analysis.report.document import Figure, Section, Table
-from bsstudy.analysis.report.figures import batch_axis, batch_colours, errorbar, log_scale, new_figure, to_png
+from bsstudy.analysis.report.figures import (
+    LR_LINES,
+    batch_axis,
+    batch_colours,
+    errorbar,
+    legend,
+    log_scale,
+    lr_series,
+    new_figure,
+    to_png,
+)
 from bsstudy.analysis.report.runs import Sweep
 from bsstudy.analysis.report.uncertainty import summarize
 from bsstudy.analysis.speed_table import is_power_of_two, power_of_two_answer, power_of_two_comparisons, speed_rows
@@ -88,21 +98,19 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
     per_run = time_to_target(epochs, target, measured_on)
     table = time_to_accuracy_table(per_run)
     colours = batch_colours(sweep.batch_sizes)
-    fig, axes = new_figure(2)
+    by_lr = lr_series(sweep.completed)
+    fig, axes = new_figure(2, layout="constrained" if by_lr else None)
     for ax, column, label in zip(
         axes[0], ["steps", "time_s"], ["optimizer steps to target", "training time to target (s)"], strict=True
     ):
         log_scale(ax)
         for variant, t in table.groupby("variant"):
             ok = t[f"{column}_mean"].notna()
-            errorbar(
-                ax,
-                t.batch_size[ok],
-                t[ok],
-                column,
-                "black",
-                variant or "runs that reached it",
-            )
+            if by_lr:
+                errorbar(ax, t.batch_size[ok] * by_lr.offset(variant), t[ok], column, by_lr.colour(variant),
+                         "_nolegend_")  # fmt: skip
+                continue
+            errorbar(ax, t.batch_size[ok], t[ok], column, "black", variant or "runs that reached it")
             for b, m in zip(t.batch_size[ok], t[f"{column}_mean"][ok], strict=True):
                 ax.plot([b], [m], "o", color=colours[b], markersize=7, zorder=3)
         never = per_run[~per_run.reached]
@@ -112,7 +120,12 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
             ax.plot([], [], "x", color="red", label="never reached (x at the top edge)")
         batch_axis(ax, sweep.batch_sizes)
         ax.set(xlabel="batch size B (log)", ylabel=f"{label} (log)", title=label)
-        ax.legend()
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        if len(per_run[~per_run.reached]):
+            fig.legend(*axes[0][-1].get_legend_handles_labels(), loc="outside lower center")
+    else:
+        legend(axes[0][-1])
     text = [
         f"Budget: a matched {split} accuracy (each batch size gets the steps and time it needs). "
         f"Target: {split} accuracy >= {target:.3f} ({how}). For each run, the first epoch whose full-pass {split} "
@@ -135,7 +148,7 @@ def time_to_accuracy_section(sweep: Sweep, target_acc: float | None) -> Section 
     figure = Figure(
         "time_to_accuracy",
         f"Optimizer steps and training time to reach {split} accuracy {target:.3f}, "
-        "against batch size (mean and 95% interval over the seeds that reached it).",
+        "against batch size (mean and 95% interval over the seeds that reached it)" + (LR_LINES if by_lr else "") + ".",
         to_png(fig),
     )
     tables = [

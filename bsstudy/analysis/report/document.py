@@ -19,7 +19,8 @@ NUMERIC = re.compile(r"^[-+0-9.e–]+( \[[-+0-9.e]+, [-+0-9.e]+\])?$")
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
+.table-scroll { overflow-x: auto; max-width: 100%; margin: 0.8em 0; }
+table { border-collapse: collapse; margin: 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
@@ -98,7 +99,8 @@ def html_table(table: Table) -> str:
         cells = (f"<td{' class=num' if NUMERIC.match(str(v)) else ''}>{html.escape(str(v))}</td>" for v in row)
         rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     caption = f'<p class="caption">{html.escape(table.caption)}</p>' if table.caption else ""
-    return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'{caption}<div class="table-scroll">{table_html}</div>'  # a wide table scrolls, the page does not
 
 
 def html_figure(figure: Figure) -> str:

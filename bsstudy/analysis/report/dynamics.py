@@ -14,7 +14,9 @@ from bsstudy.analysis.report.figures import (
     band,
     batch_colours,
     curve_label,
+    legend,
     log_scale,
+    lr_series,
     new_figure,
     to_png,
     variant_styles,
@@ -54,27 +56,31 @@ def step_norm_histograms(sweep: Sweep, colours) -> bytes | None:
         return None
     every = np.concatenate(list(norms.values()))
     bins = np.geomspace(every.min(), every.max() * 1.0001, 60)
-    fig, axes = new_figure(1, width=8.4)
-    ax = axes[0][0]
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=len(norms))
+    if by_lr:  # one panel per batch size, its runs coloured by lr
+        sizes = sorted({b for b, _, _ in norms})
+        fig, axes = new_figure(len(sizes), width=3.4, sharey=True, layout="constrained")
+        panel = {b: axes[0][i] for i, b in enumerate(sizes)}
+    else:
+        fig, axes = new_figure(1, width=8.4)
     for (batch_size, variant, epoch), values in norms.items():
         median = float(np.median(values))
-        ax.hist(
-            values,
-            bins=bins,
-            density=True,
-            histtype="step",
-            linewidth=1.5,
-            color=colours[batch_size],
-            label=f"B={batch_size:g} {variant} ({epoch}, {len(values)} steps), median {median:.3g}",
+        ax = panel[batch_size] if by_lr else axes[0][0]
+        colour = by_lr.colour(variant) if by_lr else colours[batch_size]
+        label = (
+            "_nolegend_" if by_lr else f"B={batch_size:g} {variant} ({epoch}, {len(values)} steps), median {median:.3g}"
         )
-        ax.axvline(median, color=colours[batch_size], linestyle="--", linewidth=1)
-    ax.set(
-        xscale="log",
-        xlabel="update norm |theta_{t+1} - theta_t| (log)",
-        ylabel="density",
-        title="per-step update norms, last epoch (dashed: medians)",
-    )
-    ax.legend()
+        ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, color=colour, label=label)
+        ax.axvline(median, color=colour, linestyle="--", linewidth=1)
+    title = "per-step update norms, last epoch (dashed: medians)"
+    for ax in axes[0]:
+        ax.set(xscale="log", xlabel="update norm |theta_{t+1} - theta_t| (log)", ylabel="density", title=title)
+    if by_lr:
+        for b, ax in panel.items():
+            ax.set_title(f"B={b:g}: {title}" if len(panel) == 1 else f"B={b:g} (dashed: medians)")
+        by_lr.colourbar(fig, axes[0].tolist())
+    else:
+        legend(axes[0][0], below=True, ncols=1)
     return to_png(fig)
 
 
@@ -86,36 +92,28 @@ def update_norms_section(sweep: Sweep) -> Section | None:
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], ["update_norm_median", "epoch_distance"])
     ratio = distance_ratio(curves)
-    fig, axes = new_figure(3)
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(3, layout="constrained" if by_lr else None)
     for ax in axes[0]:
         log_scale(ax)
-    for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
-        label = curve_label(batch_size, variant, len(styles) > 1)
+    for (variant, batch_size), c in pairs:
+        label = "_nolegend_" if by_lr else curve_label(batch_size, variant, len(styles) > 1)
+        colour = by_lr.colour(variant) if by_lr else colours[batch_size]
+        style = by_lr.linestyle(batch_size) if by_lr else styles[variant]
+        marker = by_lr.marker(batch_size) if by_lr else "o"
         for ax, column in zip(axes[0][:2], ["update_norm_median", "epoch_distance"], strict=True):
-            band(
-                ax,
-                c.epoch,
-                c,
-                column,
-                colours[batch_size],
-                label,
-                styles[variant],
-                marker="o",
-            )
+            band(ax, c.epoch, c, column, colour, label, style, marker=marker)
         r = ratio[(ratio.variant == variant) & (ratio.batch_size == batch_size)]
-        axes[0][2].plot(
-            r.epoch,
-            r.ratio,
-            color=colours[batch_size],
-            linestyle=styles[variant],
-            marker="o",
-            markersize=3,
-            label=label,
-        )
+        axes[0][2].plot(r.epoch, r.ratio, color=colour, linestyle=style, marker=marker, markersize=3, label=label)
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        by_lr.batch_legend(fig, marker=True)
     axes[0][0].set(xlabel="epoch", ylabel="median |theta_{t+1} - theta_t| (log)", title="median step norm per epoch")
     axes[0][1].set(xlabel="epoch", ylabel="|theta_end - theta_start| (log)", title="epoch distance")
     axes[0][2].set(xlabel="epoch", ylabel="ratio (log)", title=f"epoch distance / that of B={min(sweep.batch_sizes):g}")
-    axes[0][0].legend()
+    if not by_lr:
+        legend(axes[0][-1])
     figures = [
         Figure(
             "update_norms",
@@ -241,8 +239,8 @@ def gradsum_figure(run, summary: pd.DataFrame, fit: dict) -> bytes:
         ylabel="std_B * mean_1024 / mean_B (log)",
         title="normalized std (the source's)",
     )
-    left.legend(fontsize=6)
-    right.legend()
+    legend(left, below=True, fontsize=6, ncols=1)
+    legend(right, below=True, ncols=1)
     return to_png(fig)
 
 
@@ -326,38 +324,38 @@ def noise_scale_section(sweep: Sweep) -> Section | None:
     epochs = epochs[epochs.noise_scale.notna()]
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], ["noise_scale"])
-    fig, axes = new_figure(1, width=7)
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(1, width=7, layout="constrained" if by_lr else None)
     ax = axes[0][0]
     log_scale(ax)
-    for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
-        band(
-            ax,
-            c.epoch,
-            c,
-            "noise_scale",
-            colours[batch_size],
-            f"B_simple, run with {curve_label(batch_size, variant, len(styles) > 1)}",
-            styles[variant],
-            "o",
-        )
+    for (variant, batch_size), c in pairs:
+        if by_lr:
+            band(ax, c.epoch, c, "noise_scale", by_lr.colour(variant), "_nolegend_", by_lr.linestyle(batch_size),
+                 by_lr.marker(batch_size))  # fmt: skip
+        else:
+            label = f"B_simple, run with {curve_label(batch_size, variant, len(styles) > 1)}"
+            band(ax, c.epoch, c, "noise_scale", colours[batch_size], label, styles[variant], "o")
     effective = sweep.completed.groupby("batch_size").effective_batch_size.first()
     for batch_size, b_eff in effective.items():
-        ax.axhline(b_eff, color=colours[batch_size], linestyle=":", linewidth=1.2)
-        ax.annotate(
+        ax.axhline(b_eff, color="grey" if by_lr else colours[batch_size], linestyle=":", linewidth=1.2)
+        ax.annotate(  # right of the axes, where no curve and no title is
             f"B={b_eff:g}",
-            (0.01, b_eff),
+            (1.01, b_eff),
             xycoords=("axes fraction", "data"),
             fontsize=7,
-            color=colours[batch_size],
+            color="dimgrey" if by_lr else colours[batch_size],
             ha="left",
-            va="bottom",
+            va="center",
+            annotation_clip=False,
         )
-    ax.set(
-        xlabel="epoch",
-        ylabel="B_simple = tr(Sigma)/|G|^2 (log)",
-        title="gradient noise scale (dotted: the sweep's batch sizes)",
-    )
-    ax.legend()
+    ax.plot([], [], color="grey", linestyle=":", linewidth=1.2, label="the sweep's batch sizes B (labelled right)")
+    ax.set(xlabel="epoch", ylabel="B_simple = tr(Sigma)/|G|^2 (log)", title="gradient noise scale B_simple")
+    if by_lr:
+        by_lr.colourbar(fig, [ax], label="learning rate of the run (log)")
+        by_lr.batch_legend(fig, marker=True, extra=ax.get_legend_handles_labels()[0])
+    else:
+        legend(ax, below=True)
     last = epochs[epochs.epoch == epochs.groupby("run").epoch.transform("max")]
     final = float(np.median(last.noise_scale))
     below = [f"{b:g}" for b in effective if b < final]
@@ -370,7 +368,9 @@ def noise_scale_section(sweep: Sweep) -> Section | None:
     figure = Figure(
         "noise_scale",
         "The gradient noise scale B_simple measured during training (McCandlish et al. "
-        "2018), one curve per run's batch size, against the batch sizes of this sweep.",
+        "2018), one curve per run's batch size"
+        + (" (line style and marker) and lr (colour bar)" if by_lr else "")
+        + ", against the batch sizes of this sweep (dotted, labelled at the right).",
         to_png(fig),
     )
     return Section("Gradient noise scale", text, [], [figure])

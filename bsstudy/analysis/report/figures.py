@@ -97,8 +97,12 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float
 
 def fit_to_lines(ax) -> None:
     """y limits that show every line with a 5% margin (on a log axis: of the log range), bands cut at the edges."""
-    log = ax.get_yscale() == "log"
-    y = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or [np.array([])])
+    log, x_from = ax.get_yscale() == "log", FIT_Y_FROM_X.get(ax)
+    lines = [line for line in ax.get_lines() if len(np.atleast_1d(line.get_ydata()))]
+    y = np.concatenate([np.asarray(line.get_ydata(), float) for line in lines] or [np.array([])])
+    if x_from is not None and lines:
+        x = np.concatenate([np.asarray(line.get_xdata(), float) for line in lines])
+        y = y[x >= x_from]
     y = y[np.isfinite(y) & ((y > 0) if log else True)]
     if not len(y):
         return
@@ -118,17 +122,18 @@ def widen_flat_axis(ax) -> None:
 
 
 def to_png(fig, tight: bool = True) -> bytes:
-    """The figure as PNG bytes (no timestamp in the metadata, so the same data gives the same file);
-    tight=False for a figure made with layout="constrained" (e.g. one colour bar shared by its panels)."""
+    """The figure as PNG bytes (no timestamp in the metadata, so the same data gives the same file), cut to a
+    tight bounding box so a legend or label outside the axes is kept; tight=False, or a figure made with
+    layout="constrained" (e.g. one colour bar shared by its panels), skips tight_layout."""
     for ax in fig.axes:
-        if ax in BANDED:
+        if ax in BANDED or ax in FIT_Y_FROM_X:
             fit_to_lines(ax)
         widen_flat_axis(ax)
         label_short_log_axes(ax)
-    if tight:
+    if tight and fig.get_layout_engine() is None:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -139,3 +144,104 @@ def curve_label(batch_size, variant: str, several_variants: bool) -> str:
 
 def variant_styles(frame) -> dict[str, str]:
     return {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(sorted(frame.variant.unique()))}
+
+
+# --- legends and series many enough to need a colour map --------------------------------------------------
+
+MAX_LEGEND_ENTRIES = 6  # more series than this in a panel: a colour bar (lr_series) instead of legend entries
+LR_CMAP = "plasma"  # lr colour map: not viridis, which is the batch sizes'
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+LR_LINES = "; one line per lr, coloured by the lr (colour bar), its points moved slightly sideways by lr"
+FIT_Y_FROM_X = weakref.WeakKeyDictionary()  # axes whose y limits follow only the points at x >= this value
+
+
+def legend(ax, below: bool = False, handles=None, labels=None, **kwargs):
+    """The axes' legend (of `handles` and `labels`, else of its labelled artists) outside the data area, right
+    of the axes or below it, so it never covers a curve; nothing when no artist has a label. to_png saves with a
+    tight bounding box, so it is never cut off."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    if below:
+        place = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.18), "ncols": min(len(handles), 3)}
+    else:
+        place = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)}
+    return ax.legend(handles, labels, borderaxespad=0.0, **(place | kwargs))
+
+
+def fit_y_from(ax, x: float) -> None:
+    """Let the y limits follow only the points at x >= `x` (e.g. the epochs after epoch 0): the earlier points
+    run off the edge instead of squeezing the range where the curves differ."""
+    FIT_Y_FROM_X[ax] = x
+
+
+def variant_lrs(frame) -> dict[str, float] | None:
+    """{variant: lr} when the variants of `frame` (a runs or epochs table with an `lr` column) are lrs: more
+    than one variant, each with one lr, no two with the same; else None."""
+    if "lr" not in frame or frame.variant.nunique() < 2:
+        return None
+    lrs = frame.dropna(subset=["lr"]).groupby("variant").lr.unique()
+    if len(lrs) != frame.variant.nunique() or any(len(v) != 1 for v in lrs):
+        return None
+    found = {variant: float(v[0]) for variant, v in lrs.items()}
+    return found if len(set(found.values())) == len(found) else None
+
+
+class LrSeries:
+    """Series told apart by their lr: a colour from a sequential map on a log scale of lr, keyed by a colour bar
+    (no legend entry per lr); the batch size, where a panel holds several, by line style and marker with one
+    legend entry per batch size."""
+
+    def __init__(self, lrs: dict[str, float], batch_sizes=()):
+        self.lrs = lrs
+        values = sorted(set(lrs.values()))
+        low, high = values[0], values[-1]
+        if low == high:
+            low, high = low / 2, high * 2
+        self.norm = matplotlib.colors.LogNorm(low, high)
+        self.cmap = matplotlib.colors.ListedColormap(matplotlib.colormaps[LR_CMAP](np.linspace(0.0, 0.85, 256)))
+        self.batch_sizes = sorted(set(int(b) for b in batch_sizes))
+
+    def colour(self, variant: str):
+        return self.cmap(self.norm(self.lrs[variant]))
+
+    def linestyle(self, batch_size) -> str:
+        return LINESTYLES[self.batch_sizes.index(int(batch_size)) % len(LINESTYLES)]
+
+    def marker(self, batch_size) -> str:
+        return MARKERS[self.batch_sizes.index(int(batch_size)) % len(MARKERS)]
+
+    def offset(self, variant: str) -> float:
+        """A factor for the x positions (batch sizes) of one lr's points: the points of one B spread sideways by
+        lr, a quarter of an octave in all, so that their error bars do not hide one another."""
+        values = sorted(set(self.lrs.values()))
+        rank = values.index(self.lrs[variant]) / (len(values) - 1) if len(values) > 1 else 0.5
+        return float(2 ** (0.25 * (rank - 0.5)))
+
+    def batch_legend(self, fig, marker: bool = False, extra=()):
+        """A legend below the figure with one grey line per batch size in its line style (and marker), then the
+        `extra` handles (e.g. reference lines)."""
+        handles = [
+            matplotlib.lines.Line2D([], [], color="grey", linestyle=self.linestyle(b),
+                                    marker=self.marker(b) if marker else None, markersize=3, label=f"B={b:g}")
+            for b in self.batch_sizes
+        ]  # fmt: skip
+        handles += list(extra)
+        return fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+
+    def colourbar(self, fig, axes, label: str = "learning rate (log)"):
+        mappable = matplotlib.cm.ScalarMappable(norm=self.norm, cmap=self.cmap)
+        bar = fig.colorbar(mappable, ax=axes, label=label, pad=0.02, fraction=0.05, aspect=30)
+        values = sorted(set(self.lrs.values()))
+        bar.set_ticks(values, labels=[f"{v:g}" for v in values])
+        bar.minorticks_off()
+        return bar
+
+
+def lr_series(frame, batch_sizes=(), series: int | None = None) -> LrSeries | None:
+    """LrSeries when the variants are lrs and the series (`series`, else the variants) are more than a legend
+    holds (MAX_LEGEND_ENTRIES); else None (colour by batch size, a legend entry per series)."""
+    lrs = variant_lrs(frame)
+    count = len(lrs or {}) if series is None else series
+    return LrSeries(lrs, batch_sizes) if lrs and count > MAX_LEGEND_ENTRIES else None

@@ -17,6 +17,7 @@ from bsstudy.analysis.report.figures import (
     batch_axis,
     batch_colours,
     errorbar,
+    legend,
     log_scale,
     new_figure,
     to_png,
@@ -63,7 +64,7 @@ def sharpness_section(sweep: Sweep) -> Section | None:
             ax.set(
                 xlabel="batch size B (log)", ylabel="sharpness (% loss increase, log)", title=f"sharpness, eps = {e}"
             )
-            ax.legend()
+            legend(ax)
         figures.append(
             Figure(
                 "sharpness",
@@ -170,7 +171,7 @@ def interpolation_section(sweep: Sweep) -> Section | None:
             )
         ax.set(yscale="log", xlabel="alpha: (1 - alpha) theta_a + alpha theta_b", ylabel="loss (log)")
         ax.set_title(folder.name if folder.name != "interpolation" else folder.parents[1].name, pad=14)
-        ax.legend()
+        legend(ax)
     for ax in list(axes.flat)[len(curves) :]:
         ax.set_visible(False)
     figure = Figure(

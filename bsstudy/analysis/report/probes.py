@@ -11,7 +11,16 @@ from __future__ import annotations
 import importlib
 
 from bsstudy.analysis.report.document import Figure, Section, Table
-from bsstudy.analysis.report.figures import band, batch_colours, curve_label, new_figure, to_png, variant_styles
+from bsstudy.analysis.report.figures import (
+    band,
+    batch_colours,
+    curve_label,
+    legend,
+    lr_series,
+    new_figure,
+    to_png,
+    variant_styles,
+)
 from bsstudy.analysis.report.runs import Sweep, completed_epochs, probe_numbers
 from bsstudy.analysis.report.uncertainty import summarize
 
@@ -96,13 +105,22 @@ def epoch_figure(sweep: Sweep, name: str, columns: list[str]) -> Figure | None:
         return None
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], columns)
-    fig, axes = new_figure(len(columns))
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(len(columns), layout="constrained" if by_lr else None)
     for ax, column in zip(axes[0], columns, strict=True):
-        for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
-            label = curve_label(batch_size, variant, len(styles) > 1)
-            band(ax, c.epoch, c, column, colours[batch_size], label, styles[variant])
+        for (variant, batch_size), c in pairs:
+            if by_lr:
+                band(ax, c.epoch, c, column, by_lr.colour(variant), "_nolegend_", by_lr.linestyle(batch_size))
+            else:
+                label = curve_label(batch_size, variant, len(styles) > 1)
+                band(ax, c.epoch, c, column, colours[batch_size], label, styles[variant])
         ax.set(xlabel="epoch", ylabel=column, title=column)
-        ax.legend(fontsize=7)
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        by_lr.batch_legend(fig)
+    else:
+        legend(axes[0][-1], fontsize=7)
     caption = f"Probe {name}: its metrics.csv columns per epoch, mean and 95% band over seeds per batch size."
     return Figure(f"{name}_epochs", caption, to_png(fig))
 

@@ -10,12 +10,16 @@ from bsstudy.analysis.report.at_budget import final_epochs
 from bsstudy.analysis.report.document import Figure, Section, Table
 from bsstudy.analysis.report.figures import (
     LINESTYLES,
+    LR_LINES,
     band,
     batch_axis,
     batch_colours,
     curve_label,
     errorbar,
+    fit_y_from,
+    legend,
     log_scale,
+    lr_series,
     new_figure,
     to_png,
     variant_styles,
@@ -75,53 +79,60 @@ def curves_section(sweep: Sweep) -> Section | None:
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     several = len(styles) > 1
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], [c for c, _ in CURVES])
-    fig, axes = new_figure(3)
-    for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(3, layout="constrained" if by_lr else None)
+    for (variant, batch_size), c in pairs:
         for ax, (column, _) in zip(axes[0], CURVES, strict=True):
-            band(
-                ax,
-                c.epoch,
-                c,
-                column,
-                colours[batch_size],
-                curve_label(batch_size, variant, several),
-                styles[variant],
-            )
-    for ax, (_, label) in zip(axes[0], CURVES, strict=True):
+            if by_lr:
+                band(ax, c.epoch, c, column, by_lr.colour(variant), "_nolegend_", by_lr.linestyle(batch_size))
+            else:
+                band(ax, c.epoch, c, column, colours[batch_size], curve_label(batch_size, variant, several),
+                     styles[variant])  # fmt: skip
+    for ax, (column, label) in zip(axes[0], CURVES, strict=True):
         ax.set(xlabel="epoch", ylabel=label, title=label)
-    axes[0][0].legend()
+        if column != "gap" and (curves.epoch > 0).any():
+            fit_y_from(ax, 1)  # epoch 0 (chance accuracy) would squeeze the range where the curves differ
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        by_lr.batch_legend(fig)
+    else:
+        legend(axes[0][-1])
     curves_fig = Figure(
         "generalization_curves",
         "Full-pass test accuracy, train accuracy and generalization gap after each epoch (epoch 0 = before "
-        "training), one curve per batch size; bands: 95% interval across seeds.",
+        "training), one curve per batch size"
+        + ("; colour: the lr (colour bar), line style: the batch size" if by_lr else "")
+        + "; bands: 95% interval across seeds. The accuracy axes are fitted to epochs 1 and later: epoch 0 (chance "
+        "accuracy) lies below them.",
         to_png(fig),
     )
     final = final_table(sweep)
-    fig, axes = new_figure(2)
+    by_lr = lr_series(sweep.completed)
+    fig, axes = new_figure(2, layout="constrained" if by_lr else None)
     for variant, f in final.groupby("variant"):
         for ax, column in zip(axes[0], ["final_test_acc", "final_gap"], strict=True):
-            errorbar(
-                ax,
-                f.batch_size,
-                f,
-                column,
-                "black",
-                variant or "all runs",
-                linestyle=styles[variant],
-            )
+            if by_lr:
+                errorbar(ax, f.batch_size * by_lr.offset(variant), f, column, by_lr.colour(variant), "_nolegend_")
+                continue
+            errorbar(ax, f.batch_size, f, column, "black", variant or "all runs", linestyle=styles[variant])
             for b, m in zip(f.batch_size, f[f"{column}_mean"], strict=True):
                 ax.plot([b], [m], "o", color=colours[b], markersize=7, zorder=3)
     for ax, label in zip(axes[0], ["final test accuracy", "final gap (train acc - test acc)"], strict=True):
         batch_axis(ax, sweep.batch_sizes)
         ax.set(xlabel="batch size B (log scale)", ylabel=label, title=f"{label} vs B")
-    if several:
-        axes[0][0].legend()
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+    elif several:
+        legend(axes[0][-1])
     epochs = final_epochs(sweep.completed)
     budget = f"at each run's {epochs}" if epochs.startswith("final") else f"at equal epochs ({epochs})"
     budget += ", not at equal steps or time (see Budgets)"
     final_fig = Figure(
         "final_vs_batch_size",
-        f"Final test accuracy and gap against batch size, {budget}; bars: 95% interval across seeds.",
+        f"Final test accuracy and gap against batch size, {budget}"
+        + (LR_LINES if by_lr else "")
+        + "; bars: 95% interval across seeds.",
         to_png(fig),
     )
     caption = f"Final numbers per batch size, {budget}: mean [95% interval] over n seeds" + (
@@ -141,32 +152,35 @@ def cost_curves_section(sweep: Sweep) -> Section | None:
         return None
     colours, styles = batch_colours(sweep.batch_sizes), variant_styles(epochs)
     curves = summarize(epochs, ["variant", "batch_size", "epoch"], ["test_acc", "train_time_s", "optimizer_steps"])
-    fig, axes = new_figure(2)
+    pairs = curves.groupby(["variant", "batch_size"])
+    by_lr = lr_series(sweep.completed, sweep.batch_sizes, series=pairs.ngroups)
+    fig, axes = new_figure(2, layout="constrained" if by_lr else None)
     for ax in axes[0]:
         log_scale(ax, "x")
-    for (variant, batch_size), c in curves.groupby(["variant", "batch_size"]):
+    for (variant, batch_size), c in pairs:
         label = curve_label(batch_size, variant, len(styles) > 1)
         for ax, x in zip(axes[0], ["train_time_s_mean", "optimizer_steps_mean"], strict=True):
-            band(
-                ax,
-                c[x],
-                c,
-                "test_acc",
-                colours[batch_size],
-                label,
-                styles[variant],
-                marker="o",
-            )
+            if by_lr:
+                band(ax, c[x], c, "test_acc", by_lr.colour(variant), "_nolegend_", by_lr.linestyle(batch_size),
+                     marker=by_lr.marker(batch_size))  # fmt: skip
+            else:
+                band(ax, c[x], c, "test_acc", colours[batch_size], label, styles[variant], marker="o")
     axes[0][0].set(
         xlabel="training time (s, cumulative, evaluation excluded; log)",
         ylabel="test accuracy",
         title="test accuracy vs wall-clock time",
     )
     axes[0][1].set(xlabel="optimizer steps (log)", ylabel="test accuracy", title="test accuracy vs optimizer steps")
-    axes[0][0].legend()
+    if by_lr:
+        by_lr.colourbar(fig, axes[0].tolist())
+        by_lr.batch_legend(fig, marker=True)
+    else:
+        legend(axes[0][-1])
     figure = Figure(
         "accuracy_vs_time_and_steps",
-        "Test accuracy after each epoch against the training time and the optimizer steps it took (means over seeds); "
+        "Test accuracy after each epoch against the training time and the optimizer steps it took (means over seeds"
+        + ("; colour: the lr (colour bar), line style and marker: the batch size" if by_lr else "")
+        + "); "
         "the Budgets section reads these curves at one common step or time budget.",
         to_png(fig),
     )
@@ -195,7 +209,7 @@ def scaling_section(sweep: Sweep) -> Section | None:
                     f"B={batch_size:g}",
                 )
             ax.set(xlabel="epoch", ylabel="test accuracy", title=f"lr_scaling={scaling}")
-            ax.legend()
+        legend(axes[0][len(scalings) - 1])
         final = summarize(runs, ["lr_scaling", "batch_size"], ["final_test_acc"])
         for i, (scaling, f) in enumerate(final.groupby("lr_scaling")):
             errorbar(
@@ -209,7 +223,7 @@ def scaling_section(sweep: Sweep) -> Section | None:
             )
         batch_axis(axes[0][-1], sweep.batch_sizes)
         axes[0][-1].set(xlabel="batch size B (log)", title="final test accuracy")
-        axes[0][-1].legend()
+        legend(axes[0][-1])
         figures.append(
             Figure(
                 "lr_scaling",
@@ -244,7 +258,7 @@ def scaling_section(sweep: Sweep) -> Section | None:
             ylabel="final test accuracy",
             title="gradient accumulation vs one big batch",
         )
-        axes[0][0].legend()
+        legend(axes[0][0])
         figures.append(
             Figure(
                 "accumulation",

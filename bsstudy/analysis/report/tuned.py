@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from bsstudy.analysis.report.document import Figure, Section, Table
-from bsstudy.analysis.report.figures import batch_axis, errorbar, log_scale, new_figure, to_png
+from bsstudy.analysis.report.figures import batch_axis, batch_colours, errorbar, legend, log_scale, new_figure, to_png
 from bsstudy.analysis.report.uncertainty import count_text, mean_ci, quantity_kind
 from bsstudy.runfolder import RunFolder, run_folders
 from bsstudy.streams import rng
@@ -532,12 +532,6 @@ def recommendation_lines(study: TunedStudy) -> list[str]:
 # --- the report section ------------------------------------------------------------------------------
 
 
-def legend(ax) -> None:
-    """The axes' legend, when something on them has a label (a study where no B reached the target has none)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-
-
 def steps_figure(study: TunedStudy) -> Figure:
     """Steps to target vs B (log-log): the selected lrs' means with 95% intervals, perfect scaling from the
     smallest B, the fitted S(B), B_crit with its interval, and B_simple at the target crossing."""
@@ -552,29 +546,47 @@ def steps_figure(study: TunedStudy) -> Figure:
         ax.plot(table.batch_size, s0 * b0 / table.batch_size, color="grey", linestyle="--", label="perfect scaling")
     else:
         ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes, ha="center", va="center")
-    fit = study.fit
+    fit, b_crit_pair = study.fit, None
     if math.isfinite(fit.b_crit):
         grid = np.geomspace(study.table.batch_size.min(), study.table.batch_size.max(), 100)
-        ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), color="tab:red",
-                label=f"fit: S_min={fit.s_min:.3g}, B_crit={fit.b_crit:.3g}")  # fmt: skip
-        ax.axvline(fit.b_crit, color="tab:red", linestyle=":", linewidth=1.2)
+        ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), color="tab:red", label=f"fit S(B): S_min={fit.s_min:.3g}")
+        line = ax.axvline(fit.b_crit, color="tab:red", linestyle=":", linewidth=1.2, label=f"B_crit={fit.b_crit:.3g}")
         if math.isfinite(fit.low) and math.isfinite(fit.high):
-            ax.axvspan(fit.low, fit.high, color="tab:red", alpha=0.1, label="B_crit 95% bootstrap interval")
-    b_simple = table.b_simple_mean.dropna() if "b_simple_mean" in table else []
-    if len(b_simple):
-        ax.scatter(b_simple, table.loc[b_simple.index, "steps_mean"], marker="x", color="tab:blue", zorder=5,
-                   label="B_simple at the crossing (x), at that B's steps")  # fmt: skip
-        ax.axvline(float(np.median(b_simple)), color="tab:blue", linestyle="-.", linewidth=1.2,
-                   label=f"median B_simple {float(np.median(b_simple)):.3g}")  # fmt: skip
+            span = ax.axvspan(fit.low, fit.high, color="tab:red", alpha=0.1, label="_B_crit interval")
+            line.set_label(f"B_crit={fit.b_crit:.3g} [{fit.low:.3g}, {fit.high:.3g}] (shaded: 95% bootstrap)")
+            b_crit_pair = (line, span)  # one legend entry for the line and its interval
+    b_simple = table.dropna(subset=["b_simple_mean"]) if "b_simple_mean" in table else table.iloc[0:0]
+    if len(b_simple):  # B_simple is a batch size: marked on the B axis, one row per B it was measured at
+        colours = batch_colours(study.table.batch_size.tolist())
+        left, right = ax.get_xlim()
+        for i, r in enumerate(b_simple.itertuples()):
+            y = 0.05 + 0.06 * i
+            low, high = r.b_simple_ci_low, r.b_simple_ci_high  # cut at the axis ends (a t-interval may reach < 0)
+            low, high = (max(low, left), min(high, right)) if math.isfinite(low) else (r.b_simple_mean,) * 2
+            ax.plot([low, high], [y, y], color=colours[int(r.batch_size)], linewidth=1.5,
+                    transform=ax.get_xaxis_transform(), label="_nolegend_")  # fmt: skip
+            ax.plot([r.b_simple_mean], [y], "x", color=colours[int(r.batch_size)], markersize=7, mew=2,
+                    transform=ax.get_xaxis_transform(), label="_nolegend_")  # fmt: skip
+            ax.annotate(f"runs of B={int(r.batch_size)}", (high, y), xycoords=ax.get_xaxis_transform(),
+                        xytext=(5, 0), textcoords="offset points", fontsize=6, va="center",
+                        color=colours[int(r.batch_size)])  # fmt: skip
+        ax.plot([], [], "x", color="grey", mew=2, label="B_simple at the crossing, per B's runs (x: mean, bar: 95%)")
+        median = float(np.median(b_simple.b_simple_mean))
+        ax.axvline(median, color="tab:blue", linestyle="-.", linewidth=1.2, label=f"median B_simple {median:.3g}")
+        ax.set_xlim(left, right)
     ax.set(xlabel="batch size B", ylabel="optimizer steps to target (log)",
            title=f"steps to val accuracy {study.target:g}" if study.target else "steps to target")  # fmt: skip
-    legend(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    if b_crit_pair:
+        handles = [b_crit_pair if h is b_crit_pair[0] else h for h in handles]
+    legend(ax, below=True, handles=handles, labels=labels, ncols=2, bbox_to_anchor=(0.5, -0.14))
     caption = (
         "Optimizer steps to the target validation accuracy at each batch size's selected lr (mean over seeds, "
         "95% t-interval); dashed: perfect scaling from the smallest B (steps x B constant); red: S(B) = S_min "
         "(1 + B_crit/B) fitted in log space (McCandlish et al. 2018), its B_crit dotted, the bootstrap interval "
-        "shaded; blue: the gradient noise scale B_simple measured in the same runs at the target crossing, which "
-        "McCandlish et al. predict to be close to B_crit."
+        "shaded; crosses near the B axis: the gradient noise scale B_simple (itself a batch size) measured at the "
+        "target crossing in the runs of each B (mean over seeds, bar: 95% interval, colour: that B), their median "
+        "dash-dotted; McCandlish et al. predict B_simple to be close to B_crit."
     )
     return Figure("tuned_steps_to_target", caption, to_png(fig))
 
@@ -591,8 +603,9 @@ def lr_figure(study: TunedStudy) -> Figure:
     if not table.empty:
         ax.plot(table.batch_size, table.best_lr, "o-", color="black", label="best lr (fewest steps)")
         edge = table[table.edge != ""]
-        ax.scatter(edge.batch_size, edge.best_lr, s=120, facecolors="none", edgecolors="tab:red",
-                   label="at the edge of its grid")  # fmt: skip
+        if len(edge):  # no legend entry for a mark that is not drawn
+            ax.scatter(edge.batch_size, edge.best_lr, s=120, facecolors="none", edgecolors="tab:red",
+                       label="at the edge of its grid")  # fmt: skip
         b0, lr0 = float(table.batch_size.iloc[0]), float(table.best_lr.iloc[0])
         b = study.table.batch_size.astype(float)
         ax.plot(b, lr0 * b / b0, "--", color="tab:orange", label="linear rule lr ~ B")
