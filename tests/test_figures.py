@@ -112,6 +112,7 @@ def check_readable(fig) -> None:
         assert set(labelled) <= texts, set(labelled) - texts
 
 
+@pytest.mark.slow  # builds whole reports (several seconds)
 def test_nine_lr_series_get_a_colour_bar_and_a_short_legend_outside_the_axes(lr_sweep, drawn):
     assert len(figures.variant_lrs(lr_sweep.completed)) == 9
     training.curves_section(lr_sweep)

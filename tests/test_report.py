@@ -549,6 +549,7 @@ def full_disk_after(monkeypatch, writes: int, name: str = ".png.tmp"):
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
 
 
+@pytest.mark.slow  # builds whole reports (several seconds)
 @pytest.mark.parametrize("failure", ["a section", "the Markdown", "a full disk at the third figure"])
 def test_a_build_that_fails_midway_leaves_the_previous_report_whole(tmp_path, monkeypatch, failure):
     out, before = two_runs_then_a_third(tmp_path)
@@ -564,6 +565,7 @@ def test_a_build_that_fails_midway_leaves_the_previous_report_whole(tmp_path, mo
     assert not list(out.glob(".writing-*"))
 
 
+@pytest.mark.slow  # builds whole reports (several seconds)
 def test_a_full_disk_is_one_line_naming_the_file_and_the_way_out(tmp_path, monkeypatch, capsys):
     out, before = two_runs_then_a_third(tmp_path)
     full_disk_after(monkeypatch, writes=2)
@@ -577,6 +579,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_way_out(tmp_path, monke
     assert files_of(out) == before  # and no file cut short
 
 
+@pytest.mark.slow  # builds whole reports (several seconds)
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_a_read_only_report_folder_is_one_line_naming_it_and_the_way_out(tmp_path, monkeypatch, capsys, code):
     out, before = two_runs_then_a_third(tmp_path)
@@ -606,6 +609,7 @@ def test_a_read_only_report_folder_is_one_line_naming_it_and_the_way_out(tmp_pat
     assert is_whole(tmp_path / "elsewhere")
 
 
+@pytest.mark.slow  # builds whole reports (several seconds)
 def test_a_new_report_replaces_the_old_ones_files_and_keeps_the_others(tmp_path):
     out, _ = two_runs_then_a_third(tmp_path)
     (out / "figures" / "gone.png").write_bytes(b"a figure the new report does not draw")
