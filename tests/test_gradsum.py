@@ -365,3 +365,22 @@ def test_bad_gradsum_settings_fail_before_training(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         train(gradsum_run(tmp_path, *PROBE, override))
     assert not (tmp_path / "probes" / "gradsum" / "trials.csv").exists()
+
+
+def test_a_stop_signal_ends_the_measurement_between_passes_and_writes_nothing(tmp_path, monkeypatch):
+    """The probe asks for the stop between passes of trials (Probe.check_stop: STOP.check raises RunInterrupted),
+    so a SIGTERM during its minutes-long measurement ends the run within one pass, before any file is written."""
+    net, x, y = tiny_problem(trials=1, samples=200, seed=4)
+    settings = probe_defaults() | {"batch_sizes": [1, 8], "trials": 4, "samples": 24, "trials_per_pass": 2}
+    probe = GradSum(tmp_path, **settings)
+    calls = []
+
+    def stop_at_the_second_pass():
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit(143)
+
+    monkeypatch.setattr(probe, "check_stop", stop_at_the_second_pass)
+    with pytest.raises(SystemExit):
+        probe.run_regime(fake_run(net, x[0], y[0]), 2)
+    assert len(calls) == 2 and not (tmp_path / "trials.csv").exists() and not (tmp_path / "fit.json").exists()

@@ -426,6 +426,7 @@ class GradSum(Probe):
         per_pass = self.trials_per_pass or trials_fitting_in_memory(net, self.samples, self.trials, pl_module.device)
         for done, group in enumerate(groups, 1):
             for first in range(0, self.trials, per_pass):
+                self.check_stop()  # a stop signal ends the run between passes (the epoch and its probe run again)
                 trials = range(first, min(first + per_pass, self.trials))
                 key = 0 if self.common_samples else group[0]
                 picked = [trial_indices(data.n_train, self.samples, pl_module.seed, regime, key, i) for i in trials]
