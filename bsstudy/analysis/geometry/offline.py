@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsstudy import CONF_DIR
 from bsstudy.analysis.geometry.runs import load_run, pick_pair, rebuildable_runs
-from bsstudy.config import MLP_TARGET
 from bsstudy.runfolder import RunFolder
 from bsstudy.train.probe import build_probe
 
@@ -47,11 +46,10 @@ def measure_all(name: str, path: Path, overrides=None, device: str = "cpu", geom
         measure_run(name, run_dir, overrides, device, geometry_bn)
 
 
-def network_of(cfg) -> dict:
-    """The model settings that shape the network (a config recorded before model._target_ existed is the MLP)."""
-    model = OmegaConf.to_container(cfg.model)
-    model.setdefault("_target_", MLP_TARGET)
-    return {k: v for k, v in model.items() if k != "geometry_bn"}
+def same_network(net_a, net_b) -> bool:
+    """The same class with parameters of the same names and shapes: a straight line between their weights exists."""
+    shapes = [{name: p.shape for name, p in net.named_parameters()} for net in (net_a, net_b)]
+    return type(net_a) is type(net_b) and shapes[0] == shapes[1]
 
 
 def interpolate_runs(
@@ -65,7 +63,7 @@ def interpolate_runs(
     """Interpolation from run_a (alpha = 0) to run_b (alpha = 1), on run_a's data, with run_a's model.geometry_bn
     or `geometry_bn`; returns the output folder, by default <common parent>/geometry/interpolation_<B_a>_<B_b>/."""
     a, b = load_run(run_a, geometry_bn=geometry_bn), load_run(run_b)
-    if a.cfg.data.name != b.cfg.data.name or network_of(a.cfg) != network_of(b.cfg):
+    if a.cfg.data.name != b.cfg.data.name or not same_network(a.net, b.net):
         raise ValueError(f"{run_a} and {run_b} differ in data set or model; interpolation needs the same network")
     if out_dir is None:
         parent = Path(os.path.commonpath([a.run_dir.resolve(), b.run_dir.resolve()]))
