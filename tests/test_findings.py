@@ -99,12 +99,13 @@ class Sweep:
         (path / "probes" / "gradsum" / "fit.json").write_text(json.dumps(body))
 
     def gradsum_stds(self, seed: int, std_norms: dict[str, dict[int, float]]):
-        """A gradsum run whose summary.csv has, per regime and B, the source's normalized std."""
+        """A gradsum run whose summary.csv has, per regime and B, the source's normalized std (and a fit.json)."""
         path = self.run(1024, seed, gradsum={})
         rows = [(r, b, s) for r, by_b in std_norms.items() for b, s in by_b.items()]
         (path / "probes" / "gradsum").mkdir(parents=True)
         text = "regime,batch_size,std_norm\n" + "".join(f"{r},{b},{s}\n" for r, b, s in rows)
         (path / "probes" / "gradsum" / "summary.csv").write_text(text)
+        (path / "probes" / "gradsum" / "fit.json").write_text("{}")  # the probe writes both files
 
     def findings(self) -> dict[str, dict]:
         table = findings_table(read_sweep(self.path))

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -21,7 +19,7 @@ from bsstudy.analysis.report.figures import (
     to_png,
     variant_styles,
 )
-from bsstudy.analysis.report.runs import Sweep, completed_epochs, representative_runs
+from bsstudy.analysis.report.runs import Sweep, completed_epochs, normalized_std, read_gradsum, representative_runs
 from bsstudy.analysis.report.uncertainty import summarize
 
 
@@ -140,29 +138,6 @@ def update_norms_section(sweep: Sweep) -> Section | None:
         [Table("update_norms", "Last epoch, per batch size.", table)],
         figures,
     )
-
-
-def read_gradsum(sweep: Sweep) -> list[tuple[object, pd.DataFrame, dict]]:
-    """(run row, summary.csv, fit.json) of every completed run with gradsum results."""
-    found = []
-    for run in sweep.completed.itertuples():
-        folder = sweep.probe_dir(run.run, "gradsum")
-        if not (folder / "summary.csv").exists():
-            continue
-        try:
-            found.append((run, pd.read_csv(folder / "summary.csv"), json.loads((folder / "fit.json").read_text())))
-        except Exception as err:
-            sweep.problem(run.run, "probes/gradsum/summary.csv, fit.json", f"{type(err).__name__}: {err}")
-    return found
-
-
-def normalized_std(summary: pd.DataFrame) -> pd.Series:
-    """The source's normalized std, sigma_B mu_ref / mu_B (mu_ref: the mean at the largest B); read from
-    summary.csv's std_norm, or computed for files written before that column existed."""
-    if "std_norm" in summary:
-        return summary["std_norm"]
-    reference = summary.loc[summary.batch_size.idxmax(), "mean"]
-    return summary["std"] * reference / summary["mean"]
 
 
 def gradsum_protocol(settings: dict) -> str:

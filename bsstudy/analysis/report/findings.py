@@ -54,7 +54,7 @@ from scipy import stats
 
 from bsstudy.analysis.report import at_budget
 from bsstudy.analysis.report.document import Section, Table
-from bsstudy.analysis.report.runs import Sweep, eps_values, probe_numbers
+from bsstudy.analysis.report.runs import Sweep, eps_values, normalized_std, probe_numbers, read_gradsum
 from bsstudy.analysis.report.uncertainty import CORRELATION, UNBOUNDED, mean_ci, side_of_zero
 
 MIN_SEEDS = 3  # seeds with a run at every batch size compared, for any verdict but "too few seeds"
@@ -694,18 +694,11 @@ STD_RULE = (
 
 
 def read_std_norms(sweep: Sweep) -> pd.DataFrame:
-    """Every finished run's probes/gradsum/summary.csv as rows (run, seed, regime, batch_size, std_norm)."""
-    frames = []
-    for run in sweep.runs[sweep.runs.status.isin(FINISHED)].itertuples():
-        path = sweep.probe_dir(run.run, "gradsum") / "summary.csv"
-        if not path.exists():
-            continue
-        try:
-            table = pd.read_csv(path)[["regime", "batch_size", "std_norm"]]
-        except Exception as err:  # one corrupt file must not stop the report
-            sweep.problem(run.run, "probes/gradsum/summary.csv", f"{type(err).__name__}: {err}")
-            continue
-        frames.append(table.assign(run=str(run.run), seed=float(run.seed)))
+    """Every finished run's gradsum summary.csv as rows (run, seed, regime, batch_size, std_norm)."""
+    frames = [
+        summary.assign(std_norm=normalized_std(summary), run=str(run.run), seed=float(run.seed))
+        for run, summary, _ in read_gradsum(sweep, sweep.runs[sweep.runs.status.isin(FINISHED)])
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -316,3 +316,30 @@ def probe_numbers(sweep: Sweep, probe: str) -> pd.DataFrame:
 
 def eps_values(frame: pd.DataFrame) -> list[str]:
     return sorted((m.group(1) for c in frame.columns if (m := SHARPNESS_KEY.match(c))), key=float, reverse=True)
+
+
+# The gradient-sum experiment's files, read by its section (dynamics.py) and its findings rows
+
+
+def read_gradsum(sweep: Sweep, runs: pd.DataFrame | None = None) -> list[tuple[object, pd.DataFrame, dict]]:
+    """(run row, summary.csv, fit.json) of every run of `runs` (default: the completed ones) with gradsum results;
+    an unreadable pair becomes a problem of its run."""
+    found = []
+    for run in (sweep.completed if runs is None else runs).itertuples():
+        folder = sweep.probe_dir(run.run, "gradsum")
+        if not (folder / "summary.csv").exists():
+            continue
+        try:
+            found.append((run, pd.read_csv(folder / "summary.csv"), json.loads((folder / "fit.json").read_text())))
+        except Exception as err:
+            sweep.problem(run.run, "probes/gradsum/summary.csv, fit.json", f"{type(err).__name__}: {err}")
+    return found
+
+
+def normalized_std(summary: pd.DataFrame) -> pd.Series:
+    """The source's normalized std, sigma_B mu_ref / mu_B (mu_ref: the mean at the largest B); read from
+    summary.csv's std_norm, or computed for files written before that column existed."""
+    if "std_norm" in summary:
+        return summary["std_norm"]
+    reference = summary.loc[summary.batch_size.idxmax(), "mean"]
+    return summary["std"] * reference / summary["mean"]
